@@ -1,0 +1,296 @@
+"""The TOML config file -> validated, immutable settings.
+
+One pydantic model per section. Unknown keys are errors (a typo must not be silently ignored),
+and every error names the dotted key and the reason. Secrets may be written inline, or as
+`{ env = "NAME" }` or `{ file = "/run/credentials/mailbridge.service/psa" }` (systemd
+`LoadCredential=`); they are held as `SecretStr`, so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file, key and reason."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_secret(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"env"}:
+            name = value["env"]
+            if name not in os.environ:
+                raise ValueError(f"environment variable {name} is not set")
+            return os.environ[name]
+        if set(value) == {"file"}:
+            try:
+                return Path(value["file"]).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read secret file {value['file']}: {exc.strerror}") from None
+        raise ValueError('a secret is a string, { env = "NAME" } or { file = "PATH" }')
+    return value
+
+
+# A SecretStr that also accepts the env/file forms.
+SecretField = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+
+
+class StoreSettings(Section):
+    path: Path = Path("mailbridge.db")
+    retention_days: int = Field(30, ge=1)
+    correlation_retention_days: int = Field(90, ge=1)
+    disk_warn_mb: int = Field(1024, ge=1)
+
+
+class OAuth2Settings(Section):
+    """Where to obtain an access token (Microsoft 365, Gmail, a webhook target)."""
+
+    token_url: str
+    client_id: str
+    client_secret: SecretField | None = None
+    refresh_token: SecretField | None = None
+    scope: str | None = None
+
+
+class ImapSettings(Section):
+    name: str = "inbox"
+    host: str
+    port: int = 993
+    security: Literal["tls", "starttls", "none"] = "tls"
+    ca_file: Path | None = None
+    username: str
+    password: SecretField | None = None
+    oauth2: OAuth2Settings | None = None
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    quarantine_folder: str | None = None
+    idle: bool = True
+    poll_interval: float = Field(60.0, gt=0)
+    reidle_interval: float = Field(25 * 60.0, gt=0)
+    timeout: float = Field(30.0, gt=0)
+    batch_size: int = Field(200, ge=1, le=500)
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+
+
+class MaildirSettings(Section):
+    name: str = "maildir"
+    path: Path
+    poll_interval: float = Field(2.0, gt=0)
+
+
+class SmtpSettings(Section):
+    host: str = "localhost"
+    port: int = 587
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    ca_file: Path | None = None
+    username: str | None = None
+    password: SecretField | None = None
+    timeout: float = Field(30.0, gt=0)
+    from_address: str = "mailbridge@localhost"
+
+
+class PsaSettings(Section):
+    base_url: str = "http://127.0.0.1:8089"
+    client_id: str = ""
+    client_secret: SecretField = SecretStr("")
+    organization_oem_token: SecretField = SecretStr("")
+    integration_id: str = ""
+    grant_type: str = "client_credentials"
+    scope: str = "vendor_manage"
+    timeout: float = Field(15.0, gt=0)
+    rate_limit: float = Field(10.0, gt=0, description="requests per second")
+    concurrency: int = Field(4, ge=1, le=64)
+    summary_max_chars: int = Field(8000, ge=100)
+    enabled: bool = True
+
+
+class WebhookAuth(Section):
+    type: Literal["none", "basic", "oauth2"] = "none"
+    username: str | None = None
+    password: SecretField | None = None
+    oauth2: OAuth2Settings | None = None
+
+
+class WebhookSettings(Section):
+    name: str = "webhook"
+    url: str
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, str] = {}
+    payload: str
+    auth: WebhookAuth = WebhookAuth()
+    timeout: float = Field(15.0, gt=0)
+
+
+class ProductGroup(Section):
+    name: str
+    alert_types: list[str]
+
+
+class RulesSettings(Section):
+    directory: Path = Path("rules")
+    accounts: Path | None = None
+    watch: bool = True
+
+
+class RoutingSettings(Section):
+    """Where mail that does not become a ticket goes (SPEC §3.4 steps 2, 3, 5)."""
+
+    internal_address: str | None = None
+    admin_address: str | None = None
+    regular_mail: Literal["leave", "move", "forward"] = "leave"
+    regular_folder: str = "Regular"
+    regular_forward_to: str | None = None
+    own_addresses: list[str] = []
+
+
+class StormSettings(Section):
+    coalesce_window: float = Field(300.0, ge=0)
+    resolve_delay: float = Field(0.0, ge=0)
+    account_cap: int = Field(20, ge=1)
+    account_window: float = Field(60.0, gt=0)
+    global_cap: int = Field(200, ge=1)
+    storm_product_group: str | None = None
+    storm_alert_type: str | None = None
+    reopen: Literal["new", "append"] = "new"
+    max_open_age_days: float = Field(30.0, gt=0)
+
+
+class XmlApiSettings(Section):
+    enabled: bool = False
+    password: SecretField | None = None
+    responses: bool = True
+    bcc: str | None = None
+    max_bytes: int = Field(1024 * 1024, ge=1024)
+    response_rate_per_hour: int = Field(60, ge=1)
+
+
+class AtesSettings(Section):
+    sources: list[str] = []  # token sources whose mail counts as automated on its own
+    id: str | None = None
+    password: SecretField | None = None
+
+
+class AuthSettings(Section):
+    """Sender authenticity (SPEC §3.7a)."""
+
+    authserv_ids: list[str] = []
+    trusted_relays: list[str] = []
+
+
+class HttpSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8025, ge=0, le=65535)
+    vendor_api_key: SecretField | None = None
+
+
+class LogSettings(Section):
+    format: Literal["auto", "human", "json"] = "auto"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(Section):
+    store: StoreSettings = StoreSettings()
+    imap: list[ImapSettings] = []
+    maildir: list[MaildirSettings] = []
+    smtp: SmtpSettings | None = None
+    psa: PsaSettings = PsaSettings()
+    webhook: list[WebhookSettings] = []
+    catalogue: list[ProductGroup] = []
+    rules: RulesSettings = RulesSettings()
+    routing: RoutingSettings = RoutingSettings()
+    storm: StormSettings = StormSettings()
+    xml_api: XmlApiSettings = XmlApiSettings()
+    ates: AtesSettings = AtesSettings()
+    auth: AuthSettings = AuthSettings()
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+
+    @field_validator("catalogue")
+    @classmethod
+    def _unique_groups(cls, groups: list[ProductGroup]) -> list[ProductGroup]:
+        seen: set[str] = set()
+        for group in groups:
+            if group.name in seen:
+                raise ValueError(f"product group {group.name!r} is listed twice")
+            seen.add(group.name)
+        return groups
+
+    def catalogue_map(self) -> dict[str, frozenset[str]]:
+        return {g.name: frozenset(g.alert_types) for g in self.catalogue}
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the config, for log redaction."""
+        found: list[str] = []
+
+        def walk(obj: Any) -> None:
+            if isinstance(obj, SecretStr):
+                value = obj.get_secret_value()
+                if value:
+                    found.append(value)
+            elif isinstance(obj, BaseModel):
+                for name in type(obj).model_fields:
+                    walk(getattr(obj, name))
+            elif isinstance(obj, (list, tuple)):
+                for item in obj:
+                    walk(item)
+
+        walk(self)
+        return found
+
+
+def _format_errors(path: Path | str, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | str, base_dir: Path | None = None) -> Settings:
+    """Read and validate a config file. Relative paths in it are relative to the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return settings_from_dict(data, source=path, base_dir=base_dir or path.parent)
+
+
+def settings_from_dict(data: dict[str, Any], source: Path | str = "<config>",
+                       base_dir: Path | None = None) -> Settings:
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+    if base_dir is not None:
+        settings = _anchor_paths(settings, base_dir)
+    return settings
+
+
+def _anchor_paths(settings: Settings, base: Path) -> Settings:
+    def anchor(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else (base / p)
+
+    return settings.model_copy(update={
+        "store": settings.store.model_copy(update={"path": anchor(settings.store.path)}),
+        "rules": settings.rules.model_copy(update={
+            "directory": anchor(settings.rules.directory),
+            "accounts": anchor(settings.rules.accounts),
+        }),
+        "maildir": [m.model_copy(update={"path": anchor(m.path)}) for m in settings.maildir],
+    })

@@ -1,0 +1,209 @@
+"""Plain data handed from one pipeline stage to the next.
+
+Every stage takes one of these in and gives one out; none of them does I/O. Keeping them in one
+small module makes the contract between stages readable in one sitting.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Mapping
+
+
+class Outcome(str, enum.Enum):
+    """The one final outcome every staged message ends in (SPEC §3.8)."""
+
+    CREATED = "created"
+    APPENDED = "appended"
+    RESOLVED = "resolved"
+    NOTHING_TO_RESOLVE = "nothing-to-resolve"
+    COALESCED = "coalesced"
+    SUPPRESSED = "suppressed"
+    SKIPPED = "skipped"
+    UNMATCHED = "unmatched"
+    REGULAR = "regular"
+    XML = "xml"
+    REJECTED = "rejected"
+    QUARANTINED = "quarantined"
+    FAILED = "failed"
+
+
+# -- source -> stage ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A message as a source received it, before anything looked inside.
+
+    `source` names the source instance ("imap:<mailbox name>", "maildir:<name>", "pipe");
+    `source_uid` is its identity there ("<uidvalidity>:<uid>" for IMAP, the file's unique
+    name for Maildir, None for a pipe). `arrived_at` is the arrival time at the mailbox
+    (IMAP INTERNALDATE, else receive time), epoch seconds: storm windows are measured on it.
+    """
+
+    raw: bytes
+    source: str
+    source_uid: str | None
+    arrived_at: float
+
+
+# -- parse ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenRef:
+    """One data element of an ATES token: `<AlertID source="Kaseya" name="8932"/>`."""
+
+    name: str
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class AtesToken:
+    """The `<Autotask>` token of seed 001. Every element is optional."""
+
+    id: str | None = None
+    pw: str | None = None
+    customer_id: TokenRef | None = None
+    device_id: TokenRef | None = None
+    alert_id: TokenRef | None = None
+    ticket_id: TokenRef | None = None
+    problems: tuple[str, ...] = ()  # e.g. "AlertID has no source attribute"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str | None
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """What the rules may look at. Built once per message by `bridge.parse.mime.parse`.
+
+    `sender` is the addr-spec of From exactly as written (lower-cased), never the decoding of
+    an encoded-word inside it: `=?utf-8?Q?agent?=@example.com` stays that literal string.
+    `headers` maps lower-case header names to all their (decoded) values.
+    `parse_error` is set when the message could not be understood at all; such a message is
+    quarantined with that reason.
+    """
+
+    subject: str = ""
+    sender: str = ""
+    sender_name: str = ""
+    recipients: tuple[str, ...] = ()
+    date: datetime | None = None
+    message_id: str | None = None
+    headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    body: str = ""
+    ates: tuple[AtesToken, ...] = ()
+    xml_parts: tuple[bytes, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    defects: tuple[str, ...] = ()
+    parse_error: str | None = None
+
+    def header(self, name: str) -> str:
+        """First value of a header, or "" (names are case-insensitive)."""
+        values = self.headers.get(name.lower(), ())
+        return values[0] if values else ""
+
+    @property
+    def ates_token(self) -> AtesToken | None:
+        return self.ates[0] if self.ates else None
+
+
+# -- classify ---------------------------------------------------------------------------------
+
+
+class Kind(str, enum.Enum):
+    """Where the precedence of SPEC §3.4 put a message."""
+
+    ALERT = "alert"          # automated, not skipped, account found
+    SKIPPED = "skipped"      # automated, a skip rule matched
+    UNMATCHED = "unmatched"  # automated, no account
+    XML = "xml"              # an XML transaction (API by email)
+    REGULAR = "regular"      # neither
+    REJECTED = "rejected"    # e.g. a rule demanded authentication and it was missing
+
+
+Status = Literal["open", "update", "resolved"]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An automated message understood as one occurrence of one alert."""
+
+    alert_key: str
+    status: Status
+    account_id: str
+    product_group: str
+    alert_type: str
+    title: str
+    summary: str
+    device: str | None = None
+    ticket_ref: str | None = None  # the monitoring tool's own ticket number (ATES TicketID)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The result of the rules: what the message is, and which rule said so.
+
+    `steps` is the human-readable trace `simulate` prints: one line per precedence step.
+    `rule` names the deciding rule as "file.toml:rule-name".
+    """
+
+    kind: Kind
+    reason: str
+    rule: str | None = None
+    alert: Alert | None = None
+    forward_to: str | None = None
+    account_how: str | None = None
+    steps: tuple[str, ...] = ()
+
+
+# -- decide -> outbox -------------------------------------------------------------------------
+
+OutboxKind = Literal["psa", "webhook", "smtp"]
+PsaAction = Literal["OPEN", "UPDATE", "RESOLVED"]
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One call to make, written to the outbox in the same transaction as the decision."""
+
+    kind: OutboxKind
+    ordering_key: str
+    payload: Mapping[str, Any]
+    action: str | None = None  # OPEN / UPDATE / RESOLVED for psa; "forward", "reply" for smtp
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CorrelationView:
+    """The open correlation of an alert key, as decide() sees it."""
+
+    alert_key: str
+    correlation_id: str
+    opened_at: float
+    occurrences: int = 1
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one message.
+
+    `outcome` is final now (skipped, regular, nothing-to-resolve, …) or None when the outcome
+    depends on delivering `outbox` (created/appended/resolved/suppressed/failed are then set by
+    the delivery worker). `open_correlation` is the correlationId of a new ticket to record as
+    open for `alert_key`; `close_correlation` marks it closed (after a RESOLVED is queued).
+    """
+
+    reason: str
+    outcome: Outcome | None = None
+    outbox: tuple[OutboxItem, ...] = ()
+    alert_key: str | None = None
+    open_correlation: str | None = None
+    close_correlation: str | None = None

@@ -1,0 +1,375 @@
+"""SQLite access for the pipeline. All SQL lives here, so stages stay free of I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import sqlite_utils
+
+from bridge.models import CorrelationView, Decision, OutboxItem, RawMessage
+from bridge.store.schema import MIGRATIONS
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StagedRow:
+    id: int
+    source: str
+    source_uid: str | None
+    arrived_at: float
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    kind: str
+    ordering_key: str
+    message_ref: int | None
+    action: str | None
+    correlation_id: str | None
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class StageResult:
+    id: int
+    duplicate: bool
+
+
+def message_id_of(raw: bytes) -> str | None:
+    """The Message-ID header, read cheaply from the header block (no full MIME parse)."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    lines = head.splitlines()
+    for i, line in enumerate(lines):
+        if line[:11].lower() == b"message-id:":
+            value = line[11:]
+            # RFC 5322 folding: continuation lines start with white space.
+            for cont in lines[i + 1:]:
+                if cont[:1] in (b" ", b"\t"):
+                    value += cont
+                else:
+                    break
+            text = value.decode("ascii", "replace").strip()
+            return text or None
+    return None
+
+
+class Store:
+    """Synchronous store. Use from one thread only (see AsyncStore)."""
+
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0,
+                               isolation_level=None)
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        self._migrate()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self.write():
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in _split_sql(sql):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {number}")
+
+    @contextlib.contextmanager
+    def write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken IMMEDIATE so read-decide-write cannot interleave with
+        another process. `durable` commits with synchronous=FULL (staging: the source is told
+        the message is taken right after)."""
+        if self.conn.in_transaction:  # nested: join the outer transaction
+            yield self.conn
+            return
+        if durable:
+            self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            if durable:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        return list(self.db.query(sql, params))
+
+    def scalar(self, sql: str, params: Any = ()) -> Any:
+        row = self.conn.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    # -- staging ------------------------------------------------------------------------------
+
+    def stage(self, msg: RawMessage) -> StageResult:
+        """Store the raw bytes durably; a message seen before is reported as a duplicate."""
+        return self.stage_many([msg])[0]
+
+    def stage_many(self, msgs: list[RawMessage]) -> list[StageResult]:
+        """Stage a batch in one durable commit (one fsync for the batch)."""
+        results: list[StageResult] = []
+        now = time.time()
+        with self.write(durable=True) as conn:
+            for msg in msgs:
+                sha = hashlib.sha256(msg.raw).hexdigest()
+                mid = message_id_of(msg.raw)
+                existing = None
+                if msg.source_uid is not None:
+                    existing = conn.execute(
+                        "SELECT id FROM messages WHERE source=? AND source_uid=?",
+                        (msg.source, msg.source_uid)).fetchone()
+                if existing is None:
+                    # Same Message-ID and same bytes: the same message seen again (re-delivery,
+                    # UIDVALIDITY reset, a pipe retried by the MTA). Without a Message-ID the
+                    # hash alone is the identity.
+                    existing = conn.execute(
+                        "SELECT id FROM messages WHERE sha256=? AND message_id IS ?",
+                        (sha, mid)).fetchone()
+                if existing is not None:
+                    results.append(StageResult(existing[0], True))
+                    continue
+                cur = conn.execute(
+                    "INSERT INTO messages (source, source_uid, arrived_at, staged_at, message_id,"
+                    " sha256, size, raw, state, updated_at) VALUES (?,?,?,?,?,?,?,?,'staged',?)",
+                    (msg.source, msg.source_uid, msg.arrived_at, now, mid, sha, len(msg.raw),
+                     msg.raw, now))
+                mid_id = int(cur.lastrowid)
+                self._event(conn, "staged", mid_id, None, None,
+                            {"source": msg.source, "source_uid": msg.source_uid,
+                             "size": len(msg.raw), "message_id": mid})
+                results.append(StageResult(mid_id, False))
+        return results
+
+    def claim_staged(self, worker: str, limit: int = 100,
+                     only: int | None = None) -> list[StagedRow]:
+        """Atomically take staged messages for processing; no two workers get the same one.
+
+        Rows claimed by a worker that died are taken back after `stale` seconds."""
+        now = time.time()
+        stale = now - 300
+        with self.write() as conn:
+            where = "(state='staged' OR (state='processing' AND claimed_at < ?))"
+            params: list[Any] = [stale]
+            if only is not None:
+                where += " AND id=?"
+                params.append(only)
+            rows = conn.execute(
+                f"UPDATE messages SET state='processing', claimed_by=?, claimed_at=?,"
+                f" updated_at=? WHERE id IN (SELECT id FROM messages WHERE {where}"
+                f" ORDER BY arrived_at, id LIMIT ?)"
+                f" RETURNING id, source, source_uid, arrived_at, raw",
+                [worker, now, now, *params, limit]).fetchall()
+        rows.sort(key=lambda r: (r[3], r[0]))
+        return [StagedRow(r[0], r[1], r[2], r[3], r[4] or b"") for r in rows]
+
+    def release_claims(self, worker: str) -> None:
+        """Give back messages this worker claimed but did not finish (shutdown)."""
+        with self.write() as conn:
+            conn.execute("UPDATE messages SET state='staged', claimed_by=NULL WHERE"
+                         " state='processing' AND claimed_by=?", (worker,))
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def open_correlation(self, alert_key: str) -> CorrelationView | None:
+        row = self.conn.execute(
+            "SELECT correlation_id, opened_at, occurrences FROM correlations"
+            " WHERE alert_key=? AND state='open'", (alert_key,)).fetchone()
+        return CorrelationView(alert_key, row[0], row[1], row[2]) if row else None
+
+    def apply_decision(self, message_ref: int, decision: Decision, *, arrived_at: float,
+                       rule: str | None = None, alert_meta: dict[str, Any] | None = None) -> None:
+        """Record a decision: correlation changes, outbox rows and the message's state, in the
+        caller's transaction (so the decision and its outbox rows commit together)."""
+        now = time.time()
+        conn = self.conn
+        meta = alert_meta or {}
+        if decision.open_correlation:
+            conn.execute(
+                "INSERT INTO correlations (correlation_id, alert_key, state, account_id,"
+                " product_group, alert_type, title, opened_at, last_seen_at, previous_id)"
+                " VALUES (?,?,'open',?,?,?,?,?,?,?)",
+                (decision.open_correlation, decision.alert_key, meta.get("account_id"),
+                 meta.get("product_group"), meta.get("alert_type"), meta.get("title"),
+                 arrived_at, arrived_at, meta.get("previous_id")))
+        elif decision.alert_key and decision.outcome is None:
+            conn.execute(
+                "UPDATE correlations SET occurrences=occurrences+1,"
+                " last_seen_at=max(last_seen_at, ?) WHERE alert_key=? AND state='open'",
+                (arrived_at, decision.alert_key))
+        if decision.close_correlation:
+            conn.execute("UPDATE correlations SET state='closed', closed_at=? WHERE"
+                         " correlation_id=?", (arrived_at, decision.close_correlation))
+        for item in decision.outbox:
+            self.enqueue(item, message_ref, now=now)
+        state = "done" if decision.outcome is not None else "pending"
+        conn.execute(
+            "UPDATE messages SET state=?, outcome=?, reason=?, alert_key=?, rule=?,"
+            " updated_at=? WHERE id=?",
+            (state, decision.outcome.value if decision.outcome else None, decision.reason,
+             decision.alert_key, rule, now, message_ref))
+        self._event(conn, "decided", message_ref, decision.alert_key,
+                    decision.outcome.value if decision.outcome else "pending",
+                    {"reason": decision.reason, "rule": rule,
+                     "queued": [i.action for i in decision.outbox]})
+
+    def finish_message(self, message_ref: int, outcome: str, reason: str,
+                       alert_key: str | None = None, rule: str | None = None) -> None:
+        now = time.time()
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE messages SET state='done', outcome=?, reason=?,"
+                " alert_key=coalesce(?, alert_key), rule=coalesce(?, rule), updated_at=?"
+                " WHERE id=?", (outcome, reason, alert_key, rule, now, message_ref))
+            self._event(conn, "outcome", message_ref, alert_key, outcome, {"reason": reason})
+
+    # -- outbox -------------------------------------------------------------------------------
+
+    def enqueue(self, item: OutboxItem, message_ref: int | None, now: float | None = None,
+                not_before: float | None = None) -> int:
+        now = now or time.time()
+        with self.write() as conn:
+            cur = conn.execute(
+                "INSERT INTO outbox (kind, ordering_key, message_ref, action, correlation_id,"
+                " payload, next_attempt_at, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (item.kind, item.ordering_key, message_ref, item.action, item.correlation_id,
+                 json.dumps(item.payload), not_before or now, now, now))
+            row_id = int(cur.lastrowid)
+            self._event(conn, "queued", message_ref, item.ordering_key if item.kind != "smtp"
+                        else None, None, {"outbox": row_id, "kind": item.kind,
+                                          "action": item.action})
+        return row_id
+
+    def claim_outbox(self, now: float, limit: int, kinds: tuple[str, ...] | None = None,
+                     busy_keys: frozenset[str] = frozenset()) -> list[OutboxRow]:
+        """Take the head row of each ordering key that is due.
+
+        Only the oldest unfinished row of a key may go, so an UPDATE never overtakes its OPEN,
+        across retries and restarts alike."""
+        kinds = kinds or ("psa", "webhook", "smtp")
+        marks = ",".join("?" * len(kinds))
+        with self.write() as conn:
+            rows = conn.execute(
+                f"SELECT o.id, o.kind, o.ordering_key, o.message_ref, o.action,"
+                f" o.correlation_id, o.payload, o.attempts FROM outbox o"
+                f" WHERE o.state='pending' AND o.next_attempt_at <= ? AND o.kind IN ({marks})"
+                f" AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.ordering_key=o.ordering_key"
+                f"   AND p.kind=o.kind AND p.id < o.id AND p.state IN ('pending','in_flight'))"
+                f" ORDER BY o.next_attempt_at, o.id LIMIT ?",
+                [now, *kinds, limit + len(busy_keys)]).fetchall()
+            taken: list[OutboxRow] = []
+            for r in rows:
+                if r[2] in busy_keys or len(taken) >= limit:
+                    continue
+                conn.execute("UPDATE outbox SET state='in_flight', attempts=attempts+1,"
+                             " updated_at=? WHERE id=?", (now, r[0]))
+                taken.append(OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]),
+                                       r[7] + 1))
+        return taken
+
+    def reclaim_in_flight(self) -> int:
+        """At start-up: rows left in flight by a crash go back to pending (they are re-sent
+        with the same correlationId, so a create that did succeed is not doubled)."""
+        with self.write() as conn:
+            return conn.execute("UPDATE outbox SET state='pending' WHERE state='in_flight'"
+                                ).rowcount
+
+    def outbox_done(self, row_id: int, result: dict[str, Any]) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE outbox SET state='done', result=?, last_error=NULL,"
+                         " updated_at=? WHERE id=?", (json.dumps(result), time.time(), row_id))
+
+    def outbox_retry(self, row_id: int, next_at: float, error: str) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE outbox SET state='pending', next_attempt_at=?, last_error=?,"
+                         " updated_at=? WHERE id=?", (next_at, error, time.time(), row_id))
+
+    def outbox_dead(self, row_id: int, reason: str) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE outbox SET state='dead', last_error=?, updated_at=?"
+                         " WHERE id=?", (reason, time.time(), row_id))
+
+    def outbox_pending_count(self) -> int:
+        return int(self.scalar("SELECT count(*) FROM outbox WHERE state IN"
+                               " ('pending','in_flight')"))
+
+    def next_outbox_due(self) -> float | None:
+        return self.scalar("SELECT min(next_attempt_at) FROM outbox WHERE state='pending'")
+
+    # -- events -------------------------------------------------------------------------------
+
+    def event(self, kind: str, message_ref: int | None = None, alert_key: str | None = None,
+              outcome: str | None = None, **detail: Any) -> None:
+        with self.write() as conn:
+            self._event(conn, kind, message_ref, alert_key, outcome, detail)
+
+    redact: Callable[[str], str] = staticmethod(lambda s: s)  # type: ignore[assignment]
+
+    def _event(self, conn: sqlite3.Connection, kind: str, message_ref: int | None,
+               alert_key: str | None, outcome: str | None, detail: dict[str, Any]) -> None:
+        text = self.redact(json.dumps(detail, default=str)) if detail else None
+        conn.execute("INSERT INTO events (at, kind, message_ref, alert_key, outcome, detail)"
+                     " VALUES (?,?,?,?,?,?)",
+                     (time.time(), kind, message_ref, alert_key, outcome, text))
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def backup(self, target: Path | str) -> None:
+        dest = sqlite3.connect(str(target))
+        with dest:
+            self.conn.backup(dest)
+        dest.close()
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+class AsyncStore:
+    """Runs a Store on one dedicated thread; `await store.call(fn, *args)` or attribute calls."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                           thread_name_prefix="store")
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.store, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self.run(method, *args, **kwargs)
+
+        return call
+
+    def close(self) -> None:
+        self._pool.submit(self.store.close).result()
+        self._pool.shutdown(wait=True)

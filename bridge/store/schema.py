@@ -1,0 +1,92 @@
+"""Numbered schema migrations. Append new ones; never edit a released one.
+
+`PRAGMA user_version` holds the number of migrations applied. Each later issue adds its tables
+or columns as a new entry, so parallel work does not clash on one CREATE statement.
+"""
+
+MIGRATIONS: list[str] = [
+    # 1: the shape the whole pipeline needs from day one.
+    """
+    CREATE TABLE messages (
+        id            INTEGER PRIMARY KEY,
+        source        TEXT NOT NULL,          -- imap:<name> | maildir:<name> | pipe
+        source_uid    TEXT,                   -- <uidvalidity>:<uid> | maildir file | NULL
+        arrived_at    REAL NOT NULL,          -- arrival at the mailbox (epoch s)
+        staged_at     REAL NOT NULL,
+        message_id    TEXT,
+        sha256        TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        raw           BLOB,                   -- NULL once pruned by retention
+        state         TEXT NOT NULL DEFAULT 'staged',  -- staged|processing|pending|done
+        outcome       TEXT,                   -- SPEC §3.8 outcome once done
+        reason        TEXT,
+        alert_key     TEXT,
+        rule          TEXT,
+        claimed_by    TEXT,
+        claimed_at    REAL,
+        updated_at    REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX messages_source_identity ON messages(source, source_uid)
+        WHERE source_uid IS NOT NULL;
+    CREATE INDEX messages_mid_hash ON messages(message_id, sha256);
+    CREATE INDEX messages_sha ON messages(sha256);
+    CREATE INDEX messages_state ON messages(state);
+    CREATE INDEX messages_outcome ON messages(outcome, updated_at);
+
+    CREATE TABLE correlations (
+        correlation_id TEXT PRIMARY KEY,      -- made by mailbridge, sent with the OPEN
+        alert_key      TEXT NOT NULL,
+        state          TEXT NOT NULL,         -- open|closed|void (create never made a ticket)
+        account_id     TEXT,
+        product_group  TEXT,
+        alert_type     TEXT,
+        title          TEXT,
+        opened_at      REAL NOT NULL,         -- arrival time of the first occurrence
+        last_seen_at   REAL NOT NULL,
+        closed_at      REAL,
+        occurrences    INTEGER NOT NULL DEFAULT 1,
+        confirmed      INTEGER NOT NULL DEFAULT 0,  -- the PSA acknowledged the create
+        previous_id    TEXT                   -- the ticket this one re-opens
+    );
+    CREATE UNIQUE INDEX correlations_one_open ON correlations(alert_key) WHERE state = 'open';
+    CREATE INDEX correlations_key ON correlations(alert_key, opened_at);
+
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY,
+        kind            TEXT NOT NULL,        -- psa|webhook|smtp
+        ordering_key    TEXT NOT NULL,        -- alert key (psa, webhook) or message (smtp)
+        message_ref     INTEGER REFERENCES messages(id),
+        action          TEXT,                 -- OPEN|UPDATE|RESOLVED|forward|reply|admin
+        correlation_id  TEXT,
+        payload         TEXT NOT NULL,        -- JSON, without credentials
+        state           TEXT NOT NULL DEFAULT 'pending',  -- pending|in_flight|done|dead
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error      TEXT,
+        result          TEXT,
+        created_at      REAL NOT NULL,
+        updated_at      REAL NOT NULL
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+    CREATE INDEX outbox_key ON outbox(ordering_key, id);
+    CREATE INDEX outbox_message ON outbox(message_ref);
+
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY,
+        at          REAL NOT NULL,
+        kind        TEXT NOT NULL,            -- received|staged|classified|decided|queued|sent|...
+        message_ref INTEGER,
+        alert_key   TEXT,
+        outcome     TEXT,
+        detail      TEXT                      -- JSON, redacted
+    );
+    CREATE INDEX events_message ON events(message_ref);
+    CREATE INDEX events_key ON events(alert_key);
+    CREATE INDEX events_at ON events(at);
+
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT
+    );
+    """,
+]
