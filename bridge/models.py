@@ -47,6 +47,9 @@ class RawMessage:
     source: str
     source_uid: str | None
     arrived_at: float
+    # Set when the source refused to download a message over its size limit: `raw` then holds
+    # only the header block, and the message is quarantined with this original size as reason.
+    oversize: int | None = None
 
 
 # -- parse ------------------------------------------------------------------------------------

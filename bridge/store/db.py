@@ -29,6 +29,7 @@ class StagedRow:
     source_uid: str | None
     arrived_at: float
     raw: bytes
+    oversize: int | None = None
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,10 @@ class Store:
                     continue
                 cur = conn.execute(
                     "INSERT INTO messages (source, source_uid, arrived_at, staged_at, message_id,"
-                    " sha256, size, raw, state, updated_at) VALUES (?,?,?,?,?,?,?,?,'staged',?)",
+                    " sha256, size, raw, state, updated_at, oversize)"
+                    " VALUES (?,?,?,?,?,?,?,?,'staged',?,?)",
                     (msg.source, msg.source_uid, msg.arrived_at, now, mid, sha, len(msg.raw),
-                     msg.raw, now))
+                     msg.raw, now, msg.oversize))
                 mid_id = int(cur.lastrowid)
                 self._event(conn, "staged", mid_id, None, None,
                             {"source": msg.source, "source_uid": msg.source_uid,
@@ -182,10 +184,10 @@ class Store:
                 f"UPDATE messages SET state='processing', claimed_by=?, claimed_at=?,"
                 f" updated_at=? WHERE id IN (SELECT id FROM messages WHERE {where}"
                 f" ORDER BY arrived_at, id LIMIT ?)"
-                f" RETURNING id, source, source_uid, arrived_at, raw",
+                f" RETURNING id, source, source_uid, arrived_at, raw, oversize",
                 [worker, now, now, *params, limit]).fetchall()
         rows.sort(key=lambda r: (r[3], r[0]))
-        return [StagedRow(r[0], r[1], r[2], r[3], r[4] or b"") for r in rows]
+        return [StagedRow(r[0], r[1], r[2], r[3], r[4] or b"", r[5]) for r in rows]
 
     def release_claims(self, worker: str) -> None:
         """Give back messages this worker claimed but did not finish (shutdown)."""

@@ -89,4 +89,8 @@ MIGRATIONS: list[str] = [
         value TEXT
     );
     """,
+    # 2: messages the source did not download whole (over the size limit).
+    """
+    ALTER TABLE messages ADD COLUMN oversize INTEGER;
+    """,
 ]
