@@ -323,6 +323,121 @@ class Store:
     def next_outbox_due(self) -> float | None:
         return self.scalar("SELECT min(next_attempt_at) FROM outbox WHERE state='pending'")
 
+    def outbox_rows(self, states: tuple[str, ...] = ("pending", "in_flight", "dead"),
+                    limit: int = 500) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(states))
+        return self.query(f"SELECT id, kind, ordering_key, message_ref, action, correlation_id,"
+                          f" state, attempts, next_attempt_at, last_error, created_at"
+                          f" FROM outbox WHERE state IN ({marks}) ORDER BY id LIMIT ?",
+                          [*states, limit])
+
+    def outbox_requeue(self, row_id: int) -> bool:
+        """`mailbridge outbox retry`: a dead or waiting row goes out again now."""
+        with self.write() as conn:
+            n = conn.execute("UPDATE outbox SET state='pending', next_attempt_at=?, attempts=0,"
+                             " updated_at=? WHERE id=? AND state IN ('dead','pending')",
+                             (time.time(), time.time(), row_id)).rowcount
+            if n:
+                self._event(conn, "outbox-retry", None, None, None, {"outbox": row_id})
+        return bool(n)
+
+    def outbox_drop(self, row_id: int) -> bool:
+        """`mailbridge outbox drop`: the admin gives up on a row; its message ends failed."""
+        with self.write() as conn:
+            row = conn.execute("SELECT message_ref FROM outbox WHERE id=? AND state IN"
+                               " ('dead','pending')", (row_id,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("UPDATE outbox SET state='dead', last_error='dropped by the"
+                         " administrator', updated_at=? WHERE id=?", (time.time(), row_id))
+            if row[0] is not None:
+                conn.execute("UPDATE messages SET state='done', outcome=coalesce(outcome,"
+                             " 'failed'), reason=coalesce(reason, '') || '; outbox row dropped"
+                             " by the administrator', updated_at=? WHERE id=? AND"
+                             " state='pending'", (time.time(), row[0]))
+            self._event(conn, "outbox-drop", row[0], None, None, {"outbox": row_id})
+        return True
+
+    # -- correlations as delivery sees them ---------------------------------------------------
+
+    def correlation_state(self, correlation_id: str) -> str | None:
+        return self.scalar("SELECT state FROM correlations WHERE correlation_id=?",
+                           (correlation_id,))
+
+    def confirm_correlation(self, correlation_id: str, psa_id: str | None) -> str:
+        """The PSA acknowledged a create. If it named the ticket differently (it should not:
+        we send our own id), adopt its id everywhere so later calls use it."""
+        with self.write() as conn:
+            if psa_id and psa_id != correlation_id:
+                conn.execute("UPDATE correlations SET correlation_id=? WHERE correlation_id=?",
+                             (psa_id, correlation_id))
+                conn.execute("UPDATE outbox SET correlation_id=? WHERE correlation_id=? AND"
+                             " state='pending'", (psa_id, correlation_id))
+                correlation_id = psa_id
+            conn.execute("UPDATE correlations SET confirmed=1 WHERE correlation_id=?",
+                         (correlation_id,))
+        return correlation_id
+
+    def void_correlation(self, correlation_id: str, reason: str) -> None:
+        """No ticket exists for this correlation (create refused, or ticket gone at the PSA)."""
+        with self.write() as conn:
+            conn.execute("UPDATE correlations SET state='void', closed_at=? WHERE"
+                         " correlation_id=?", (time.time(), correlation_id))
+            self._event(conn, "correlation-void", None, None, None,
+                        {"correlation_id": correlation_id, "reason": reason})
+
+    def reopen_as_create(self, row_id: int, alert_key: str, new_cid: str,
+                         meta: dict[str, Any], arrived_at: float) -> None:
+        """An UPDATE whose ticket does not exist becomes the OPEN of a new ticket."""
+        with self.write() as conn:
+            current = self.open_correlation(alert_key)
+            if current is None:
+                conn.execute(
+                    "INSERT INTO correlations (correlation_id, alert_key, state, account_id,"
+                    " product_group, alert_type, title, opened_at, last_seen_at)"
+                    " VALUES (?,?,'open',?,?,?,?,?,?)",
+                    (new_cid, alert_key, meta.get("accountId"), meta.get("productGroup"),
+                     meta.get("alertType"), str(meta.get("title", ""))[:255], arrived_at,
+                     arrived_at))
+                cid = new_cid
+            else:  # a later alert already opened one: append to it instead
+                cid = current.correlation_id
+            conn.execute("UPDATE outbox SET action=?, correlation_id=?, updated_at=? WHERE id=?",
+                         ("OPEN" if current is None else "UPDATE", cid, time.time(), row_id))
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key)"
+                         " DO UPDATE SET value=excluded.value", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        return self.scalar("SELECT value FROM meta WHERE key=?", (key,))
+
+    def message_raw(self, message_ref: int) -> bytes | None:
+        return self.scalar("SELECT raw FROM messages WHERE id=?", (message_ref,))
+
+    def message_arrived_at(self, message_ref: int | None) -> float:
+        value = self.scalar("SELECT arrived_at FROM messages WHERE id=?", (message_ref,))
+        return float(value) if value is not None else time.time()
+
+    def set_outcome(self, message_ref: int | None, outcome: str, reason: str) -> None:
+        """Delivery settled a pending message. A message already done keeps its outcome (an
+        XML transaction's outcome is `xml`; each action's result is an event)."""
+        if message_ref is None:
+            return
+        with self.write() as conn:
+            conn.execute("UPDATE messages SET state='done', outcome=?, reason=?, updated_at=?"
+                         " WHERE id=? AND state='pending'",
+                         (outcome, reason, time.time(), message_ref))
+            self._event(conn, "outcome", message_ref, None, outcome, {"reason": reason})
+
+    def pending_work(self) -> dict[str, int]:
+        return {
+            "staged": int(self.scalar("SELECT count(*) FROM messages WHERE state IN"
+                                      " ('staged','processing')")),
+            "outbox": self.outbox_pending_count(),
+        }
+
     # -- events -------------------------------------------------------------------------------
 
     def event(self, kind: str, message_ref: int | None = None, alert_key: str | None = None,

@@ -1,0 +1,102 @@
+"""`mailbridge check`: config, rules and accounts offline; with --online every peer too.
+
+Every problem names the file and line (or the key, or the rule) and what is wrong. Exit 0 when
+there are no errors (warnings are printed but do not fail), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+from bridge.config import Settings
+
+
+def config_problems(settings: Settings) -> list[str]:
+    """Cross-key checks pydantic cannot see alone."""
+    out: list[str] = []
+    r, s = settings.routing, settings.storm
+    own = {a.lower() for a in r.own_addresses}
+    for key, value in (("routing.internal_address", r.internal_address),
+                       ("routing.regular_forward_to", r.regular_forward_to),
+                       ("xml_api.bcc", settings.xml_api.bcc)):
+        if value and value.lower() in own:
+            out.append(f"{key}: {value} is one of routing.own_addresses: that would loop")
+    groups = settings.catalogue_map()
+    if s.storm_product_group or s.storm_alert_type:
+        if s.storm_product_group not in groups:
+            out.append(f"storm.storm_product_group: {s.storm_product_group!r} is not in the"
+                       " catalogue")
+        elif s.storm_alert_type not in groups[s.storm_product_group]:
+            out.append(f"storm.storm_alert_type: {s.storm_alert_type!r} is not an alert type"
+                       f" of {s.storm_product_group!r}")
+    if (r.internal_address or r.regular_mail == "forward") and settings.smtp is None:
+        out.append("smtp: forwarding is configured (routing) but there is no [smtp] section")
+    if settings.xml_api.enabled and settings.xml_api.password is None:
+        out.append("xml_api.password: XML transactions are enabled without a password:"
+                   " anyone who can send mail can change tickets")
+    return out
+
+
+def run_checks(settings: Settings, online: bool = False,
+               echo: Callable[[str], None] = print) -> int:
+    from bridge.classify.loader import check_ruleset
+
+    errors = 0
+    for problem in config_problems(settings):
+        echo(f"config: {problem}")
+        errors += 1
+    problems = check_ruleset(settings.rules.directory, settings.rules.accounts,
+                             settings.catalogue_map())
+    for p in problems:
+        echo(f"{getattr(p, 'severity', 'error')}: {p}")
+        if getattr(p, "severity", "error") == "error":
+            errors += 1
+    if online:
+        for name, ok, detail in asyncio.run(_online(settings)):
+            echo(f"online: {name}: {'yes' if ok else 'NO'} — {detail}")
+            errors += 0 if ok else 1
+    echo("check: OK" if errors == 0 else f"check: {errors} error(s)")
+    return 0 if errors == 0 else 1
+
+
+async def _online(settings: Settings) -> list[tuple[str, bool, str]]:
+    results: list[tuple[str, bool, str]] = []
+    for imap in settings.imap:
+        from bridge.sources.imap import ImapSource
+
+        tokens = None
+        if imap.oauth2 is not None:
+            from bridge.oauth2 import TokenProvider
+
+            tokens = TokenProvider(imap.oauth2)
+
+        async def no_stage(msgs: list[Any]) -> list[bool]:
+            return [False] * len(msgs)
+
+        source = ImapSource(imap, no_stage, token_provider=tokens)
+        results.append(await _probe(f"IMAP {imap.name} ({imap.host}:{imap.port})",
+                                    source.check()))
+    if settings.smtp is not None:
+        from bridge.deliver.smtp import SmtpSender
+
+        results.append(await _probe(f"SMTP {settings.smtp.host}:{settings.smtp.port}",
+                                    SmtpSender(settings.smtp).check()))
+    if settings.psa.enabled:
+        from bridge.deliver.psa import PsaClient
+
+        client = PsaClient(settings.psa)
+        try:
+            st = await client.integration_status()
+            ok = bool(getattr(st, "reachable", False)) and bool(getattr(st, "alerting", False))
+            results.append((f"PSA {settings.psa.base_url}", ok, getattr(st, "message", str(st))))
+        finally:
+            await client.aclose()
+    return results
+
+
+async def _probe(name: str, coro: Any) -> tuple[str, bool, str]:
+    try:
+        return name, True, str(await asyncio.wait_for(coro, 60))
+    except Exception as exc:
+        return name, False, f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,316 @@
+"""The `mailbridge` command line (SPEC §4). Each command is a thin shell over a stage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridge.config import ConfigError, Settings, load_settings
+
+EX_TEMPFAIL = 75
+
+
+def _default_config() -> str:
+    env = os.environ.get("MAILBRIDGE_CONFIG")
+    if env:
+        return env
+    if Path("config.toml").exists():
+        return "config.toml"
+    return "/etc/mailbridge/config.toml"
+
+
+config_option = click.option("--config", "config_path", default=_default_config,
+                             show_default="$MAILBRIDGE_CONFIG, ./config.toml or"
+                             " /etc/mailbridge/config.toml", type=click.Path(dir_okay=False),
+                             help="the TOML config file")
+json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
+def _settings(config_path: str) -> Settings:
+    try:
+        return load_settings(config_path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+
+
+def _setup_logging(settings: Settings) -> None:
+    try:
+        from bridge.audit import Redactor, setup_logging
+    except ImportError:
+        import logging
+
+        logging.basicConfig(level=settings.log.level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return
+    setup_logging(settings.log, Redactor(settings.secrets()))
+
+
+def _bridge(settings: Settings, config_path: str | None = None, **kw: Any) -> Any:
+    from bridge.daemon import Bridge
+
+    try:
+        return Bridge(settings, config_path=Path(config_path) if config_path else None, **kw)
+    except Exception as exc:  # an invalid rule set at start-up names its files and lines
+        click.echo(f"cannot start: {exc}", err=True)
+        sys.exit(2)
+
+
+def _dump(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+
+
+@click.group()
+@click.version_option(package_name="mailbridge")
+def main() -> None:
+    """mailbridge: monitoring alert mail in, PSA tickets out."""
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+@main.command()
+@config_option
+@click.option("--once", is_flag=True, help="drain sources and outbox, then exit (0 done, 3 pending)")
+def run(config_path: str, once: bool) -> None:
+    """Run the daemon (or one pass with --once)."""
+    settings = _settings(config_path)
+    _setup_logging(settings)
+    bridge = _bridge(settings, config_path)
+
+    async def go() -> int:
+        if once:
+            try:
+                return await bridge.run_once()
+            finally:
+                await bridge.close()
+        return await bridge.run()
+
+    sys.exit(asyncio.run(go()))
+
+
+@main.command()
+@config_option
+def ingest(config_path: str) -> None:
+    """Pipe source: stage the message on stdin durably (exit 75 if that fails), then process."""
+    from bridge.ingest import ingest as do_ingest
+
+    raw = sys.stdin.buffer.read()
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        click.echo(f"mailbridge ingest: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)  # the MTA keeps the message and retries
+    sys.exit(do_ingest(raw, settings))
+
+
+# -- rules ----------------------------------------------------------------------------------------
+
+
+@main.command()
+@config_option
+@click.option("--online", is_flag=True, help="also log in to IMAP/SMTP and ask the PSA")
+def check(config_path: str, online: bool) -> None:
+    """Validate config, rules and accounts; with --online, reach every peer."""
+    from bridge.checks import run_checks
+
+    settings = _settings(config_path)
+    sys.exit(run_checks(settings, online=online, echo=click.echo))
+
+
+@main.command()
+@config_option
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@json_option
+def simulate(config_path: str, files: tuple[str, ...], as_json: bool) -> None:
+    """Dry run: what would happen to these messages. Sends and changes nothing."""
+    from bridge.simulate import simulate_files
+
+    settings = _settings(config_path)
+    sys.exit(simulate_files(settings, [Path(f) for f in files], as_json, echo=click.echo))
+
+
+# -- the simulator and the demo -----------------------------------------------------------------
+
+
+@main.command("psa-sim")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8089, show_default=True, type=int)
+@click.option("--partner", type=click.Path(exists=True, dir_okay=False),
+              help="partner setup (TOML); default: the bundled demo partner")
+@click.option("--state", type=click.Path(dir_okay=False), help="keep tickets in this file")
+def psa_sim(host: str, port: int, partner: str | None, state: str | None) -> None:
+    """Run the PSA simulator (the MSPCentric OEM alerts API) on HOST:PORT."""
+    from bridge.psa_sim import run as run_sim
+
+    run_sim(host, port, Path(partner) if partner else None, Path(state) if state else None)
+
+
+@main.command()
+@click.option("--keep", type=click.Path(file_okay=False), help="keep the demo's files here")
+def demo(keep: str | None) -> None:
+    """The embedded default: samples -> rules -> PSA simulator; prints the tickets."""
+    from bridge.demo import run_demo
+
+    sys.exit(run_demo(Path(keep) if keep else None, echo=click.echo))
+
+
+# -- audit views ----------------------------------------------------------------------------------
+
+
+def _store(settings: Settings) -> Any:
+    from bridge.store import Store
+
+    return Store(settings.store.path)
+
+
+@main.command()
+@config_option
+@json_option
+def status(config_path: str, as_json: bool) -> None:
+    """Backlog, outbox depth, failures, rule-set version, PSA state."""
+    from bridge import views
+
+    settings = _settings(config_path)
+    data = views.status_view(_store(settings), None)
+    if as_json:
+        _dump(data)
+    else:
+        click.echo(views.format_status(data))
+
+
+@main.command()
+@config_option
+@click.option("--message", type=int, help="only events of this message id")
+@click.option("--key", help="only events of this alert key")
+@click.option("--since", help="only newer events: seconds ago (e.g. 3600) or ISO time")
+@click.option("--outcome", help="only events with this outcome")
+@click.option("--limit", default=200, show_default=True)
+@json_option
+def events(config_path: str, message: int | None, key: str | None, since: str | None,
+           outcome: str | None, limit: int, as_json: bool) -> None:
+    """The audit trail."""
+    from bridge import views
+
+    settings = _settings(config_path)
+    rows = views.events_view(_store(settings), message=message, key=key,
+                             since=_since(since), outcome=outcome, limit=limit)
+    if as_json:
+        _dump(rows)
+    else:
+        click.echo(views.format_table(rows, ["id", "at", "kind", "message_ref", "alert_key",
+                                             "outcome", "detail"]))
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return time.time() - float(value)
+    except ValueError:
+        from datetime import datetime
+
+        return datetime.fromisoformat(value).timestamp()
+
+
+@main.command()
+@config_option
+@click.option("--remote", is_flag=True, help="list the PSA's tickets instead")
+@json_option
+def tickets(config_path: str, remote: bool, as_json: bool) -> None:
+    """Open correlations (alert key -> ticket), or the PSA's own list with --remote."""
+    from bridge import views
+
+    settings = _settings(config_path)
+    if remote:
+        from bridge.deliver.psa import PsaClient
+
+        async def fetch() -> list[dict[str, Any]]:
+            client = PsaClient(settings.psa)
+            try:
+                return await client.list_alerts()
+            finally:
+                await client.aclose()
+
+        rows = asyncio.run(fetch())
+        if as_json:
+            _dump(rows)
+        else:
+            click.echo(views.format_table(rows, sorted({k for r in rows for k in r
+                                                        if not isinstance(r[k], (list, dict))})))
+        return
+    rows = views.tickets_view(_store(settings))
+    if as_json:
+        _dump(rows)
+    else:
+        click.echo(views.format_table(rows, list(rows[0]) if rows else ["alert_key"]))
+
+
+@main.command()
+@config_option
+@click.argument("message_id", type=int)
+def replay(config_path: str, message_id: int) -> None:
+    """Re-run a quarantined or failed message through the current rules."""
+    from bridge.replay import replay as do_replay
+
+    settings = _settings(config_path)
+    _setup_logging(settings)
+    sys.exit(do_replay(settings, message_id, echo=click.echo))
+
+
+@main.group(invoke_without_command=True)
+@config_option
+@json_option
+@click.pass_context
+def outbox(ctx: click.Context, config_path: str, as_json: bool) -> None:
+    """List pending and dead outbox rows (subcommands: retry ID, drop ID)."""
+    ctx.obj = config_path
+    if ctx.invoked_subcommand is None:
+        from bridge import views
+
+        rows = _store(_settings(config_path)).outbox_rows()
+        if as_json:
+            _dump(rows)
+        else:
+            click.echo(views.format_table(rows, ["id", "kind", "action", "ordering_key",
+                                                 "state", "attempts", "last_error"]))
+
+
+@outbox.command("retry")
+@click.argument("row_id", type=int)
+@click.pass_obj
+def outbox_retry(config_path: str, row_id: int) -> None:
+    """Send a dead or waiting row again now."""
+    ok = _store(_settings(config_path)).outbox_requeue(row_id)
+    click.echo(f"row {row_id} {'queued again' if ok else 'not found (or already done)'}")
+    sys.exit(0 if ok else 1)
+
+
+@outbox.command("drop")
+@click.argument("row_id", type=int)
+@click.pass_obj
+def outbox_drop(config_path: str, row_id: int) -> None:
+    """Give up on a row (its message ends failed)."""
+    ok = _store(_settings(config_path)).outbox_drop(row_id)
+    click.echo(f"row {row_id} {'dropped' if ok else 'not found (or already done)'}")
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@config_option
+@click.argument("target", type=click.Path(dir_okay=False))
+def backup(config_path: str, target: str) -> None:
+    """Online copy of the store (SQLite backup API)."""
+    _store(_settings(config_path)).backup(target)
+    click.echo(f"store copied to {target}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""Life cycle of a mailbridge process: build the stages, run them as asyncio tasks, stop well.
+
+`Bridge` wires the pipeline from settings (dependencies can be passed in, so tests build exactly
+what they need). `Bridge.run()` is the daemon: sources -> staging -> processing -> outbox ->
+delivery, plus the HTTP endpoints. SIGTERM stops intake, lets in-flight calls finish up to a
+deadline and parks the rest (rows in flight are re-sent with the same correlationId at the next
+start, so nothing doubles); SIGHUP reloads rules, accounts and credentials and keeps the old
+rule set when the new one is invalid (uvicorn's life cycle, SPEC §5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from bridge import sdnotify
+from bridge.config import Settings, load_settings
+from bridge.deliver.outbox import Delivery
+from bridge.models import RawMessage
+from bridge.pipeline import Pipeline, RuleSetHolder
+from bridge.store.db import AsyncStore, Store
+
+log = logging.getLogger("mailbridge.daemon")
+
+EXIT_OK, EXIT_PENDING, EXIT_STARTUP = 0, 3, 2
+HEARTBEAT_KEY = "daemon_heartbeat"
+
+
+class Bridge:
+    def __init__(self, settings: Settings, *, config_path: Path | None = None,
+                 psa: Any = None, smtp: Any = None, worker: str | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.config_path = config_path
+        self.worker = worker or f"{os.uname().nodename}:{os.getpid()}"
+        self.clock = clock
+        self.sync_store = Store(settings.store.path)
+        self.redactor = _make_redactor(settings)
+        self.sync_store.redact = self.redactor  # type: ignore[assignment]
+        self.store = AsyncStore(self.sync_store)
+        self.rules = RuleSetHolder(settings)
+        self.rules.reload()  # raises on an invalid rule set at start-up
+        self.pipeline = Pipeline(self.sync_store, settings, self.rules)
+        self.runtime = _make_runtime(self)
+        self.delivery = Delivery(self.store, settings, psa=psa or _make_psa(settings),
+                                 smtp=smtp if smtp is not None else _make_smtp(settings),
+                                 webhooks=_make_webhooks(settings), runtime=self.runtime,
+                                 clock=clock)
+        self.sources = self._make_sources()
+        self.processed = asyncio.Event()
+        self._stage_signal: asyncio.Event | None = None
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _make_sources(self) -> list[Any]:
+        from bridge.sources.maildir import MaildirSource
+
+        sources: list[Any] = [MaildirSource(m, self.stage) for m in self.settings.maildir]
+        if self.settings.imap:
+            from bridge.sources.imap import ImapSource
+
+            for imap in self.settings.imap:
+                tokens = None
+                if imap.oauth2 is not None:
+                    from bridge.oauth2 import TokenProvider
+
+                    tokens = TokenProvider(imap.oauth2)
+                sources.append(ImapSource(imap, self.stage, token_provider=tokens,
+                                          on_event=self._source_event))
+        return sources
+
+    def _source_event(self, kind: str, detail: dict[str, Any]) -> None:
+        log.info("source event %s %s", kind, detail)
+
+    async def stage(self, msgs: list[RawMessage]) -> list[bool]:
+        """Durably stage a batch; True for each message that is safe to acknowledge."""
+        await self.store.stage_many(msgs)
+        if self._stage_signal is not None:
+            self._stage_signal.set()
+        return [True] * len(msgs)
+
+    async def process_pending(self) -> int:
+        total = 0
+        while True:
+            n = await self.store.run(self.pipeline.process_batch, self.worker)
+            total += n
+            if n == 0:
+                break
+            self.delivery.wake.set()
+        return total
+
+    # -- one pass (`--once`, ingest, demo, tests) -----------------------------------------------
+
+    async def run_once(self, deliver: bool = True) -> int:
+        """Take what the sources have now, process it, deliver what can go now."""
+        await self.store.reclaim_in_flight()
+        for source in self.sources:
+            await source.drain()
+        while True:
+            processed = await self.process_pending()
+            sent = await self.delivery.drain() if deliver else 0
+            if processed == 0 and sent == 0:
+                break
+        pending = await self.store.pending_work()
+        return EXIT_OK if not any(pending.values()) else EXIT_PENDING
+
+    # -- the daemon ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None, shutdown_timeout: float = 20.0) -> int:
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._install_signals(loop, stop)
+        self._stage_signal = asyncio.Event()
+        await self.store.reclaim_in_flight()
+        intake_stop = asyncio.Event()
+        ready_sources: set[str] = set()
+        needs_ready = {getattr(s, "name", str(i)) for i, s in enumerate(self.sources)}
+
+        def ready_for(name: str) -> Callable[[], None]:
+            def mark() -> None:
+                ready_sources.add(name)
+                if ready_sources >= needs_ready:
+                    sdnotify.ready()
+                    sdnotify.status("connected; processing mail")
+            return mark
+
+        if not self.sources:
+            sdnotify.ready()
+        tasks = [asyncio.ensure_future(s.run(intake_stop, ready_for(getattr(s, "name", str(i)))))
+                 for i, s in enumerate(self.sources)]
+        delivery_stop = asyncio.Event()
+        deliver_task = asyncio.ensure_future(self.delivery.run(delivery_stop))
+        process_task = asyncio.ensure_future(self._process_loop(stop))
+        web_task = self._start_web(stop)
+        log.info("mailbridge running (%d source(s))", len(self.sources))
+        await stop.wait()
+        sdnotify.stopping()
+        log.info("stopping: intake first, then in-flight work (deadline %.0f s)",
+                 shutdown_timeout)
+        intake_stop.set()
+        deadline = time.monotonic() + shutdown_timeout
+        await _wait_all(tasks + [process_task], deadline)
+        delivery_stop.set()
+        await _wait_all([deliver_task] + ([web_task] if web_task else []), deadline)
+        await self.store.release_claims(self.worker)
+        await self.close()
+        return EXIT_OK
+
+    async def _process_loop(self, stop: asyncio.Event) -> None:
+        assert self._stage_signal is not None
+        interval = sdnotify.watchdog_interval()
+        last_ping = 0.0
+        while not stop.is_set():
+            self._stage_signal.clear()
+            try:
+                await self.process_pending()
+                await self.store.run(self.sync_store.set_meta, HEARTBEAT_KEY, str(time.time()))
+            except Exception:
+                log.exception("processing pass failed")
+            # The watchdog is pinged only from here, so a wedged pipeline gets restarted.
+            if interval and time.monotonic() - last_ping >= interval:
+                sdnotify.watchdog()
+                last_ping = time.monotonic()
+            waiter = asyncio.ensure_future(self._stage_signal.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            # Poll now and then too: `mailbridge ingest` stages from another process.
+            await asyncio.wait({waiter, stopper}, timeout=1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+
+    def _start_web(self, stop: asyncio.Event) -> asyncio.Future[Any] | None:
+        h = self.settings.http
+        if not h.enabled:
+            return None
+        try:
+            from bridge.web import create_app
+        except ImportError:
+            return None
+        from bridge.httpserve import serve
+
+        app = create_app(self.store, self.runtime, self.settings,
+                         accounts_provider=self.accounts_for_vendor_api)
+        return asyncio.ensure_future(serve(app, h.host, h.port, stop))
+
+    def accounts_for_vendor_api(self) -> list[dict[str, Any]]:
+        ruleset = self.rules.ruleset
+        accounts = getattr(ruleset, "accounts", None)
+        if accounts is None or not hasattr(accounts, "all"):
+            return []
+        return [{"id": a.id, "name": a.name} for a in accounts.all()]
+
+    # -- signals and reload -------------------------------------------------------------------
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+        def on_term() -> None:
+            if stop.is_set():  # a second request: leave now
+                log.warning("second stop signal: exiting immediately")
+                os._exit(1)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, on_term)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        except (NotImplementedError, RuntimeError):
+            pass
+
+    async def reload(self) -> bool:
+        """SIGHUP: rules and accounts, then credentials from the config file."""
+        sdnotify.reloading()
+        ok = await self.store.run(self.rules.reload)
+        if not ok:
+            _runtime_call(self.runtime, "rules_reload_failed", self.rules.error)
+        else:
+            _runtime_call(self.runtime, "rules_reloaded", _ruleset_version(self.rules))
+        if self.config_path is not None:
+            try:
+                fresh = load_settings(self.config_path)
+            except Exception as exc:
+                log.error("config reload failed, keeping the previous settings: %s", exc)
+            else:
+                self.settings = fresh
+                self.delivery.settings = fresh
+                self.delivery.resume_psa(_make_psa(fresh))
+        else:
+            self.delivery.resume_psa()
+        sdnotify.ready()
+        log.info("reloaded (rules %s)", "ok" if ok else "kept the previous set")
+        return ok
+
+    async def close(self) -> None:
+        psa = self.delivery.psa
+        if psa is not None and hasattr(psa, "aclose"):
+            await psa.aclose()
+        for source in self.sources:
+            if hasattr(source, "close"):
+                try:
+                    await source.close()
+                except Exception:
+                    pass
+        self.store.close()
+
+
+async def _wait_all(tasks: list[asyncio.Future[Any]], deadline: float) -> None:
+    pending = [t for t in tasks if not t.done()]
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+        for t in still:
+            t.cancel()
+        if still:
+            await asyncio.wait(still, timeout=5)
+
+
+def _ruleset_version(rules: RuleSetHolder) -> str | None:
+    return getattr(rules.ruleset, "version", None)
+
+
+def _runtime_call(runtime: Any, name: str, *args: Any) -> None:
+    fn = getattr(runtime, name, None)
+    if callable(fn):
+        fn(*args)
+
+
+def _make_redactor(settings: Settings) -> Callable[[str], str]:
+    try:
+        from bridge.audit import Redactor
+    except ImportError:
+        secrets = [s for s in settings.secrets() if s]
+
+        def redact(text: str) -> str:
+            for s in secrets:
+                text = text.replace(s, "[redacted]")
+            return text
+        return redact
+    return Redactor(settings.secrets()).redact
+
+
+def _make_runtime(bridge: Bridge) -> Any:
+    try:
+        from bridge.status import RuntimeStatus
+    except ImportError:
+        return None
+    runtime = RuntimeStatus()
+    _runtime_call(runtime, "rules_reloaded", _ruleset_version(bridge.rules))
+    return runtime
+
+
+def _make_psa(settings: Settings) -> Any:
+    if not settings.psa.enabled:
+        return None
+    from bridge.deliver.psa import PsaClient
+
+    return PsaClient(settings.psa)
+
+
+def _make_smtp(settings: Settings) -> Any:
+    if settings.smtp is None:
+        return None
+    from bridge.deliver.smtp import SmtpSender
+
+    return SmtpSender(settings.smtp)
+
+
+def _make_webhooks(settings: Settings) -> dict[str, Any]:
+    if not settings.webhook:
+        return {}
+    from bridge.deliver.webhook import WebhookTarget
+
+    return {w.name: WebhookTarget(w) for w in settings.webhook}

@@ -1,0 +1,301 @@
+"""The outbox worker: takes due rows, sends them, and settles them (SPEC §3.6).
+
+Rows of one ordering key go strictly one after another (the store only hands out the oldest
+unfinished row of a key), different keys go concurrently up to `psa.concurrency`. What a row's
+result means is decided here, in one table-like `match` per target: permanent errors end the
+message's wait with an outcome, temporary ones reschedule the row with backoff and jitter, and
+nothing is ever dropped because a peer is down. A row whose delivery crashes the worker
+repeatedly goes `dead` with the reason instead of blocking its key for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
+from bridge.config import Settings
+from bridge.decide import new_correlation_id
+from bridge.store.db import AsyncStore, OutboxRow
+
+log = logging.getLogger("mailbridge.outbox")
+
+CRASH_LIMIT = 5          # unexpected exceptions before a row goes dead
+RETRY_CAP = 15 * 60.0    # longest wait between two attempts of a temporary failure
+HOLD_DELAY = 5 * 60.0    # 409: the partner may re-enable the integration; ask slowly
+AUTH_RECHECK = 10 * 60.0 # credentials refused: try again now and then even without a reload
+
+PSA_OUTCOME = {"created": "created", "updated": "appended", "closed": "resolved",
+               "suppressed": "suppressed"}
+
+
+def backoff(attempts: int, retry_after: float | None = None, cap: float = RETRY_CAP) -> float:
+    """Seconds to wait: the server's Retry-After when given, else exponential with jitter."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), cap)
+    base = min(cap, 2.0 ** min(attempts, 20))
+    return base * random.uniform(0.5, 1.0)
+
+
+class Delivery:
+    def __init__(self, store: AsyncStore, settings: Settings, *, psa: Any = None,
+                 smtp: Any = None, webhooks: dict[str, Any] | None = None,
+                 runtime: Any = None, clock: Callable[[], float] = time.time,
+                 new_id: Callable[[], str] = new_correlation_id):
+        self.store = store
+        self.settings = settings
+        self.psa = psa
+        self.smtp = smtp
+        self.webhooks = webhooks or {}
+        self.runtime = runtime
+        self.clock = clock
+        self.new_id = new_id
+        self.psa_refused: str | None = None  # set on 401/403: stop sending until reload
+        self._psa_recheck_at = 0.0
+        self.wake = asyncio.Event()
+
+    # -- control ------------------------------------------------------------------------------
+
+    def resume_psa(self, psa: Any = None) -> None:
+        """After SIGHUP with new credentials: start sending again."""
+        if psa is not None:
+            self.psa = psa
+        self.psa_refused = None
+        if self.runtime is not None:
+            self.runtime.psa_auth_ok()
+        self.wake.set()
+
+    def _kinds(self) -> tuple[str, ...]:
+        kinds = ["smtp", "webhook"]
+        if self.psa is not None and (self.psa_refused is None
+                                     or self.clock() >= self._psa_recheck_at):
+            kinds.append("psa")
+        return tuple(kinds)
+
+    # -- loops --------------------------------------------------------------------------------
+
+    async def drain(self) -> int:
+        """Send everything that is due now; return how many rows were attempted."""
+        total = 0
+        limit = self.settings.psa.concurrency
+        while True:
+            rows = await self.store.claim_outbox(self.clock(), limit, self._kinds())
+            if not rows:
+                return total
+            total += len(rows)
+            await asyncio.gather(*(self.deliver(row) for row in rows))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.store.reclaim_in_flight()
+        while not stop.is_set():
+            try:
+                await self.drain()
+            except Exception:  # the store itself failed: wait and try again, never die
+                log.exception("outbox pass failed")
+            due = await self.store.next_outbox_due()
+            wait = 5.0 if due is None else min(5.0, max(0.0, due - self.clock()))
+            self.wake.clear()
+            stopper = asyncio.ensure_future(stop.wait())
+            waker = asyncio.ensure_future(self.wake.wait())
+            await asyncio.wait({stopper, waker}, timeout=max(wait, 0.01),
+                               return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            waker.cancel()
+
+    # -- one row ------------------------------------------------------------------------------
+
+    async def deliver(self, row: OutboxRow) -> None:
+        try:
+            if row.kind == "psa":
+                await self._psa(row)
+            elif row.kind == "smtp":
+                await self._smtp(row)
+            elif row.kind == "webhook":
+                await self._webhook(row)
+            else:
+                await self.store.outbox_dead(row.id, f"unknown outbox kind {row.kind!r}")
+        except Exception as exc:  # a bug or an unexpected peer answer: count it, never loop
+            log.exception("outbox row %s crashed", row.id)
+            reason = f"{type(exc).__name__}: {exc}"
+            if row.attempts >= CRASH_LIMIT:
+                await self._dead(row, f"delivery crashed {row.attempts} times; last: {reason}")
+            else:
+                await self.store.outbox_retry(row.id, self.clock() + backoff(row.attempts),
+                                              reason)
+
+    async def _dead(self, row: OutboxRow, reason: str) -> None:
+        await self.store.outbox_dead(row.id, reason)
+        await self.store.set_outcome(row.message_ref, "failed", reason)
+        await self.store.event("dead", row.message_ref, row.ordering_key, "failed",
+                               outbox=row.id, reason=reason)
+
+    async def _retry(self, row: OutboxRow, wait: float, error: str) -> None:
+        await self.store.outbox_retry(row.id, self.clock() + wait, error)
+        await self.store.event("retry", row.message_ref, row.ordering_key, None,
+                               outbox=row.id, attempt=row.attempts, wait=round(wait, 1),
+                               error=error)
+
+    # -- the PSA ------------------------------------------------------------------------------
+
+    async def _psa(self, row: OutboxRow) -> None:
+        action, cid = row.action or "OPEN", row.correlation_id
+        if action in ("UPDATE", "RESOLVED") and cid:
+            if await self.store.correlation_state(cid) == "void":
+                # The create never made a ticket (suppressed, refused, or gone since).
+                if action == "RESOLVED":
+                    await self._settle(row, "nothing-to-resolve",
+                                       "the ticket this would resolve was never created")
+                    return
+                row = await self._as_create(row)
+                action, cid = row.action or "OPEN", row.correlation_id
+        started = time.monotonic()
+        result = await self.psa.sync(action, dict(row.payload), cid)
+        duration = time.monotonic() - started
+        await self.store.event(
+            "sent", row.message_ref, row.ordering_key, result.verdict, outbox=row.id,
+            action=action, correlation_id=cid, attempt=row.attempts,
+            http_status=result.http_status, message=result.message,
+            duration_ms=round(duration * 1000, 1), title=str(row.payload.get("title", ""))[:120])
+        self._observe(result.verdict, duration)
+        verdict = result.verdict
+        if verdict == "created":
+            if cid:
+                await self.store.confirm_correlation(cid, result.correlation_id)
+            await self._settle(row, "created", f"ticket {result.correlation_id or cid} created")
+        elif verdict in ("updated", "closed"):
+            await self._settle(row, PSA_OUTCOME[verdict],
+                               f"ticket {cid} {'updated' if verdict == 'updated' else 'closed'}")
+        elif verdict == "suppressed":
+            if action == "OPEN" and cid:
+                await self.store.void_correlation(cid, "create suppressed by the PSA's rules")
+            await self._settle(row, "suppressed",
+                               f"the PSA suppressed it: {result.message or 'no ticket'}")
+        elif verdict == "not_found":
+            await self._not_found(row, action, cid, result)
+        elif verdict == "conflict":
+            await self._retry(row, backoff(0, result.retry_after or HOLD_DELAY, cap=3600),
+                              f"held: 409 {result.message} (integration inactive or alerting"
+                              " disabled; retrying slowly)")
+        elif verdict == "auth":
+            self.psa_refused = f"HTTP {result.http_status}: {result.message}"
+            self._psa_recheck_at = self.clock() + AUTH_RECHECK
+            if self.runtime is not None:
+                self.runtime.psa_auth_refused(self.psa_refused)
+            log.error("the PSA refused mailbridge's credentials (%s); sending stopped until"
+                      " the credentials are reloaded (systemctl reload mailbridge)",
+                      self.psa_refused)
+            await self.store.outbox_retry(row.id, self.clock() + AUTH_RECHECK,
+                                          f"credentials refused: {self.psa_refused}")
+        else:  # transient: 429, 5xx, timeouts, connection errors
+            await self._retry(row, backoff(row.attempts, result.retry_after),
+                              f"temporary: {result.http_status or ''} {result.message}".strip())
+
+    async def _not_found(self, row: OutboxRow, action: str, cid: str | None,
+                         result: Any) -> None:
+        cause = result.message or "OemNotFoundException"
+        if action == "OPEN" or not cid:
+            if cid:
+                await self.store.void_correlation(cid, f"create refused: {cause}")
+            await self._fail(row, f"404 from the PSA: {cause}")
+            return
+        # The 404 does not say which cause: ask whether the ticket itself still exists.
+        lookup = await self.psa.get_alert(cid)
+        if lookup.found is None:
+            await self._retry(row, backoff(row.attempts),
+                              "404 on update; ticket lookup failed, will ask again")
+        elif lookup.found:
+            await self._fail(row, f"404 from the PSA although the ticket exists: {cause}")
+        else:
+            await self.store.void_correlation(cid, "the PSA no longer has this ticket")
+            if action == "RESOLVED":
+                await self._settle(row, "nothing-to-resolve",
+                                   f"ticket {cid} no longer exists at the PSA")
+            else:
+                await self._as_create(row)
+                await self.store.outbox_retry(row.id, self.clock(),
+                                              f"ticket {cid} gone at the PSA: creating anew")
+
+    async def _as_create(self, row: OutboxRow) -> OutboxRow:
+        new_cid = self.new_id()
+        arrived = await self.store.message_arrived_at(row.message_ref)
+        await self.store.reopen_as_create(row.id, row.ordering_key, new_cid, dict(row.payload),
+                                          arrived)
+        state = await self.store.correlation_state(new_cid)
+        if state == "open":
+            return replace(row, action="OPEN", correlation_id=new_cid)
+        current = await self.store.open_correlation(row.ordering_key)
+        return replace(row, action="UPDATE",
+                       correlation_id=current.correlation_id if current else new_cid)
+
+    async def _settle(self, row: OutboxRow, outcome: str, reason: str) -> None:
+        await self.store.outbox_done(row.id, {"outcome": outcome, "reason": reason})
+        await self.store.set_outcome(row.message_ref, outcome, reason)
+
+    async def _fail(self, row: OutboxRow, reason: str) -> None:
+        await self.store.outbox_dead(row.id, reason)
+        await self.store.set_outcome(row.message_ref, "failed", reason)
+
+    def _observe(self, verdict: str, duration: float) -> None:
+        try:
+            from bridge import metrics
+        except ImportError:
+            return
+        metrics.API_CALLS.labels(verdict).inc()
+        metrics.API_LATENCY.observe(duration)
+
+    # -- mail ---------------------------------------------------------------------------------
+
+    async def _smtp(self, row: OutboxRow) -> None:
+        if self.smtp is None:
+            await self._retry(row, HOLD_DELAY, "no SMTP server configured")
+            return
+        from bridge.deliver import smtp as mail
+
+        p = row.payload
+        from_address = self.settings.smtp.from_address if self.settings.smtp else "mailbridge"
+        if p.get("type") == "forward":
+            raw = await self.store.message_raw(row.message_ref) or b""
+            from bridge.parse.mime import parse
+
+            msg = mail.compose_forward(raw, parse(raw), p["to"], p.get("note", ""),
+                                       from_address)
+        elif p.get("type") == "reply":
+            msg = mail.compose_reply(p["to"], p.get("bcc"), p.get("subject", ""),
+                                     p.get("text", ""),
+                                     p["xml"].encode() if p.get("xml") else None,
+                                     from_address, p.get("in_reply_to"))
+        else:
+            msg = mail.compose_admin_alert(p["to"], p.get("subject", "mailbridge alert"),
+                                           p.get("text", ""), from_address)
+        result = await self.smtp.send(msg)
+        await self.store.event("mailed", row.message_ref, None, result.verdict, outbox=row.id,
+                               type=p.get("type"), to=p.get("to"), detail=result.detail)
+        if result.verdict == "ok":
+            await self.store.outbox_done(row.id, {"sent_to": p.get("to")})
+        elif result.verdict == "permanent":
+            await self.store.outbox_dead(row.id, f"SMTP refused: {result.detail}")
+        else:
+            await self._retry(row, backoff(row.attempts), f"SMTP: {result.detail}")
+
+    # -- webhooks -----------------------------------------------------------------------------
+
+    async def _webhook(self, row: OutboxRow) -> None:
+        name = str(row.payload.get("target", ""))
+        target = self.webhooks.get(name)
+        if target is None:
+            await self.store.outbox_dead(row.id, f"no webhook target named {name!r}")
+            return
+        fields = dict(row.payload.get("fields", {}))
+        result = await target.send(fields)
+        await self.store.event("webhook", row.message_ref, row.ordering_key, result.verdict,
+                               outbox=row.id, target=name, status=result.status,
+                               detail=result.detail)
+        if result.verdict == "ok":
+            await self.store.outbox_done(row.id, {"status": result.status})
+        elif result.verdict == "permanent":
+            await self.store.outbox_dead(row.id, f"webhook {name}: {result.detail}")
+        else:
+            await self._retry(row, backoff(row.attempts), f"webhook {name}: {result.detail}")
