@@ -182,6 +182,7 @@ class OutboxItem:
     payload: Mapping[str, Any]
     action: str | None = None  # OPEN / UPDATE / RESOLVED for psa; "forward", "reply" for smtp
     correlation_id: str | None = None
+    not_before: float | None = None  # held until then (coalescing window, resolve delay)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,36 @@ class CorrelationView:
     correlation_id: str
     opened_at: float
     occurrences: int = 1
+
+
+@dataclass(frozen=True)
+class PendingCall:
+    """An outbox row of this alert key that has not been sent yet (storm control folds into
+    it or cancels it)."""
+
+    row_id: int
+    action: str
+    first_arrived_at: float
+    occurrences: int
+    due_at: float
+    message_ref: int | None = None
+
+
+@dataclass(frozen=True)
+class AlertContext:
+    """Everything decide() may know besides the alert, read in the deciding transaction."""
+
+    arrived_at: float
+    open_correlation: CorrelationView | None = None
+    pending_update: PendingCall | None = None
+    pending_resolve: PendingCall | None = None
+    last_closed: CorrelationView | None = None
+    storm_of_key: CorrelationView | None = None      # the storm ticket this key is grouped in
+    storm_members_open: int = 0                      # grouped keys of that storm still firing
+    open_storm: CorrelationView | None = None        # the account's open storm ticket
+    storm_pending_update: PendingCall | None = None  # unsent append to that storm ticket
+    new_alerts_account: int = 0                      # new alert keys of the account in window
+    new_alerts_global: int = 0
 
 
 @dataclass(frozen=True)
@@ -210,3 +241,11 @@ class Decision:
     alert_key: str | None = None
     open_correlation: str | None = None
     close_correlation: str | None = None
+    open_key: str | None = None            # the key of open_correlation when not alert_key
+    fold_into: int | None = None           # outbox row this occurrence is folded into
+    fold_note: str | None = None           # a line added to that row's summary (storms)
+    cancel_row: int | None = None          # a pending resolve this re-fire cancels (flap)
+    storm_join: str | None = None          # storm correlationId this alert key joins
+    storm_leave: str | None = None         # storm correlationId this alert key recovered in
+    reopen: str | None = None              # a closed correlationId appended to again
+    previous_id: str | None = None         # the closed ticket a new one follows

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -117,8 +117,9 @@ class Pipeline:
         decision = preview.decision
         if decision is None:  # an alert: decide against the live correlation store
             assert c is not None and c.alert is not None
-            decision = decide(c.alert, self.store.open_correlation(c.alert.alert_key),
-                              self.new_id)
+            ctx = self.store.alert_context(c.alert, row.arrived_at, self.settings.storm)
+            decision = decide(c.alert, ctx, self.new_id, self.settings.storm)
+            decision = with_webhooks(decision, c.alert, self.settings)
         meta = None
         if c is not None and c.alert is not None:
             a = c.alert
@@ -196,3 +197,22 @@ def preview_payloads(decision: Decision | None) -> list[dict[str, Any]]:
         else:
             out.append({"kind": item.kind, **dict(item.payload)})
     return out
+
+
+def with_webhooks(decision: Decision, alert: Any, settings: Settings) -> Decision:
+    """Each PSA call is mirrored to every configured webhook target, in its own ordered lane."""
+    if not settings.webhook:
+        return decision
+    extra = []
+    for item in decision.outbox:
+        if item.kind != "psa":
+            continue
+        fields = {"title": alert.title, "summary": alert.summary, "account_id": alert.account_id,
+                  "product_group": alert.product_group, "alert_type": alert.alert_type,
+                  "status": item.action, "alert_key": alert.alert_key,
+                  "correlation_id": item.correlation_id, "device": alert.device or ""}
+        for hook in settings.webhook:
+            extra.append(OutboxItem("webhook", f"webhook:{hook.name}:{alert.alert_key}",
+                                    {"target": hook.name, "fields": fields}, item.action,
+                                    item.correlation_id))
+    return replace(decision, outbox=decision.outbox + tuple(extra))

@@ -32,6 +32,17 @@ PSA_OUTCOME = {"created": "created", "updated": "appended", "closed": "resolved"
                "suppressed": "suppressed"}
 
 
+def with_occurrences(row: OutboxRow) -> dict[str, Any]:
+    """The payload to send; an append that covers several occurrences says so."""
+    data = dict(row.payload)
+    if row.occurrences > 1 and row.first_arrived_at and row.last_arrived_at:
+        first = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.first_arrived_at))
+        last = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.last_arrived_at))
+        data["summary"] = (f"{data.get('summary', '')}\n\n[mailbridge] This update covers"
+                           f" {row.occurrences} occurrences, first {first} UTC, last {last} UTC.")
+    return data
+
+
 def backoff(attempts: int, retry_after: float | None = None, cap: float = RETRY_CAP) -> float:
     """Seconds to wait: the server's Retry-After when given, else exponential with jitter."""
     if retry_after is not None:
@@ -152,7 +163,7 @@ class Delivery:
                 row = await self._as_create(row)
                 action, cid = row.action or "OPEN", row.correlation_id
         started = time.monotonic()
-        result = await self.psa.sync(action, dict(row.payload), cid)
+        result = await self.psa.sync(action, with_occurrences(row), cid)
         duration = time.monotonic() - started
         await self.store.event(
             "sent", row.message_ref, row.ordering_key, result.verdict, outbox=row.id,
@@ -166,6 +177,8 @@ class Delivery:
                 await self.store.confirm_correlation(cid, result.correlation_id)
             await self._settle(row, "created", f"ticket {result.correlation_id or cid} created")
         elif verdict in ("updated", "closed"):
+            if verdict == "closed" and cid:  # a held resolve closes its correlation only now
+                await self.store.close_correlation(cid)
             await self._settle(row, PSA_OUTCOME[verdict],
                                f"ticket {cid} {'updated' if verdict == 'updated' else 'closed'}")
         elif verdict == "suppressed":

@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import sqlite_utils
 
-from bridge.models import CorrelationView, Decision, OutboxItem, RawMessage
+from bridge.models import (AlertContext, CorrelationView, Decision, OutboxItem, PendingCall,
+                           RawMessage)
 from bridge.store.schema import MIGRATIONS
 
 T = TypeVar("T")
@@ -42,6 +43,9 @@ class OutboxRow:
     correlation_id: str | None
     payload: dict[str, Any]
     attempts: int
+    occurrences: int = 1
+    first_arrived_at: float | None = None
+    last_arrived_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -205,39 +209,155 @@ class Store:
 
     def apply_decision(self, message_ref: int, decision: Decision, *, arrived_at: float,
                        rule: str | None = None, alert_meta: dict[str, Any] | None = None) -> None:
-        """Record a decision: correlation changes, outbox rows and the message's state, in the
-        caller's transaction (so the decision and its outbox rows commit together)."""
+        """Record a decision: correlation changes, storm membership, folded or cancelled calls,
+        new outbox rows and the message's state — in the caller's transaction, so a decision
+        and its outbox rows always commit together."""
         now = time.time()
         conn = self.conn
-        meta = alert_meta or {}
-        if decision.open_correlation:
+        meta = dict(alert_meta or {})
+        d = decision
+        if d.close_correlation:  # first: a stale ticket is closed before its successor opens
+            conn.execute("UPDATE correlations SET state='closed', closed_at=? WHERE"
+                         " correlation_id=? AND state='open'", (arrived_at, d.close_correlation))
+        if d.open_correlation:
+            key = d.open_key or d.alert_key
+            if d.open_key:  # a storm ticket: its routing comes from its own OPEN payload
+                p = next((i.payload for i in d.outbox if i.correlation_id == d.open_correlation),
+                         {})
+                meta |= {"product_group": p.get("productGroup"), "alert_type": p.get("alertType"),
+                         "title": p.get("title")}
             conn.execute(
                 "INSERT INTO correlations (correlation_id, alert_key, state, account_id,"
                 " product_group, alert_type, title, opened_at, last_seen_at, previous_id)"
                 " VALUES (?,?,'open',?,?,?,?,?,?,?)",
-                (decision.open_correlation, decision.alert_key, meta.get("account_id"),
-                 meta.get("product_group"), meta.get("alert_type"), meta.get("title"),
-                 arrived_at, arrived_at, meta.get("previous_id")))
-        elif decision.alert_key and decision.outcome is None:
+                (d.open_correlation, key, meta.get("account_id"), meta.get("product_group"),
+                 meta.get("alert_type"), meta.get("title"), arrived_at, arrived_at,
+                 d.previous_id))
+        if d.reopen:
+            conn.execute("UPDATE correlations SET state='open', closed_at=NULL WHERE"
+                         " correlation_id=?", (d.reopen,))
+        if d.alert_key and not (d.open_correlation and not d.open_key):
             conn.execute(
                 "UPDATE correlations SET occurrences=occurrences+1,"
                 " last_seen_at=max(last_seen_at, ?) WHERE alert_key=? AND state='open'",
-                (arrived_at, decision.alert_key))
-        if decision.close_correlation:
-            conn.execute("UPDATE correlations SET state='closed', closed_at=? WHERE"
-                         " correlation_id=?", (arrived_at, decision.close_correlation))
-        for item in decision.outbox:
-            self.enqueue(item, message_ref, now=now)
-        state = "done" if decision.outcome is not None else "pending"
+                (arrived_at, d.alert_key))
+        if d.storm_join:
+            conn.execute("INSERT OR IGNORE INTO storm_members (storm_id, alert_key, account_id,"
+                         " state, joined_at) VALUES (?,?,?,'open',?)",
+                         (d.storm_join, d.alert_key, meta.get("account_id"), arrived_at))
+        if d.storm_leave:
+            conn.execute("UPDATE storm_members SET state='resolved' WHERE storm_id=? AND"
+                         " alert_key=?", (d.storm_leave, d.alert_key))
+        if d.fold_into is not None:
+            self._fold(d.fold_into, arrived_at, d.fold_note)
+        if d.cancel_row is not None:
+            self._cancel(d.cancel_row, message_ref)
+        for item in d.outbox:
+            self.enqueue(item, message_ref, now=now, arrived_at=arrived_at)
+        state = "done" if d.outcome is not None else "pending"
         conn.execute(
             "UPDATE messages SET state=?, outcome=?, reason=?, alert_key=?, rule=?,"
             " updated_at=? WHERE id=?",
-            (state, decision.outcome.value if decision.outcome else None, decision.reason,
-             decision.alert_key, rule, now, message_ref))
-        self._event(conn, "decided", message_ref, decision.alert_key,
-                    decision.outcome.value if decision.outcome else "pending",
-                    {"reason": decision.reason, "rule": rule,
-                     "queued": [i.action for i in decision.outbox]})
+            (state, d.outcome.value if d.outcome else None, d.reason, d.alert_key, rule, now,
+             message_ref))
+        self._event(conn, "decided", message_ref, d.alert_key,
+                    d.outcome.value if d.outcome else "pending",
+                    {"reason": d.reason, "rule": rule,
+                     "queued": [i.action for i in d.outbox], "folded_into": d.fold_into,
+                     "cancelled": d.cancel_row, "storm": d.storm_join})
+
+    def _fold(self, row_id: int, arrived_at: float, note: str | None) -> None:
+        conn = self.conn
+        conn.execute("UPDATE outbox SET occurrences=occurrences+1,"
+                     " last_arrived_at=max(coalesce(last_arrived_at, ?), ?),"
+                     " first_arrived_at=min(coalesce(first_arrived_at, ?), ?), updated_at=?"
+                     " WHERE id=?", (arrived_at, arrived_at, arrived_at, arrived_at,
+                                     time.time(), row_id))
+        if note:
+            payload = json.loads(self.scalar("SELECT payload FROM outbox WHERE id=?",
+                                             (row_id,)) or "{}")
+            payload["summary"] = f"{payload.get('summary', '')}\n{note}"
+            conn.execute("UPDATE outbox SET payload=? WHERE id=?", (json.dumps(payload), row_id))
+
+    def _cancel(self, row_id: int, by_message: int) -> None:
+        """A pending resolve is cancelled by a re-fire (flap): its message is settled too."""
+        conn = self.conn
+        row = conn.execute("SELECT message_ref FROM outbox WHERE id=? AND state='pending'",
+                           (row_id,)).fetchone()
+        if row is None:
+            return
+        reason = f"resolve cancelled: the alert fired again (message {by_message}) within the" \
+                 " resolve delay"
+        conn.execute("UPDATE outbox SET state='done', result=?, updated_at=? WHERE id=?",
+                     (json.dumps({"cancelled": reason}), time.time(), row_id))
+        conn.execute("UPDATE messages SET state='done', outcome='coalesced', reason=?,"
+                     " updated_at=? WHERE id=? AND state='pending'",
+                     (reason, time.time(), row[0]))
+        self._event(conn, "cancelled", row[0], None, "coalesced", {"outbox": row_id,
+                                                                   "reason": reason})
+
+    def alert_context(self, alert: Any, arrived_at: float, policy: Any) -> AlertContext:
+        """What decide() needs to know about an alert key, read in the deciding transaction."""
+        key = alert.alert_key
+        corr = self.open_correlation(key)
+        storm_of_key = None
+        sid = self.scalar("SELECT m.storm_id FROM storm_members m JOIN correlations c ON"
+                          " c.correlation_id=m.storm_id WHERE m.alert_key=? AND m.state='open'"
+                          " AND c.state='open' LIMIT 1", (key,))
+        if sid:
+            storm_of_key = self._correlation_view(sid)
+        ctx: dict[str, Any] = {
+            "arrived_at": arrived_at, "open_correlation": corr,
+            "pending_update": self._pending(key, "UPDATE"),
+            "pending_resolve": self._pending(key, "RESOLVED"),
+            "storm_of_key": storm_of_key,
+        }
+        if storm_of_key is not None:
+            ctx["storm_members_open"] = int(self.scalar(
+                "SELECT count(*) FROM storm_members WHERE storm_id=? AND state='open'", (sid,)))
+            ctx["storm_pending_update"] = self._pending(storm_of_key.alert_key, "UPDATE")
+        elif corr is None and alert.status != "resolved":
+            ctx["last_closed"] = self._last_closed(key)
+            since = arrived_at - policy.account_window
+            ctx["new_alerts_account"] = int(self.scalar(
+                "SELECT (SELECT count(*) FROM correlations WHERE account_id=? AND opened_at>?"
+                " AND alert_key NOT LIKE 'storm:%') + (SELECT count(*) FROM storm_members"
+                " WHERE account_id=? AND joined_at>?)",
+                (alert.account_id, since, alert.account_id, since)))
+            ctx["new_alerts_global"] = int(self.scalar(
+                "SELECT (SELECT count(*) FROM correlations WHERE opened_at>? AND alert_key"
+                " NOT LIKE 'storm:%') + (SELECT count(*) FROM storm_members WHERE joined_at>?)",
+                (since, since)))
+            storm = self.open_correlation(f"storm:{alert.account_id}")
+            ctx["open_storm"] = storm
+            if storm is not None:
+                ctx["storm_pending_update"] = self._pending(storm.alert_key, "UPDATE")
+        return AlertContext(**ctx)
+
+    def _pending(self, key: str, action: str) -> PendingCall | None:
+        r = self.conn.execute(
+            "SELECT id, action, first_arrived_at, occurrences, next_attempt_at, message_ref"
+            " FROM outbox WHERE kind='psa' AND ordering_key=? AND action=? AND state='pending'"
+            " ORDER BY id DESC LIMIT 1", (key, action)).fetchone()
+        if r is None:
+            return None
+        return PendingCall(r[0], r[1], r[2] if r[2] is not None else 0.0, r[3], r[4], r[5])
+
+    def _correlation_view(self, cid: str) -> CorrelationView | None:
+        r = self.conn.execute("SELECT alert_key, correlation_id, opened_at, occurrences FROM"
+                              " correlations WHERE correlation_id=?", (cid,)).fetchone()
+        return CorrelationView(*r) if r else None
+
+    def _last_closed(self, key: str) -> CorrelationView | None:
+        r = self.conn.execute("SELECT alert_key, correlation_id, opened_at, occurrences FROM"
+                              " correlations WHERE alert_key=? AND state='closed'"
+                              " ORDER BY closed_at DESC LIMIT 1", (key,)).fetchone()
+        return CorrelationView(*r) if r else None
+
+    def close_correlation(self, correlation_id: str) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE correlations SET state='closed', closed_at=? WHERE"
+                         " correlation_id=? AND state='open'", (time.time(), correlation_id))
 
     def finish_message(self, message_ref: int, outcome: str, reason: str,
                        alert_key: str | None = None, rule: str | None = None) -> None:
@@ -252,15 +372,16 @@ class Store:
     # -- outbox -------------------------------------------------------------------------------
 
     def enqueue(self, item: OutboxItem, message_ref: int | None, now: float | None = None,
-                not_before: float | None = None) -> int:
+                arrived_at: float | None = None) -> int:
         now = now or time.time()
+        due = item.not_before if item.not_before is not None else now
         with self.write() as conn:
             cur = conn.execute(
                 "INSERT INTO outbox (kind, ordering_key, message_ref, action, correlation_id,"
-                " payload, next_attempt_at, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                " payload, next_attempt_at, created_at, updated_at, first_arrived_at,"
+                " last_arrived_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (item.kind, item.ordering_key, message_ref, item.action, item.correlation_id,
-                 json.dumps(item.payload), not_before or now, now, now))
+                 json.dumps(item.payload), due, now, now, arrived_at, arrived_at))
             row_id = int(cur.lastrowid)
             self._event(conn, "queued", message_ref, item.ordering_key if item.kind != "smtp"
                         else None, None, {"outbox": row_id, "kind": item.kind,
@@ -278,7 +399,8 @@ class Store:
         with self.write() as conn:
             rows = conn.execute(
                 f"SELECT o.id, o.kind, o.ordering_key, o.message_ref, o.action,"
-                f" o.correlation_id, o.payload, o.attempts FROM outbox o"
+                f" o.correlation_id, o.payload, o.attempts, o.occurrences, o.first_arrived_at,"
+                f" o.last_arrived_at FROM outbox o"
                 f" WHERE o.state='pending' AND o.next_attempt_at <= ? AND o.kind IN ({marks})"
                 f" AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.ordering_key=o.ordering_key"
                 f"   AND p.kind=o.kind AND p.id < o.id AND p.state IN ('pending','in_flight'))"
@@ -291,7 +413,7 @@ class Store:
                 conn.execute("UPDATE outbox SET state='in_flight', attempts=attempts+1,"
                              " updated_at=? WHERE id=?", (now, r[0]))
                 taken.append(OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]),
-                                       r[7] + 1))
+                                       r[7] + 1, r[8], r[9], r[10]))
         return taken
 
     def reclaim_in_flight(self) -> int:

@@ -93,4 +93,21 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN oversize INTEGER;
     """,
+    # 3: storm control — coalesced occurrences on outbox rows, storm ticket membership.
+    """
+    ALTER TABLE outbox ADD COLUMN first_arrived_at REAL;
+    ALTER TABLE outbox ADD COLUMN last_arrived_at REAL;
+    ALTER TABLE outbox ADD COLUMN occurrences INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE storm_members (
+        storm_id   TEXT NOT NULL,          -- correlationId of the storm ticket
+        alert_key  TEXT NOT NULL,
+        account_id TEXT,
+        state      TEXT NOT NULL,          -- open | resolved
+        joined_at  REAL NOT NULL,          -- arrival time of the alert that joined
+        PRIMARY KEY (storm_id, alert_key)
+    );
+    CREATE INDEX storm_members_key ON storm_members(alert_key, state);
+    CREATE INDEX storm_members_account ON storm_members(account_id, joined_at);
+    CREATE INDEX correlations_account ON correlations(account_id, opened_at);
+    """,
 ]
