@@ -104,7 +104,7 @@ def ingest(config_path: str) -> None:
 
     raw = sys.stdin.buffer.read()
     try:
-        settings = load_settings(config_path)
+        settings = load_settings(config_path, lenient_secrets=True)
     except ConfigError as exc:
         click.echo(f"mailbridge ingest: {exc}", err=True)
         sys.exit(EX_TEMPFAIL)  # the MTA keeps the message and retries

@@ -8,6 +8,7 @@ and every error names the dotted key and the reason. Secrets may be written inli
 
 from __future__ import annotations
 
+import contextvars
 import os
 import tomllib
 from pathlib import Path
@@ -24,7 +25,21 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# `mailbridge ingest` runs from the MTA while the service (and its credential files) may be
+# stopped: it only needs the store, so it may load the config with secrets it cannot read.
+_LENIENT_SECRETS: contextvars.ContextVar[bool] = contextvars.ContextVar("lenient", default=False)
+
+
 def _resolve_secret(value: Any) -> Any:
+    if isinstance(value, dict) and _LENIENT_SECRETS.get():
+        try:
+            return _resolve_secret_strict(value)
+        except ValueError:
+            return ""
+    return _resolve_secret_strict(value)
+
+
+def _resolve_secret_strict(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) == {"env"}:
             name = value["env"]
@@ -94,6 +109,7 @@ class SmtpSettings(Section):
     ca_file: Path | None = None
     username: str | None = None
     password: SecretField | None = None
+    oauth2: OAuth2Settings | None = None
     timeout: float = Field(30.0, gt=0)
     from_address: str = "mailbridge@localhost"
 
@@ -259,9 +275,20 @@ def _format_errors(path: Path | str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_settings(path: Path | str, base_dir: Path | None = None) -> Settings:
-    """Read and validate a config file. Relative paths in it are relative to the file."""
-    path = Path(path)
+def load_settings(path: Path | str, base_dir: Path | None = None,
+                  lenient_secrets: bool = False) -> Settings:
+    """Read and validate a config file. Relative paths in it are relative to the file.
+
+    With `lenient_secrets`, a secret whose env variable or file is missing becomes empty
+    instead of an error (for `ingest`, which only stages)."""
+    token = _LENIENT_SECRETS.set(lenient_secrets)
+    try:
+        return _load_settings(Path(path), base_dir)
+    finally:
+        _LENIENT_SECRETS.reset(token)
+
+
+def _load_settings(path: Path, base_dir: Path | None) -> Settings:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

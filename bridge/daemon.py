@@ -307,7 +307,12 @@ def _make_smtp(settings: Settings) -> Any:
         return None
     from bridge.deliver.smtp import SmtpSender
 
-    return SmtpSender(settings.smtp)
+    tokens = None
+    if settings.smtp.oauth2 is not None:
+        from bridge.oauth2 import TokenProvider
+
+        tokens = TokenProvider(settings.smtp.oauth2)
+    return SmtpSender(settings.smtp, token_provider=tokens)
 
 
 def _make_webhooks(settings: Settings) -> dict[str, Any]:

@@ -41,6 +41,8 @@ def ingest(raw: bytes, settings: Settings, now: float | None = None) -> int:
     store.close()
     if heartbeat and time.time() - float(heartbeat) < DAEMON_FRESH:
         return EX_OK  # the daemon polls for staged rows
+    if any(not s for s in _declared_secrets(settings)):
+        return EX_OK  # credentials unreadable (service stopped): the daemon will process it
     try:
         asyncio.run(_process(settings, result.id))
     except Exception as exc:  # staged is safe: report, but do not make the MTA retry
@@ -59,3 +61,10 @@ async def _process(settings: Settings, message_id: int) -> None:
         await bridge.delivery.drain()
     finally:
         await bridge.close()
+
+
+def _declared_secrets(settings: Settings) -> list[str]:
+    """Values of the secrets the PSA client needs; empty when lenient loading dropped one."""
+    return [settings.psa.client_secret.get_secret_value(),
+            settings.psa.organization_oem_token.get_secret_value()] if settings.psa.enabled \
+        else []

@@ -267,6 +267,29 @@ class Delivery:
             return
         from bridge.deliver import smtp as mail
 
+        try:
+            msg = await self._compose(row, mail)
+        except mail.ComposeError as exc:  # e.g. a reply address from untrusted XML
+            await self.store.outbox_dead(row.id, f"cannot compose the mail: {exc}")
+            return
+        result = await self.smtp.send(msg)
+        p = row.payload
+        await self.store.event("mailed", row.message_ref, None, result.verdict, outbox=row.id,
+                               type=p.get("type"), to=p.get("to"), detail=result.detail)
+        if result.verdict == "ok":
+            await self.store.outbox_done(row.id, {"sent_to": p.get("to")})
+        elif getattr(result, "config_error", False):
+            # Our SMTP settings are wrong (certificate, login): hold everything, do not
+            # dead-letter every message one by one; the admin fixes the config and reloads.
+            if self.runtime is not None:
+                _call(self.runtime, "smtp_problem", result.detail)
+            await self._retry(row, HOLD_DELAY, f"SMTP configuration problem: {result.detail}")
+        elif result.verdict == "permanent":
+            await self.store.outbox_dead(row.id, f"SMTP refused: {result.detail}")
+        else:
+            await self._retry(row, backoff(row.attempts), f"SMTP: {result.detail}")
+
+    async def _compose(self, row: OutboxRow, mail: Any) -> Any:
         p = row.payload
         from_address = self.settings.smtp.from_address if self.settings.smtp else "mailbridge"
         if p.get("type") == "forward":
@@ -283,15 +306,7 @@ class Delivery:
         else:
             msg = mail.compose_admin_alert(p["to"], p.get("subject", "mailbridge alert"),
                                            p.get("text", ""), from_address)
-        result = await self.smtp.send(msg)
-        await self.store.event("mailed", row.message_ref, None, result.verdict, outbox=row.id,
-                               type=p.get("type"), to=p.get("to"), detail=result.detail)
-        if result.verdict == "ok":
-            await self.store.outbox_done(row.id, {"sent_to": p.get("to")})
-        elif result.verdict == "permanent":
-            await self.store.outbox_dead(row.id, f"SMTP refused: {result.detail}")
-        else:
-            await self._retry(row, backoff(row.attempts), f"SMTP: {result.detail}")
+        return msg
 
     # -- webhooks -----------------------------------------------------------------------------
 
@@ -312,3 +327,9 @@ class Delivery:
             await self.store.outbox_dead(row.id, f"webhook {name}: {result.detail}")
         else:
             await self._retry(row, backoff(row.attempts), f"webhook {name}: {result.detail}")
+
+
+def _call(obj: Any, name: str, *args: Any) -> None:
+    fn = getattr(obj, name, None)
+    if callable(fn):
+        fn(*args)
