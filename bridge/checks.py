@@ -46,6 +46,14 @@ def run_checks(settings: Settings, online: bool = False,
     for problem in config_problems(settings):
         echo(f"config: {problem}")
         errors += 1
+    for hook in settings.webhook:
+        from bridge.deliver.webhook import WebhookConfigError, WebhookTarget
+
+        try:
+            WebhookTarget(hook)
+        except WebhookConfigError as exc:
+            echo(f"config: webhook.{hook.name}: {exc}")
+            errors += 1
     problems = check_ruleset(settings.rules.directory, settings.rules.accounts,
                              settings.catalogue_map())
     for p in problems:

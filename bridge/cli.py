@@ -148,9 +148,13 @@ def simulate(config_path: str, files: tuple[str, ...], as_json: bool) -> None:
 @click.option("--state", type=click.Path(dir_okay=False), help="keep tickets in this file")
 def psa_sim(host: str, port: int, partner: str | None, state: str | None) -> None:
     """Run the PSA simulator (the MSPCentric OEM alerts API) on HOST:PORT."""
-    from bridge.psa_sim import run as run_sim
+    from bridge.psa_sim import PartnerError, run as run_sim
 
-    run_sim(host, port, Path(partner) if partner else None, Path(state) if state else None)
+    try:
+        run_sim(host, port, Path(partner) if partner else None, Path(state) if state else None)
+    except PartnerError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
 
 
 @main.command()

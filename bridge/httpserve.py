@@ -42,27 +42,50 @@ async def serve(app: Any, host: str, port: int, stop: asyncio.Event) -> None:
 
 
 class ThreadedServer:
-    """An ASGI app on a background thread; `start()` returns once the port accepts."""
+    """An ASGI app on a background thread; `start()` returns once it accepts calls.
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None):
+    The socket is bound before uvicorn starts, so there is no race for the port."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1"):
+        self.app = app
         self.host = host
-        self.port = port or free_port(host)
-        self.server = make_server(app, self.host, self.port)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.port = 0
+        self.server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def _make_server(self) -> uvicorn.Server:
+        return make_server(self.app, self.host, self.port)
+
     def start(self, timeout: float = 10.0) -> "ThreadedServer":
-        self.thread.start()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, 0))
+        self.port = sock.getsockname()[1]
+        self.server = self._make_server()
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                        name=f"uvicorn-{self.port}", daemon=True)
+        self._thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"HTTP server on {self.url} did not start")
-            time.sleep(0.01)  # polling a condition (the server's started flag), not a delay
+            if not self._thread.is_alive():
+                raise RuntimeError("the HTTP server thread died while starting")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"HTTP server on {self.url} did not start")
+            time.sleep(0.005)  # polling the server's started flag, not a blind delay
         return self
 
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.server is not None and self._thread is not None:
+            self.server.should_exit = True
+            self._thread.join(timeout)
+            self.server = None
+
+    def __enter__(self) -> "ThreadedServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

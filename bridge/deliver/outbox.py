@@ -176,6 +176,12 @@ class Delivery:
             if cid:
                 await self.store.confirm_correlation(cid, result.correlation_id)
             await self._settle(row, "created", f"ticket {result.correlation_id or cid} created")
+        elif verdict == "updated" and action == "OPEN":
+            # The partner's de-duplication appended our create to an existing ticket.
+            if cid:
+                cid = await self.store.confirm_correlation(cid, result.correlation_id)
+            await self._settle(row, "appended",
+                               f"the PSA de-duplicated it into ticket {cid}")
         elif verdict in ("updated", "closed"):
             if verdict == "closed" and cid:  # a held resolve closes its correlation only now
                 await self.store.close_correlation(cid)
@@ -188,6 +194,9 @@ class Delivery:
                                f"the PSA suppressed it: {result.message or 'no ticket'}")
         elif verdict == "not_found":
             await self._not_found(row, action, cid, result)
+        elif verdict == "rejected":  # 400/422…: the PSA will never accept this payload
+            await self._fail(row, f"the PSA rejected the call: HTTP {result.http_status}"
+                                  f" {result.message}")
         elif verdict == "conflict":
             await self._retry(row, backoff(0, result.retry_after or HOLD_DELAY, cap=3600),
                               f"held: 409 {result.message} (integration inactive or alerting"
@@ -214,12 +223,13 @@ class Delivery:
                 await self.store.void_correlation(cid, f"create refused: {cause}")
             await self._fail(row, f"404 from the PSA: {cause}")
             return
-        # The 404 does not say which cause: ask whether the ticket itself still exists.
-        lookup = await self.psa.get_alert(cid)
-        if lookup.found is None:
+        # The 404 does not say which cause: the client has asked whether the ticket itself
+        # still exists (GET …/alert/{correlationId}).
+        gone = getattr(result, "ticket_gone", None)
+        if gone is None:
             await self._retry(row, backoff(row.attempts),
                               "404 on update; ticket lookup failed, will ask again")
-        elif lookup.found:
+        elif not gone:
             await self._fail(row, f"404 from the PSA although the ticket exists: {cause}")
         else:
             await self.store.void_correlation(cid, "the PSA no longer has this ticket")
