@@ -39,7 +39,7 @@ class Bridge:
         self.config_path = config_path
         self.worker = worker or f"{os.uname().nodename}:{os.getpid()}"
         self.clock = clock
-        self.sync_store = Store(settings.store.path)
+        self.sync_store = Store(settings.store.path, clock=clock)
         self.redactor = _make_redactor(settings)
         self.sync_store.redact = self.redactor  # type: ignore[assignment]
         self.store = AsyncStore(self.sync_store)

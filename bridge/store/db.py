@@ -75,8 +75,9 @@ def message_id_of(raw: bytes) -> str | None:
 class Store:
     """Synchronous store. Use from one thread only (see AsyncStore)."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time):
         self.path = str(path)
+        self.clock = clock  # injected in tests: due times and windows follow it
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0,
                                isolation_level=None)
         self.conn = conn
@@ -138,7 +139,7 @@ class Store:
     def stage_many(self, msgs: list[RawMessage]) -> list[StageResult]:
         """Stage a batch in one durable commit (one fsync for the batch)."""
         results: list[StageResult] = []
-        now = time.time()
+        now = self.clock()
         with self.write(durable=True) as conn:
             for msg in msgs:
                 sha = hashlib.sha256(msg.raw).hexdigest()
@@ -176,7 +177,7 @@ class Store:
         """Atomically take staged messages for processing; no two workers get the same one.
 
         Rows claimed by a worker that died are taken back after `stale` seconds."""
-        now = time.time()
+        now = self.clock()
         stale = now - 300
         with self.write() as conn:
             where = "(state='staged' OR (state='processing' AND claimed_at < ?))"
@@ -212,7 +213,7 @@ class Store:
         """Record a decision: correlation changes, storm membership, folded or cancelled calls,
         new outbox rows and the message's state — in the caller's transaction, so a decision
         and its outbox rows always commit together."""
-        now = time.time()
+        now = self.clock()
         conn = self.conn
         meta = dict(alert_meta or {})
         d = decision
@@ -272,7 +273,7 @@ class Store:
                      " last_arrived_at=max(coalesce(last_arrived_at, ?), ?),"
                      " first_arrived_at=min(coalesce(first_arrived_at, ?), ?), updated_at=?"
                      " WHERE id=?", (arrived_at, arrived_at, arrived_at, arrived_at,
-                                     time.time(), row_id))
+                                     self.clock(), row_id))
         if note:
             payload = json.loads(self.scalar("SELECT payload FROM outbox WHERE id=?",
                                              (row_id,)) or "{}")
@@ -289,10 +290,10 @@ class Store:
         reason = f"resolve cancelled: the alert fired again (message {by_message}) within the" \
                  " resolve delay"
         conn.execute("UPDATE outbox SET state='done', result=?, updated_at=? WHERE id=?",
-                     (json.dumps({"cancelled": reason}), time.time(), row_id))
+                     (json.dumps({"cancelled": reason}), self.clock(), row_id))
         conn.execute("UPDATE messages SET state='done', outcome='coalesced', reason=?,"
                      " updated_at=? WHERE id=? AND state='pending'",
-                     (reason, time.time(), row[0]))
+                     (reason, self.clock(), row[0]))
         self._event(conn, "cancelled", row[0], None, "coalesced", {"outbox": row_id,
                                                                    "reason": reason})
 
@@ -357,11 +358,11 @@ class Store:
     def close_correlation(self, correlation_id: str) -> None:
         with self.write() as conn:
             conn.execute("UPDATE correlations SET state='closed', closed_at=? WHERE"
-                         " correlation_id=? AND state='open'", (time.time(), correlation_id))
+                         " correlation_id=? AND state='open'", (self.clock(), correlation_id))
 
     def finish_message(self, message_ref: int, outcome: str, reason: str,
                        alert_key: str | None = None, rule: str | None = None) -> None:
-        now = time.time()
+        now = self.clock()
         with self.write() as conn:
             conn.execute(
                 "UPDATE messages SET state='done', outcome=?, reason=?,"
@@ -373,7 +374,7 @@ class Store:
 
     def enqueue(self, item: OutboxItem, message_ref: int | None, now: float | None = None,
                 arrived_at: float | None = None) -> int:
-        now = now or time.time()
+        now = now or self.clock()
         due = item.not_before if item.not_before is not None else now
         with self.write() as conn:
             cur = conn.execute(
@@ -426,17 +427,17 @@ class Store:
     def outbox_done(self, row_id: int, result: dict[str, Any]) -> None:
         with self.write() as conn:
             conn.execute("UPDATE outbox SET state='done', result=?, last_error=NULL,"
-                         " updated_at=? WHERE id=?", (json.dumps(result), time.time(), row_id))
+                         " updated_at=? WHERE id=?", (json.dumps(result), self.clock(), row_id))
 
     def outbox_retry(self, row_id: int, next_at: float, error: str) -> None:
         with self.write() as conn:
             conn.execute("UPDATE outbox SET state='pending', next_attempt_at=?, last_error=?,"
-                         " updated_at=? WHERE id=?", (next_at, error, time.time(), row_id))
+                         " updated_at=? WHERE id=?", (next_at, error, self.clock(), row_id))
 
     def outbox_dead(self, row_id: int, reason: str) -> None:
         with self.write() as conn:
             conn.execute("UPDATE outbox SET state='dead', last_error=?, updated_at=?"
-                         " WHERE id=?", (reason, time.time(), row_id))
+                         " WHERE id=?", (reason, self.clock(), row_id))
 
     def outbox_pending_count(self) -> int:
         return int(self.scalar("SELECT count(*) FROM outbox WHERE state IN"
@@ -458,7 +459,7 @@ class Store:
         with self.write() as conn:
             n = conn.execute("UPDATE outbox SET state='pending', next_attempt_at=?, attempts=0,"
                              " updated_at=? WHERE id=? AND state IN ('dead','pending')",
-                             (time.time(), time.time(), row_id)).rowcount
+                             (self.clock(), self.clock(), row_id)).rowcount
             if n:
                 self._event(conn, "outbox-retry", None, None, None, {"outbox": row_id})
         return bool(n)
@@ -471,12 +472,12 @@ class Store:
             if row is None:
                 return False
             conn.execute("UPDATE outbox SET state='dead', last_error='dropped by the"
-                         " administrator', updated_at=? WHERE id=?", (time.time(), row_id))
+                         " administrator', updated_at=? WHERE id=?", (self.clock(), row_id))
             if row[0] is not None:
                 conn.execute("UPDATE messages SET state='done', outcome=coalesce(outcome,"
                              " 'failed'), reason=coalesce(reason, '') || '; outbox row dropped"
                              " by the administrator', updated_at=? WHERE id=? AND"
-                             " state='pending'", (time.time(), row[0]))
+                             " state='pending'", (self.clock(), row[0]))
             self._event(conn, "outbox-drop", row[0], None, None, {"outbox": row_id})
         return True
 
@@ -504,7 +505,7 @@ class Store:
         """No ticket exists for this correlation (create refused, or ticket gone at the PSA)."""
         with self.write() as conn:
             conn.execute("UPDATE correlations SET state='void', closed_at=? WHERE"
-                         " correlation_id=?", (time.time(), correlation_id))
+                         " correlation_id=?", (self.clock(), correlation_id))
             self._event(conn, "correlation-void", None, None, None,
                         {"correlation_id": correlation_id, "reason": reason})
 
@@ -525,7 +526,7 @@ class Store:
             else:  # a later alert already opened one: append to it instead
                 cid = current.correlation_id
             conn.execute("UPDATE outbox SET action=?, correlation_id=?, updated_at=? WHERE id=?",
-                         ("OPEN" if current is None else "UPDATE", cid, time.time(), row_id))
+                         ("OPEN" if current is None else "UPDATE", cid, self.clock(), row_id))
 
     def set_meta(self, key: str, value: str) -> None:
         with self.write() as conn:
@@ -540,7 +541,7 @@ class Store:
 
     def message_arrived_at(self, message_ref: int | None) -> float:
         value = self.scalar("SELECT arrived_at FROM messages WHERE id=?", (message_ref,))
-        return float(value) if value is not None else time.time()
+        return float(value) if value is not None else self.clock()
 
     def set_outcome(self, message_ref: int | None, outcome: str, reason: str) -> None:
         """Delivery settled a pending message. A message already done keeps its outcome (an
@@ -550,7 +551,7 @@ class Store:
         with self.write() as conn:
             conn.execute("UPDATE messages SET state='done', outcome=?, reason=?, updated_at=?"
                          " WHERE id=? AND state='pending'",
-                         (outcome, reason, time.time(), message_ref))
+                         (outcome, reason, self.clock(), message_ref))
             self._event(conn, "outcome", message_ref, None, outcome, {"reason": reason})
 
     def pending_work(self) -> dict[str, int]:
@@ -574,7 +575,7 @@ class Store:
         text = self.redact(json.dumps(detail, default=str)) if detail else None
         conn.execute("INSERT INTO events (at, kind, message_ref, alert_key, outcome, detail)"
                      " VALUES (?,?,?,?,?,?)",
-                     (time.time(), kind, message_ref, alert_key, outcome, text))
+                     (self.clock(), kind, message_ref, alert_key, outcome, text))
 
     # -- maintenance --------------------------------------------------------------------------
 
