@@ -107,7 +107,8 @@ class Pipeline:
         return len(rows)
 
     def process_row(self, row: StagedRow) -> None:
-        preview = self.evaluate(row.raw, oversize=row.oversize, message_ref=row.id)
+        preview = self.evaluate(row.raw, oversize=row.oversize, message_ref=row.id,
+                                arrived_at=row.arrived_at)
         c = preview.classification
         if c is not None:
             self.store.event("classified", row.id, c.alert.alert_key if c.alert else None,
@@ -131,7 +132,7 @@ class Pipeline:
     # -- the pure part, shared with `simulate` ------------------------------------------------
 
     def evaluate(self, raw: bytes, *, oversize: int | None = None,
-                 message_ref: int | None = None) -> Preview:
+                 message_ref: int | None = None, arrived_at: float = 0.0) -> Preview:
         from bridge.classify.engine import classify
         from bridge.parse.mime import parse
 
@@ -146,7 +147,7 @@ class Pipeline:
             return Preview(parsed, None, Decision(outcome=Outcome.QUARANTINED, reason=reason),
                            Outcome.QUARANTINED.value, reason)
         c = classify(parsed, self.rules.ruleset, self.ctx)
-        decision = self._route(c, parsed, message_ref)
+        decision = self._route(c, parsed, message_ref, arrived_at)
         if decision is not None:
             return Preview(parsed, c, decision,
                            decision.outcome.value if decision.outcome else "pending",
@@ -154,7 +155,7 @@ class Pipeline:
         return Preview(parsed, c, None, "pending", c.reason)
 
     def _route(self, c: Classification, parsed: ParsedMessage,
-               message_ref: int | None) -> Decision | None:
+               message_ref: int | None, arrived_at: float) -> Decision | None:
         """Every kind but a plain alert is decided here; alerts need the correlation store."""
         r = self.settings.routing
         if c.kind is Kind.ALERT:
@@ -169,6 +170,7 @@ class Pipeline:
             from bridge.xmltx import decide_transaction
 
             return decide_transaction(parsed, self.settings, self.store, message_ref,
+                                      arrived_at, getattr(self.rules.ruleset, "accounts", None),
                                       self.new_id)
         # Regular mail: leave it (the source already moved it), or forward it.
         if r.regular_mail == "forward" and r.regular_forward_to:

@@ -277,6 +277,16 @@ class Delivery:
             return
         from bridge.deliver import smtp as mail
 
+        if row.payload.get("type") == "reply" and row.payload.get("rows"):
+            from bridge.xmltx import final_results
+
+            rows = await self.store.outbox_results(list(row.payload["rows"]))
+            results = final_results(dict(row.payload), rows)
+            if results is None:  # an action's call is still waiting: answer when settled
+                await self.store.outbox_retry(row.id, self.clock() + 5.0,
+                                              "waiting for the transaction's calls")
+                return
+            row = replace(row, payload={**row.payload, "final": results})
         try:
             msg = await self._compose(row, mail)
         except mail.ComposeError as exc:  # e.g. a reply address from untrusted XML
@@ -309,9 +319,17 @@ class Delivery:
             msg = mail.compose_forward(raw, parse(raw), p["to"], p.get("note", ""),
                                        from_address)
         elif p.get("type") == "reply":
+            from bridge.parse.xmlapi import build_response, response_text
+
+            final = p.get("final")
+            if final is None:
+                from bridge.xmltx import final_results
+
+                final = final_results(dict(p), {})
+            tx_id = p.get("transaction_id")
             msg = mail.compose_reply(p["to"], p.get("bcc"), p.get("subject", ""),
-                                     p.get("text", ""),
-                                     p["xml"].encode() if p.get("xml") else None,
+                                     response_text(tx_id, final or []),
+                                     build_response(tx_id, final or []),
                                      from_address, p.get("in_reply_to"))
         else:
             msg = mail.compose_admin_alert(p["to"], p.get("subject", "mailbridge alert"),

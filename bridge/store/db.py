@@ -215,6 +215,26 @@ class Store:
         and its outbox rows always commit together."""
         now = self.clock()
         conn = self.conn
+        d = decision
+        self.record_effects(message_ref, d, arrived_at=arrived_at, alert_meta=alert_meta)
+        state = "done" if d.outcome is not None else "pending"
+        conn.execute(
+            "UPDATE messages SET state=?, outcome=?, reason=?, alert_key=?, rule=?,"
+            " updated_at=? WHERE id=?",
+            (state, d.outcome.value if d.outcome else None, d.reason, d.alert_key, rule, now,
+             message_ref))
+        self._event(conn, "decided", message_ref, d.alert_key,
+                    d.outcome.value if d.outcome else "pending",
+                    {"reason": d.reason, "rule": rule,
+                     "queued": [i.action for i in d.outbox], "folded_into": d.fold_into,
+                     "cancelled": d.cancel_row, "storm": d.storm_join})
+
+    def record_effects(self, message_ref: int, decision: Decision, *, arrived_at: float,
+                       alert_meta: dict[str, Any] | None = None) -> list[int]:
+        """The parts of a decision beyond the message itself: correlations, storm membership,
+        folds, cancels and new outbox rows (whose ids are returned)."""
+        now = self.clock()
+        conn = self.conn
         meta = dict(alert_meta or {})
         d = decision
         if d.close_correlation:  # first: a stale ticket is closed before its successor opens
@@ -253,19 +273,25 @@ class Store:
             self._fold(d.fold_into, arrived_at, d.fold_note)
         if d.cancel_row is not None:
             self._cancel(d.cancel_row, message_ref)
-        for item in d.outbox:
-            self.enqueue(item, message_ref, now=now, arrived_at=arrived_at)
-        state = "done" if d.outcome is not None else "pending"
-        conn.execute(
-            "UPDATE messages SET state=?, outcome=?, reason=?, alert_key=?, rule=?,"
-            " updated_at=? WHERE id=?",
-            (state, d.outcome.value if d.outcome else None, d.reason, d.alert_key, rule, now,
-             message_ref))
-        self._event(conn, "decided", message_ref, d.alert_key,
-                    d.outcome.value if d.outcome else "pending",
-                    {"reason": d.reason, "rule": rule,
-                     "queued": [i.action for i in d.outbox], "folded_into": d.fold_into,
-                     "cancelled": d.cancel_row, "storm": d.storm_join})
+        return [self.enqueue(item, message_ref, now=now, arrived_at=arrived_at)
+                for item in d.outbox]
+
+    def correlation_meta(self, alert_key: str) -> dict[str, Any] | None:
+        """Routing of the open ticket of a key (an XML update names only its alert id)."""
+        rows = self.query("SELECT account_id, product_group, alert_type, title FROM"
+                          " correlations WHERE alert_key=? AND state='open'", [alert_key])
+        return rows[0] if rows else None
+
+    def recent_replies(self, to: str, since: float) -> int:
+        return int(self.scalar(
+            "SELECT count(*) FROM outbox WHERE kind='smtp' AND action='reply' AND created_at>?"
+            " AND json_extract(payload, '$.to')=?", (since, to)))
+
+    def outbox_results(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        marks = ",".join("?" * len(ids)) or "NULL"
+        rows = self.query(f"SELECT id, state, result, last_error, correlation_id FROM outbox"
+                          f" WHERE id IN ({marks})", ids)
+        return {r["id"]: r for r in rows}
 
     def _fold(self, row_id: int, arrived_at: float, note: str | None) -> None:
         conn = self.conn
@@ -564,7 +590,7 @@ class Store:
     # -- events -------------------------------------------------------------------------------
 
     def event(self, kind: str, message_ref: int | None = None, alert_key: str | None = None,
-              outcome: str | None = None, **detail: Any) -> None:
+              outcome: str | None = None, /, **detail: Any) -> None:
         with self.write() as conn:
             self._event(conn, kind, message_ref, alert_key, outcome, detail)
 
