@@ -52,6 +52,7 @@ def demo_settings(work: Path, psa_url: str, smtp_port: int | None,
         "routing": {"internal_address": "support@msp.example",
                     "own_addresses": ["alerts@msp.example"]},
         "ates": {"sources": ["XYZ Monitoring Application", "Datto RMM"]},
+        "auth": {"authserv_ids": ["mx.msp.example"]},
         "storm": {"storm_product_group": "storm", "storm_alert_type": "Alert Storm"},
         "http": {"enabled": False},
     }
@@ -172,5 +173,6 @@ async def _print_tickets(settings: Any, echo: Callable[[str], None]) -> None:
         echo(f"  [{t.get('status', '?')}] {t.get('title')}  (account {t.get('accountId')},"
              f" {t.get('productGroup')}/{t.get('alertType')}, correlationId {cid})")
         for h in t.get("history", []):
-            echo(f"      - {h.get('incidentStatus') or h.get('action')}: "
-                 f"{str(h.get('summary') or h.get('title') or '')[:90]}")
+            text = str(h.get("summary") or h.get("title") or "")
+            first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+            echo(f"      - {h.get('incidentStatus') or h.get('action'):<8} {first[:90]}")
