@@ -90,12 +90,14 @@ def _resolve(alert: Alert, ctx: AlertContext, corr: CorrelationView | None,
         return Decision(outcome=Outcome.NOTHING_TO_RESOLVE, alert_key=key,
                         reason="resolved, but no open ticket for this alert: nothing sent")
     cid = corr.correlation_id
-    hold = t_due = None
+    hold = flush = None
     if policy.resolve_delay > 0:
         hold = ctx.arrived_at + policy.resolve_delay
-    if ctx.pending_update is not None:  # never overtake the held append of the same key
-        t_due = ctx.pending_update.due_at
-        hold = max(hold or 0.0, t_due)
+        if ctx.pending_update is not None:  # it goes first anyway (one key, in order)
+            hold = max(hold, ctx.pending_update.due_at)
+    elif ctx.pending_update is not None:
+        # No flap damping wanted: the held append goes now, the resolve right after it.
+        flush = ctx.pending_update.row_id
     item = OutboxItem("psa", key, psa_data(alert), "RESOLVED", cid, not_before=hold)
     if policy.resolve_delay > 0:
         # Closed when the resolve is sent, so a re-fire within the delay can still cancel it.
@@ -103,7 +105,7 @@ def _resolve(alert: Alert, ctx: AlertContext, corr: CorrelationView | None,
                         " resolve delay (cancelled if the alert fires again)",
                         alert_key=key, outbox=(item,))
     return Decision(reason=f"resolves the open ticket {cid}", alert_key=key, outbox=(item,),
-                    close_correlation=cid)
+                    close_correlation=cid, flush_row=flush)
 
 
 def _fire(alert: Alert, ctx: AlertContext, corr: CorrelationView | None,

@@ -245,6 +245,7 @@ class Decision:
     fold_into: int | None = None           # outbox row this occurrence is folded into
     fold_note: str | None = None           # a line added to that row's summary (storms)
     cancel_row: int | None = None          # a pending resolve this re-fire cancels (flap)
+    flush_row: int | None = None           # a held append to send now (a resolve follows it)
     storm_join: str | None = None          # storm correlationId this alert key joins
     storm_leave: str | None = None         # storm correlationId this alert key recovered in
     reopen: str | None = None              # a closed correlationId appended to again

@@ -67,6 +67,14 @@ def test_second_resolve_folds_into_the_waiting_one():
     assert d.outcome is Outcome.COALESCED and d.fold_into == 9
 
 
+def test_without_delay_a_resolve_sends_the_held_append_now():
+    plain = POLICY.model_copy(update={"resolve_delay": 0.0})
+    d = decide(alert("resolved"),
+               AlertContext(2000.0, corr(), pending_update=pending("UPDATE", due=2500.0, row=4)),
+               policy=plain)
+    assert d.flush_row == 4 and d.outbox[0].not_before is None
+
+
 def test_without_delay_resolve_closes_at_once():
     plain = POLICY.model_copy(update={"resolve_delay": 0.0})
     d = decide(alert("resolved"), AlertContext(2000.0, corr()), policy=plain)

@@ -273,6 +273,9 @@ class Store:
             self._fold(d.fold_into, arrived_at, d.fold_note)
         if d.cancel_row is not None:
             self._cancel(d.cancel_row, message_ref)
+        if d.flush_row is not None:
+            conn.execute("UPDATE outbox SET next_attempt_at=min(next_attempt_at, ?) WHERE id=?"
+                         " AND state='pending'", (now, d.flush_row))
         return [self.enqueue(item, message_ref, now=now, arrived_at=arrived_at)
                 for item in d.outbox]
 

@@ -1,0 +1,385 @@
+"""Read-only views of the audit trail, as plain dicts and lists, for the CLI and the web alike.
+
+Every function takes a `Store` and returns JSON-ready data (times are epoch seconds), so
+`mailbridge status --json` and the dashboard show the same numbers. Whatever came from a message
+(subject, sender, event details, errors) passes through a `Redactor` before it leaves here, even
+though events were redacted when written: secrets added to the config later are hidden too.
+`format_table` renders rows for people.
+"""
+
+from __future__ import annotations
+
+import email
+import email.header
+import email.policy
+import json
+import time
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+from bridge.audit import Redactor
+from bridge.models import Outcome
+from bridge.status import RuntimeStatus, health, load_runtime
+from bridge.store.db import Store
+
+OUTCOMES = [o.value for o in Outcome]
+_OUTCOME_MARKS = ",".join("?" * len(OUTCOMES))
+HEAD_BYTES = 16384  # enough for any sane header block; never the body
+_PLAIN = Redactor()  # shapes only, for callers that pass no redactor
+
+
+def _r(redactor: Redactor | None) -> Redactor:
+    return redactor or _PLAIN
+
+
+# -- headers ----------------------------------------------------------------------------------
+
+
+def _head(raw: bytes | None) -> bytes:
+    if not raw:
+        return b""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = raw.find(sep)
+        if end >= 0:
+            return raw[:end + len(sep)]
+    return raw
+
+
+def _decode(value: str) -> str:
+    """RFC 2047 decoding that never raises: unknown charsets and broken words stay as text.
+    Raw 8-bit bytes (unencoded UTF-8 subjects are common) arrive surrogate-escaped: undo that
+    first, so the text is printable and encodable."""
+    data = value.encode("utf-8", "surrogateescape")
+    try:
+        value = data.decode("utf-8")
+    except UnicodeDecodeError:  # 8-bit but not UTF-8: Latin-1 at least keeps every byte
+        value = data.decode("latin-1")
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except Exception:
+        return value
+
+
+def read_headers(raw: bytes | None) -> list[tuple[str, str]]:
+    """All header fields of a message's header block, decoded, in order."""
+    msg = email.message_from_bytes(_head(raw), policy=email.policy.compat32)
+    # raw_items: the values as received (items() would wrap 8-bit ones in Header objects).
+    return [(name, " ".join(_decode(str(value)).split())) for name, value in msg.raw_items()]
+
+
+def subject_and_sender(raw: bytes | None) -> tuple[str, str]:
+    subject = sender = ""
+    for name, value in read_headers(raw):
+        low = name.lower()
+        if low == "subject" and not subject:
+            subject = value
+        elif low == "from" and not sender:
+            sender = value
+    return subject, sender
+
+
+# -- views ------------------------------------------------------------------------------------
+
+
+def _counts(store: Store, sql: str, params: Any = ()) -> dict[str, int]:
+    return {row[0]: row[1] for row in store.conn.execute(sql, params).fetchall()}
+
+
+def outcome_counts(store: Store, since: float | None = None) -> dict[str, int]:
+    """Messages by outcome, all time or recorded since `since` (uses the outcome index)."""
+    if since is None:
+        return _counts(store, "SELECT outcome, count(*) FROM messages WHERE outcome IS NOT NULL"
+                       " GROUP BY outcome")
+    return _counts(store, f"SELECT outcome, count(*) FROM messages WHERE outcome IN"
+                   f" ({_OUTCOME_MARKS}) AND updated_at >= ? GROUP BY outcome",
+                   (*OUTCOMES, since))
+
+
+def status_view(store: Store, runtime: RuntimeStatus | None = None,
+                now: float | None = None) -> dict[str, Any]:
+    """The numbers of `mailbridge status` and the dashboard's header. Without `runtime` (the
+    CLI, in another process) the status the daemon last saved in the store is used."""
+    now = time.time() if now is None else now
+    if runtime is None:
+        runtime = load_runtime(store, now)
+    states = _counts(store, "SELECT state, count(*) FROM messages WHERE state IN"
+                     " ('staged','processing','pending') GROUP BY state")
+    outbox = _counts(store, "SELECT state, count(*) FROM outbox GROUP BY state")
+    failed_hour = store.scalar("SELECT count(*) FROM messages WHERE outcome='failed'"
+                               " AND updated_at >= ?", (now - 3600,))
+    dead_hour = store.scalar("SELECT count(*) FROM outbox WHERE state='dead'"
+                             " AND updated_at >= ?", (now - 3600,))
+    ok, reasons = health(runtime, store, now)
+    out: dict[str, Any] = {
+        "now": now,
+        "healthy": ok,
+        "reasons": reasons,
+        "backlog": states.get("staged", 0) + states.get("processing", 0),
+        "messages_by_state": {s: states.get(s, 0) for s in ("staged", "processing", "pending")},
+        "outbox": {s: outbox.get(s, 0) for s in ("pending", "in_flight", "dead", "done")},
+        "failures_last_hour": int(failed_hour or 0) + int(dead_hour or 0),
+        "outcomes_24h": outcome_counts(store, now - 86400),
+        "open_tickets": store.scalar("SELECT count(*) FROM correlations WHERE state='open'"),
+    }
+    if runtime is not None:
+        # list(): one atomic copy (the daemon's loop may add a source meanwhile; views run on
+        # the store's thread).
+        sources = list(runtime.sources.values())
+        polls = [s.last_poll for s in sources if s.last_poll]
+        out.update({
+            "started_at": runtime.started_at,
+            "ruleset_version": runtime.ruleset_version,
+            "ruleset_error": runtime.ruleset_error,
+            "psa_auth": runtime.psa_auth,
+            "psa_auth_message": runtime.psa_auth_message,
+            "psa_reachable": runtime.psa_reachable,
+            "sources": [vars(s).copy() for s in sources],
+            "connected_sources": sum(s.connected for s in sources),
+            "last_poll": max(polls) if polls else None,
+            "admin_alerts": [vars(a).copy() for a in list(runtime.admin_alerts)],
+        })
+    return out
+
+
+def parse_since(value: str | float | datetime | None, now: float | None = None) -> float | None:
+    """`--since`: "90s" / "15m" / "2h" / "7d" ago, a bare number of seconds ago (as the CLI's
+    help says), ISO 8601, a datetime, or (as a float, from code) epoch seconds."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, datetime):
+        return value.timestamp()
+    now = time.time() if now is None else now
+    text = value.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:].lower() in units and text[:-1].replace(".", "", 1).isdigit():
+        return now - float(text[:-1]) * units[text[-1].lower()]
+    try:
+        return now - float(text)
+    except ValueError:
+        return datetime.fromisoformat(text).timestamp()  # ValueError names the bad value
+
+
+def events_view(store: Store, message: int | None = None, key: str | None = None,
+                since: str | float | datetime | None = None, outcome: str | None = None,
+                limit: int = 200, redactor: Redactor | None = None) -> list[dict[str, Any]]:
+    """The latest `limit` matching events, oldest first. `outcome` selects events carrying it
+    and every event of messages that ended in it."""
+    where: list[str] = ["1=1"]
+    params: list[Any] = []
+    if message is not None:
+        where.append("message_ref = ?")
+        params.append(message)
+    if key is not None:
+        where.append("alert_key = ?")
+        params.append(key)
+    start = parse_since(since)
+    if start is not None:
+        where.append("at >= ?")
+        params.append(start)
+    if outcome is not None:
+        where.append("(outcome = ? OR message_ref IN (SELECT id FROM messages WHERE outcome=?))")
+        params += [outcome, outcome]
+    rows = store.query(f"SELECT id, at, kind, message_ref, alert_key, outcome, detail"
+                       f" FROM events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                       [*params, limit])
+    red = _r(redactor)
+    for row in rows:
+        text = red.redact(row["detail"]) if row["detail"] else None
+        try:
+            row["detail"] = json.loads(text) if text else {}
+        except ValueError:  # written by hand or truncated: show it as text
+            row["detail"] = {"text": text}
+    rows.reverse()
+    return rows
+
+
+def tickets_view(store: Store, now: float | None = None,
+                 limit: int | None = None) -> list[dict[str, Any]]:
+    """Open correlations (tickets mailbridge believes open), most recently seen first."""
+    now = time.time() if now is None else now
+    rows = store.query(
+        "SELECT correlation_id, alert_key, account_id, product_group, alert_type, title,"
+        " opened_at, last_seen_at, occurrences, confirmed FROM correlations"
+        " WHERE state='open' ORDER BY last_seen_at DESC LIMIT ?",
+        (-1 if limit is None else limit,))
+    for row in rows:
+        row["age"] = now - row["opened_at"]
+        row["confirmed"] = bool(row["confirmed"])
+    return rows
+
+
+def _message_rows(store: Store, where: str, params: Sequence[Any], limit: int,
+                  redactor: Redactor | None) -> list[dict[str, Any]]:
+    # substr() reads only the head of the blob: a 50 MB message costs 16 KiB here.
+    rows = store.query(
+        f"SELECT id, source, arrived_at, staged_at, updated_at, size, state, outcome, reason,"
+        f" rule, alert_key, oversize, raw IS NULL AS pruned, substr(raw, 1, {HEAD_BYTES}) AS head"
+        f" FROM messages WHERE {where} ORDER BY id DESC LIMIT ?", [*params, limit])
+    red = _r(redactor)
+    for row in rows:
+        subject, sender = subject_and_sender(row.pop("head"))
+        row["subject"], row["sender"] = red.redact(subject), red.redact(sender)
+        row["reason"] = red.redact(row["reason"] or "")
+        row["pruned"] = bool(row["pruned"])
+    return rows
+
+
+def messages_view(store: Store, limit: int = 50,
+                  redactor: Redactor | None = None) -> list[dict[str, Any]]:
+    """Recent messages, newest first, with their outcome and deciding rule."""
+    return _message_rows(store, "1=1", (), limit, redactor)
+
+
+def failures_view(store: Store, limit: int = 20,
+                  redactor: Redactor | None = None) -> dict[str, list[dict[str, Any]]]:
+    """What went wrong lately: failed/quarantined/rejected messages and dead outbox rows."""
+    messages = _message_rows(store, "outcome IN ('failed','quarantined','rejected')", (),
+                             limit, redactor)
+    dead = store.query("SELECT id, kind, ordering_key, message_ref, action, attempts,"
+                       " last_error, updated_at FROM outbox WHERE state='dead'"
+                       " ORDER BY id DESC LIMIT ?", (limit,))
+    for row in dead:
+        row["last_error"] = _r(redactor).redact(row["last_error"] or "")
+    return {"messages": messages, "dead_outbox": dead}
+
+
+def quarantine_list(store: Store, limit: int = 200,
+                    redactor: Redactor | None = None) -> list[dict[str, Any]]:
+    return _message_rows(store, "outcome = 'quarantined'", (), limit, redactor)
+
+
+def quarantine_show(store: Store, message_id: int, redactor: Redactor | None = None,
+                    max_chars: int = 65536) -> dict[str, Any] | None:
+    """One message for `mailbridge quarantine show`: its row, decoded headers, the text of its
+    parts (decoded, redacted, cut at `max_chars`), the list of other parts, and its events.
+
+    The raw bytes themselves are never shown: a base64 or quoted-printable part would carry an
+    ATES PW or XML password past any text redaction."""
+    rows = _message_rows(store, "id = ?", (message_id,), 1, redactor)
+    if not rows:
+        return None
+    red = _r(redactor)
+    raw = store.scalar("SELECT raw FROM messages WHERE id=?", (message_id,))
+    out = rows[0]
+    out["headers"] = [(n, red.redact(v)) for n, v in read_headers(raw)]
+    out["parts"] = _parts(raw, red, max_chars) if raw else []
+    out["events"] = events_view(store, message=message_id, limit=1000, redactor=red)
+    return out
+
+
+def _parts(raw: bytes, red: Redactor, max_chars: int) -> list[dict[str, Any]]:
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    parts: list[dict[str, Any]] = []
+    budget = max_chars
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        name = part.get_filename()
+        info: dict[str, Any] = {"content_type": ctype,
+                                "filename": red.redact(_decode(name)) if name else None}
+        try:
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
+        except Exception:
+            data = str(part.get_payload()).encode("utf-8", "replace")
+        info["size"] = len(data)
+        if ctype.startswith("text/") or ctype == "application/xml":
+            charset = part.get_content_charset() or "utf-8"
+            try:
+                text = data.decode(charset, "replace")
+            except LookupError:  # unknown charset name
+                text = data.decode("utf-8", "replace")
+            # Redact before cutting, with some room: a secret cut in two would not match.
+            info["text"] = red.redact(text[:budget + 4096])[:budget]
+            info["truncated"] = len(text) > budget
+            budget = max(0, budget - len(text))
+        parts.append(info)
+    return parts
+
+
+def alerts_per_hour(store: Store, hours: int = 24, now: float | None = None) -> dict[str, Any]:
+    """Messages per clock hour by outcome (when the outcome was recorded), for the chart:
+    {"hours": [hour start, …], "series": {outcome: [count per hour, …]}}, outcomes seen only."""
+    now = time.time() if now is None else now
+    first = (int(now) // 3600 - hours + 1) * 3600
+    rows = store.conn.execute(
+        f"SELECT outcome, CAST((updated_at - ?) / 3600 AS INTEGER) AS h, count(*)"
+        f" FROM messages WHERE outcome IN ({_OUTCOME_MARKS}) AND updated_at >= ?"
+        f" GROUP BY outcome, h", (first, *OUTCOMES, first)).fetchall()
+    series: dict[str, list[int]] = {}
+    for outcome, h, n in rows:
+        if 0 <= h < hours:
+            series.setdefault(outcome, [0] * hours)[h] += n
+    ordered = {o: series[o] for o in OUTCOMES if o in series}
+    return {"hours": [first + 3600 * i for i in range(hours)], "series": ordered}
+
+
+# -- for people -------------------------------------------------------------------------------
+
+
+def fmt_time(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def format_status(data: dict[str, Any]) -> str:
+    """`mailbridge status` for people: health first, then the numbers."""
+    lines = [f"state:        {'ready' if data['healthy'] else 'DEGRADED'}"]
+    lines += [f"  - {r}" for r in data["reasons"]]
+    ob, waiting = data["outbox"], data["messages_by_state"]
+    lines += [f"backlog:      {data['backlog']} staged/processing, {waiting['pending']} pending",
+              f"outbox:       {ob['pending']} pending, {ob['in_flight']} in flight,"
+              f" {ob['dead']} dead",
+              f"failures:     {data['failures_last_hour']} in the last hour",
+              f"open tickets: {data['open_tickets']}",
+              "last 24 h:    " + (", ".join(f"{n} {o}" for o, n in
+                                            sorted(data["outcomes_24h"].items())) or "nothing")]
+    if "psa_auth" in data:
+        failed = data["ruleset_error"]
+        lines += [f"rule set:     {data['ruleset_version'] or '?'}"
+                  + (f" (reload failed: {failed})" if failed else ""),
+                  f"PSA auth:     {data['psa_auth']}",
+                  f"last poll:    {fmt_time(data['last_poll'])}"]
+        lines += [f"source {s['name']}: {'connected' if s['connected'] else 'NOT connected'}"
+                  + (f" ({s['last_error']})" if s["last_error"] else "") for s in data["sources"]]
+    return "\n".join(lines)
+
+
+def format_table(rows: Iterable[dict[str, Any]], columns: Sequence[str | tuple[str, str]],
+                 max_width: int = 60) -> str:
+    """A plain-text table; `columns` are keys or (key, heading) pairs. Epoch times (`at`,
+    `*_at`) print as local dates, `age` as 5m/2h/3d, dicts as JSON; cells are cut at
+    `max_width` characters and white space flattened, so one row stays one line.
+    (Thirty lines here beat a table library as a dependency.)"""
+    cols = [(c, c) if isinstance(c, str) else c for c in columns]
+
+    def cell(key: str, value: Any) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # Times are stored as epoch seconds; people read dates and ages.
+            if key == "at" or key.endswith("_at") or key == "last_poll":
+                value = fmt_time(value)
+            elif key == "age":
+                value = fmt_age(value)
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value, ensure_ascii=False, default=str)
+        text = "-" if value is None or value == "" else str(value)
+        text = " ".join(text.split())
+        return text if len(text) <= max_width else text[:max_width - 1] + "…"
+
+    body = [[cell(key, row.get(key)) for key, _ in cols] for row in rows]
+    heads = [head for _, head in cols]
+    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in body]
+    return "\n".join(lines)
