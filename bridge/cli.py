@@ -41,16 +41,13 @@ def _settings(config_path: str) -> Settings:
         sys.exit(1)
 
 
-def _setup_logging(settings: Settings) -> None:
-    try:
-        from bridge.audit import Redactor, setup_logging
-    except ImportError:
-        import logging
+def _setup_logging(settings: Settings) -> Any:
+    """Logging through the process's one redactor, which is returned for the store."""
+    from bridge.audit import Redactor, setup_logging
 
-        logging.basicConfig(level=settings.log.level,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return
-    setup_logging(settings.log, Redactor(settings.secrets()))
+    redactor = Redactor(settings.secrets())
+    setup_logging(settings.log, redactor)
+    return redactor
 
 
 def _bridge(settings: Settings, config_path: str | None = None, **kw: Any) -> Any:
@@ -82,8 +79,8 @@ def main() -> None:
 def run(config_path: str, once: bool) -> None:
     """Run the daemon (or one pass with --once)."""
     settings = _settings(config_path)
-    _setup_logging(settings)
-    bridge = _bridge(settings, config_path)
+    redactor = _setup_logging(settings)
+    bridge = _bridge(settings, config_path, redactor=redactor)
 
     async def go() -> int:
         if once:
@@ -170,9 +167,12 @@ def demo(keep: str | None) -> None:
 
 
 def _store(settings: Settings) -> Any:
+    from bridge.audit import Redactor
     from bridge.store import Store
 
-    return Store(settings.store.path)
+    store = Store(settings.store.path)
+    store.redact = Redactor(settings.secrets()).redact  # type: ignore[assignment]
+    return store
 
 
 @main.command()
@@ -182,8 +182,11 @@ def status(config_path: str, as_json: bool) -> None:
     """Backlog, outbox depth, failures, rule-set version, PSA state."""
     from bridge import views
 
+    from bridge.status import load_runtime
+
     settings = _settings(config_path)
-    data = views.status_view(_store(settings), None)
+    store = _store(settings)
+    data = views.status_view(store, load_runtime(store))
     if as_json:
         _dump(data)
     else:
@@ -304,6 +307,61 @@ def outbox_drop(config_path: str, row_id: int) -> None:
     """Give up on a row (its message ends failed)."""
     ok = _store(_settings(config_path)).outbox_drop(row_id)
     click.echo(f"row {row_id} {'dropped' if ok else 'not found (or already done)'}")
+    sys.exit(0 if ok else 1)
+
+
+@main.group(invoke_without_command=True)
+@config_option
+@json_option
+@click.pass_context
+def quarantine(ctx: click.Context, config_path: str, as_json: bool) -> None:
+    """Quarantined messages (subcommands: show ID, release ID, delete ID)."""
+    ctx.obj = config_path
+    if ctx.invoked_subcommand is None:
+        from bridge import views
+
+        rows = views.quarantine_list(_store(_settings(config_path)))
+        if as_json:
+            _dump(rows)
+        else:
+            click.echo(views.format_table(rows, list(rows[0]) if rows else ["id", "reason"]))
+
+
+@quarantine.command("show")
+@click.argument("message_id", type=int)
+@click.pass_obj
+def quarantine_show(config_path: str, message_id: int) -> None:
+    """Headers, reason, readable text and events of one message (secrets redacted)."""
+    from bridge import views
+    from bridge.audit import Redactor
+
+    settings = _settings(config_path)
+    shown = views.quarantine_show(_store(settings), message_id,
+                                  redactor=Redactor(settings.secrets()))
+    if shown is None:
+        click.echo(f"no message {message_id}", err=True)
+        sys.exit(1)
+    _dump(shown)
+
+
+@quarantine.command("release")
+@click.argument("message_id", type=int)
+@click.pass_obj
+def quarantine_release(config_path: str, message_id: int) -> None:
+    """Process a quarantined message again with the current rules (same as replay)."""
+    from bridge.replay import replay as do_replay
+
+    settings = _settings(config_path)
+    sys.exit(do_replay(settings, message_id, echo=click.echo))
+
+
+@quarantine.command("delete")
+@click.argument("message_id", type=int)
+@click.pass_obj
+def quarantine_delete(config_path: str, message_id: int) -> None:
+    """Drop a quarantined message's raw bytes (its row and outcome stay for the audit)."""
+    ok = _store(_settings(config_path)).forget_raw(message_id)
+    click.echo(f"message {message_id}: {'raw bytes deleted' if ok else 'not quarantined'}")
     sys.exit(0 if ok else 1)
 
 

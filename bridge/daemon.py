@@ -11,6 +11,7 @@ rule set when the new one is invalid (uvicorn's life cycle, SPEC §5).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -34,14 +35,17 @@ HEARTBEAT_KEY = "daemon_heartbeat"
 class Bridge:
     def __init__(self, settings: Settings, *, config_path: Path | None = None,
                  psa: Any = None, smtp: Any = None, worker: str | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, redactor: Any = None):
         self.settings = settings
         self.config_path = config_path
         self.worker = worker or f"{os.uname().nodename}:{os.getpid()}"
         self.clock = clock
         self.sync_store = Store(settings.store.path, clock=clock)
-        self.redactor = _make_redactor(settings)
-        self.sync_store.redact = self.redactor  # type: ignore[assignment]
+        from bridge.audit import Redactor
+
+        # One redactor per process: logs and events pass through the same one.
+        self.redactor = redactor or Redactor(settings.secrets())
+        self.sync_store.redact = self.redactor.redact  # type: ignore[assignment]
         self.store = AsyncStore(self.sync_store)
         self.rules = RuleSetHolder(settings)
         self.rules.reload()  # raises on an invalid rule set at start-up
@@ -60,7 +64,12 @@ class Bridge:
     def _make_sources(self) -> list[Any]:
         from bridge.sources.maildir import MaildirSource
 
-        sources: list[Any] = [MaildirSource(m, self.stage) for m in self.settings.maildir]
+        sources: list[Any] = []
+        for m in self.settings.maildir:
+            source = MaildirSource(m, self.stage)
+            source.on_polled = functools.partial(self.runtime.source_polled, source.name)
+            self.runtime.source_connected(source.name)
+            sources.append(source)
         if self.settings.imap:
             from bridge.sources.imap import ImapSource
 
@@ -70,12 +79,10 @@ class Bridge:
                     from bridge.oauth2 import TokenProvider
 
                     tokens = TokenProvider(imap.oauth2)
-                sources.append(ImapSource(imap, self.stage, token_provider=tokens,
-                                          on_event=self._source_event))
+                source = ImapSource(imap, self.stage, token_provider=tokens)
+                source.on_event = functools.partial(self.runtime.on_source_event, source.name)
+                sources.append(source)
         return sources
-
-    def _source_event(self, kind: str, detail: dict[str, Any]) -> None:
-        log.info("source event %s %s", kind, detail)
 
     async def stage(self, msgs: list[RawMessage]) -> list[bool]:
         """Durably stage a batch; True for each message that is safe to acknowledge."""
@@ -136,6 +143,7 @@ class Bridge:
         delivery_stop = asyncio.Event()
         deliver_task = asyncio.ensure_future(self.delivery.run(delivery_stop))
         process_task = asyncio.ensure_future(self._process_loop(stop))
+        house_task = asyncio.ensure_future(self._housekeeping(stop))
         web_task = self._start_web(stop)
         log.info("mailbridge running (%d source(s))", len(self.sources))
         await stop.wait()
@@ -144,7 +152,7 @@ class Bridge:
                  shutdown_timeout)
         intake_stop.set()
         deadline = time.monotonic() + shutdown_timeout
-        await _wait_all(tasks + [process_task], deadline)
+        await _wait_all(tasks + [process_task, house_task], deadline)
         delivery_stop.set()
         await _wait_all([deliver_task] + ([web_task] if web_task else []), deadline)
         await self.store.release_claims(self.worker)
@@ -174,19 +182,49 @@ class Bridge:
             waiter.cancel()
             stopper.cancel()
 
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """Runtime status for `mailbridge status`, admin alerts, retention."""
+        from bridge.admin import check_and_alert
+        from bridge.audit import prune
+        from bridge.status import save_runtime
+
+        last_check = last_prune = 0.0
+        while not stop.is_set():
+            now = time.monotonic()
+            try:
+                await self.store.run(save_runtime, self.sync_store, self.runtime)
+                if now - last_check >= 30:
+                    last_check = now
+                    mailed = await self.store.run(check_and_alert, self.settings,
+                                                  self.runtime, self.sync_store,
+                                                  self.delivery.psa_refused)
+                    if mailed:
+                        self.delivery.wake.set()
+                if now - last_prune >= 86400:
+                    last_prune = now
+                    s = self.settings.store
+                    pruned = await self.store.run(prune, self.sync_store, s.retention_days,
+                                                  s.correlation_retention_days)
+                    log.info("retention: %s", pruned)
+            except Exception:
+                log.exception("housekeeping pass failed")
+            try:
+                await asyncio.wait_for(stop.wait(), 5.0)
+            except asyncio.TimeoutError:
+                pass
+
     def _start_web(self, stop: asyncio.Event) -> asyncio.Future[Any] | None:
         h = self.settings.http
         if not h.enabled:
             return None
-        try:
-            from bridge.web import create_app
-        except ImportError:
-            return None
-        from bridge.httpserve import serve
+        from bridge.web import create_app, serve
 
-        app = create_app(self.store, self.runtime, self.settings,
-                         accounts_provider=self.accounts_for_vendor_api)
-        return asyncio.ensure_future(serve(app, h.host, h.port, stop))
+        path = self.settings.store.path
+        # The dashboard reads through its own connection, never queued behind pipeline writes.
+        self.web_app = create_app(lambda: Store(path), self.runtime, self.settings,
+                                  accounts_provider=self.accounts_for_vendor_api,
+                                  redactor=self.redactor)
+        return asyncio.ensure_future(serve(self.web_app, h.host, h.port, stop))
 
     def accounts_for_vendor_api(self) -> list[dict[str, Any]]:
         ruleset = self.rules.ruleset
@@ -230,6 +268,9 @@ class Bridge:
             else:
                 self.settings = fresh
                 self.delivery.settings = fresh
+                self.redactor.update(fresh.secrets())
+                if getattr(self, "web_app", None) is not None:
+                    self.web_app.state.settings = fresh
                 self.delivery.resume_psa(_make_psa(fresh))
         else:
             self.delivery.resume_psa()
@@ -270,25 +311,9 @@ def _runtime_call(runtime: Any, name: str, *args: Any) -> None:
         fn(*args)
 
 
-def _make_redactor(settings: Settings) -> Callable[[str], str]:
-    try:
-        from bridge.audit import Redactor
-    except ImportError:
-        secrets = [s for s in settings.secrets() if s]
-
-        def redact(text: str) -> str:
-            for s in secrets:
-                text = text.replace(s, "[redacted]")
-            return text
-        return redact
-    return Redactor(settings.secrets()).redact
-
-
 def _make_runtime(bridge: Bridge) -> Any:
-    try:
-        from bridge.status import RuntimeStatus
-    except ImportError:
-        return None
+    from bridge.status import RuntimeStatus
+
     runtime = RuntimeStatus()
     _runtime_call(runtime, "rules_reloaded", _ruleset_version(bridge.rules))
     return runtime

@@ -1,10 +1,9 @@
-"""Serve an ASGI app with uvicorn: inside the daemon's event loop, or on a background thread
-(the demo and tests run the PSA simulator that way). Starlette + uvicorn is the one HTTP stack
+"""Serve an ASGI app with uvicorn on a background thread (the demo and the tests run the PSA
+simulator that way; the daemon's own endpoints run in its loop through `bridge.web.serve`). Starlette + uvicorn is the one HTTP stack
 of the project: the simulator, /metrics, the dashboard and the vendor API all use it."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -28,17 +27,6 @@ def make_server(app: Any, host: str, port: int, log_level: str = "warning") -> u
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             lifespan="off")
     return _QuietServer(config)
-
-
-async def serve(app: Any, host: str, port: int, stop: asyncio.Event) -> None:
-    """Run until `stop` is set (in the caller's loop)."""
-    server = make_server(app, host, port)
-    task = asyncio.ensure_future(server.serve())
-    stopper = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    stopper.cancel()
-    await task
 
 
 class ThreadedServer:

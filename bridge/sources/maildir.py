@@ -32,6 +32,7 @@ class MaildirSource:
         self.batch_size = batch_size
         self.name = f"maildir:{settings.name}"
         self.path = Path(settings.path)
+        self.on_polled: Callable[[], None] | None = None  # the daemon's runtime status
 
     def _pending(self) -> list[Path]:
         try:
@@ -64,6 +65,8 @@ class MaildirSource:
                     except FileNotFoundError:
                         pass
                     taken += 1
+        if self.on_polled is not None:
+            self.on_polled()
         return taken
 
     async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:

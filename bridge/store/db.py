@@ -565,6 +565,15 @@ class Store:
     def get_meta(self, key: str) -> str | None:
         return self.scalar("SELECT value FROM meta WHERE key=?", (key,))
 
+    def forget_raw(self, message_ref: int) -> bool:
+        """`quarantine delete`: the raw bytes go, the row and its outcome stay (audit)."""
+        with self.write() as conn:
+            n = conn.execute("UPDATE messages SET raw=NULL, updated_at=? WHERE id=? AND"
+                             " outcome='quarantined'", (self.clock(), message_ref)).rowcount
+            if n:
+                self._event(conn, "quarantine-delete", message_ref, None, None, {})
+        return bool(n)
+
     def message_raw(self, message_ref: int) -> bytes | None:
         return self.scalar("SELECT raw FROM messages WHERE id=?", (message_ref,))
 
