@@ -1,0 +1,153 @@
+"""`[[account]]` rules: find the customer named in an automated message (seed 002).
+
+The text right after a phrase, right before one, or between two — or a regex capture, or the
+sender's address — is looked up in the accounts directory. All phrase work happens on the
+case-folded text, the same text the rule index keys on, so index and rule never disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from bridge.classify.accounts import SEARCH_BY, Account, AccountsDirectory, SearchBy
+from bridge.classify.model import Rule, StatusPhrases
+from bridge.classify.reader import TableReader
+from bridge.classify.text import Phrase, fold
+from bridge.classify.view import MessageView
+
+
+_EDGE = " \t\"'`,;:.!?()[]{}<>*|"
+MAX_WORDS = 8  # longest run of words tried as an account name after/before a phrase
+
+
+@dataclass(frozen=True)
+class AccountRule(Rule):
+    """`[[account]]` — finds the customer of an automated message (seed 002).
+
+    `from = "subject"` (default) or `"body"`: the text right `after` a phrase, right `before`
+    a phrase, or between the two when both are given; or the first capture of `regex` (named
+    group `account` if present). With only `after`, the longest run of up to 8 words that
+    names an account wins ("after 'Alert for Site'" finds "Globex Corporation" in "… Site
+    Globex Corporation, sensor …"); with only `before`, the longest run ending there. In the
+    body the search stays on the phrase's line. `from = "sender"` looks up the sender's
+    address, then its domain and parent domains. `search` limits what the text is looked up
+    as: "name", "foreign-id", "record-id" (default: all three, in that order). `for_rules`
+    limits the rule to mail matched by the named `[[detect]]` rules.
+    """
+
+    NAME: ClassVar[str] = "account"
+    KEYS: ClassVar[dict[str, str]] = {
+        "name": "unique name of the rule (required)",
+        "from": "where to look: subject (default), body or sender",
+        "after": "the account follows this phrase",
+        "before": "the account precedes this phrase",
+        "regex": "regex whose group 'account' (or first group) is the account",
+        "search": "what the text is: name, foreign-id, record-id (default: all)",
+        "for_rules": "only for mail matched by these [[detect]] rules (names)",
+    }
+    source: str = "subject"
+    after: Phrase | None = None
+    before: Phrase | None = None
+    regex: re.Pattern[str] | None = None
+    search: tuple[SearchBy, ...] = SEARCH_BY
+    for_rules: frozenset[str] | None = None
+
+    def applies(self, detect_rule: str | None) -> bool:
+        return self.for_rules is None or detect_rule in self.for_rules
+
+    def index_keys(self) -> tuple[str, tuple[str, ...]] | None:
+        phrase = self.after or self.before
+        word = phrase.first_word if phrase is not None and self.source == "subject" else None
+        return ("word", (word,)) if word else None
+
+    @property
+    def how(self) -> str:
+        if self.source == "sender":
+            return "from sender"
+        if self.regex is not None:
+            return f"from {self.source} regex"
+        if self.after and self.before:
+            return f"from {self.source} between {self.after.text!r} and {self.before.text!r}"
+        if self.after:
+            return f"from {self.source} after {self.after.text!r}"
+        return f"from {self.source} before {self.before.text if self.before else ''!r}"
+
+    def find(self, view: MessageView, accounts: AccountsDirectory
+             ) -> tuple[Account, str] | str | None:
+        """(account, how) when found; a note when text was found but named no account (or
+        the closing phrase was missing); None when the rule does not apply at all."""
+        if self.source == "sender":
+            if not view.sender or "=?" in view.sender:
+                return None
+            hit = accounts.find_sender(view.sender)
+            return (hit[0], f"{self.how} ({hit[1]})") if hit else \
+                f"sender {view.sender} is in no account"
+        if self.regex is not None:
+            texts = (view.subject,) if self.source == "subject" else view.body_lines
+            for text in texts:
+                m = self.regex.search(text)
+                if m:
+                    group: str | int = "account" if "account" in self.regex.groupindex else 1
+                    return self._lookup([m.group(group) or ""], accounts)
+            return None
+        lines = (view.fsubject,) if self.source == "subject" else \
+            tuple(fold(line) for line in view.body_lines)
+        anchor = self.after or self.before
+        if anchor is None:
+            return None
+        for line in lines:
+            m = anchor.search(line)
+            if m is None:
+                continue
+            if self.after and self.before:
+                end = self.before.pattern.search(line, m.end())
+                if end is None:
+                    return f"{self.before.text!r} not found after {self.after.text!r}"
+                return self._lookup([line[m.end():end.start()]], accounts)
+            if self.after:
+                ws = line[m.end():].split()
+                return self._lookup([" ".join(ws[:n])
+                                     for n in range(min(len(ws), MAX_WORDS), 0, -1)], accounts)
+            ws = line[:m.start()].split()
+            return self._lookup([" ".join(ws[-n:])
+                                 for n in range(min(len(ws), MAX_WORDS), 0, -1)], accounts)
+        return None
+
+    def _lookup(self, candidates: list[str], accounts: AccountsDirectory
+                ) -> tuple[Account, str] | str:
+        tried = []
+        for text in candidates:
+            text = text.strip(_EDGE)
+            if not text:
+                continue
+            tried.append(text)
+            hit = accounts.find(text, self.search)
+            if hit is not None:
+                return hit[0], f"{self.how} ({text!r} {hit[1]})"
+        return f"{tried[0]!r} names no account" if tried else "found no text to look up"
+
+    @classmethod
+    def read(cls, r: TableReader, status: StatusPhrases) -> "AccountRule":
+        source = r.choice("from", ("subject", "body", "sender"), "subject")
+        after, before, regex = r.phrase("after"), r.phrase("before"), r.regex("regex")
+        search: list[SearchBy] = []
+        for s in r.texts("search") or SEARCH_BY:
+            canon = s.strip().lower().replace("_", "-").replace(" ", "-")
+            if canon in SEARCH_BY:
+                search.append(canon)
+            else:
+                r.problem(f"search {s!r} is not one of {', '.join(SEARCH_BY)}", "search")
+        if source == "sender" and (after or before or regex):
+            r.problem("from = \"sender\" takes no after, before or regex")
+        elif source != "sender" and regex is not None and (after or before):
+            r.problem("give either regex or after/before, not both")
+        elif source != "sender" and not (after or before or regex) and r.errors == 0:
+            r.problem(f"can never match: from = {source!r} needs after, before or regex")
+        if regex is not None and not regex.groups:
+            r.problem("regex has no capture group for the account", "regex")
+        for_rules = frozenset(r.texts("for_rules")) if "for_rules" in r.table else None
+        return cls(name=r.label, file=r.rule_file, line=r.line(), source=source, after=after,
+                   before=before, regex=regex, search=tuple(search) or SEARCH_BY,
+                   for_rules=for_rules)

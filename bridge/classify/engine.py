@@ -1,0 +1,134 @@
+"""classify(): the precedence of SPEC §3.4 (RangerMSP's Email Connector), as a pure function.
+
+1. Automated? Detection rules in order, first match wins; a trusted ATES token also makes a
+   message automated. A rule may demand an authenticated sender.
+2. Automated: skip rules — skipped mail is forwarded, not ticketed.
+3. Automated, not skipped: the account — ATES CustomerID first, then account rules in order;
+   none found means `unmatched`, forwarded for manual handling.
+4. Not automated: an XML transaction when API-by-email is enabled.
+5. Otherwise a regular email.
+Every step appends one readable line to `steps`, which `mailbridge simulate` prints. No I/O,
+no clock, no exceptions for any ParsedMessage: outcomes are values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.classify import authenticity
+from bridge.classify.accounts import Account
+from bridge.classify.alerts import build_alert
+from bridge.classify.model import DetectRule
+from bridge.classify.ruleset import RuleSet
+from bridge.classify.tokens import trusted_token
+from bridge.classify.view import MessageView
+from bridge.models import Alert, Classification, Kind, ParsedMessage
+
+
+@dataclass(frozen=True)
+class ClassifyContext:
+    """What classification needs from the config; built once, shared by every message."""
+
+    ates_sources: frozenset[str] = frozenset()
+    ates_id: str | None = None
+    ates_password: str | None = None
+    authserv_ids: frozenset[str] = frozenset()
+    trusted_relays: frozenset[str] = frozenset()
+    xml_enabled: bool = False
+    internal_address: str | None = None
+
+
+def _result(kind: Kind, reason: str, steps: list[str], *, rule: str | None = None,
+            alert: Alert | None = None, forward_to: str | None = None,
+            account_how: str | None = None) -> Classification:
+    return Classification(kind=kind, reason=reason, rule=rule, alert=alert,
+                          forward_to=forward_to, account_how=account_how, steps=tuple(steps))
+
+
+def _find_account(view: MessageView, rules: RuleSet, detect_rule: str | None,
+                  steps: list[str]) -> tuple[Account, str] | None:
+    cid = view.token_value("customer_id")
+    if cid:
+        hit = rules.accounts.find(cid, ("foreign-id", "record-id", "name"))
+        if hit is not None:
+            how = f"ATES CustomerID {cid!r} {hit[1]}"
+            steps.append(f"account: {hit[0].id} from {how}")
+            return hit[0], how
+        steps.append(f"account: ATES CustomerID {cid!r} is in no account; trying account rules")
+    for rule in rules.account_rules.candidates(view):
+        if not rule.applies(detect_rule):
+            continue
+        found = rule.find(view, rules.accounts)
+        if isinstance(found, tuple):
+            steps.append(f"account: {found[0].id} {found[1]} by {rule.label}")
+            return found[0], f"{found[1]} by {rule.label}"
+        if found is not None:
+            steps.append(f"account: {rule.label}: {found}")
+    return None
+
+
+def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classification:
+    """Where the message goes, with the rule that said so and a step-by-step trace."""
+    steps: list[str] = []
+    token, source, bad_token = trusted_token(msg, ctx.ates_sources, ctx.ates_id,
+                                             ctx.ates_password, steps)
+    if bad_token is not None:
+        steps.append(f"reject: {bad_token}")
+        return _result(Kind.REJECTED, bad_token, steps)
+    view = MessageView(msg, token, source)
+
+    # 1. automated?
+    rule: DetectRule | None = None
+    for candidate in rules.detect.candidates(view):
+        why = candidate.matcher.match(view)
+        if why is not None:
+            rule = candidate
+            steps.append(f"detect: matched {rule.label} ({why})")
+            break
+    if rule is not None and rule.require_authentication:
+        ok, detail = authenticity.verify(msg, view.sender, ctx.authserv_ids, ctx.trusted_relays)
+        if not ok:
+            reason = f"sender not authenticated: {detail}"
+            steps.append(f"authenticate: {reason}")
+            return _result(Kind.REJECTED, reason, steps, rule=rule.label)
+        steps.append(f"authenticate: {detail}")
+    if rule is None and token is None:
+        steps.append("detect: no rule matched; not automated")
+        # 4. XML transaction?  5. regular.
+        if msg.xml_parts:
+            if ctx.xml_enabled:
+                steps.append("xml: the message carries an XML transaction")
+                return _result(Kind.XML, "XML transaction (API by email)", steps)
+            steps.append("xml: carries XML, but API by email is disabled")
+        steps.append("regular: not automated, not an XML transaction")
+        return _result(Kind.REGULAR, "not automated and not an XML transaction", steps)
+    if rule is None:
+        steps.append(f"detect: no rule matched; automated by its ATES token from {source!r}")
+    label = rule.label if rule is not None else None
+
+    # 2. skip?
+    for skip in rules.skip.candidates(view):
+        why = skip.matcher.match(view)
+        if why is not None:
+            forward = skip.forward_to or ctx.internal_address
+            steps.append(f"skip: matched {skip.label} ({why}); forward to {forward or 'nobody'}")
+            return _result(Kind.SKIPPED, f"skip rule {skip.label} ({why})", steps,
+                           rule=skip.label, forward_to=forward)
+    steps.append("skip: no rule matched")
+
+    # 3. account
+    found = _find_account(view, rules, rule.name if rule is not None else None, steps)
+    if found is None:
+        steps.append(f"account: not found; forward to {ctx.internal_address or 'nobody'}")
+        return _result(Kind.UNMATCHED, "automated, but no account found", steps, rule=label,
+                       forward_to=ctx.internal_address)
+    account, how = found
+    if rule is None:
+        reason = (f"automated by an ATES token from {source!r}, but no [[detect]] rule gives "
+                  "its product group and alert type")
+        steps.append(f"route: {reason}")
+        return _result(Kind.UNMATCHED, reason, steps, forward_to=ctx.internal_address,
+                       account_how=how)
+    alert = build_alert(rule, view, account, steps)
+    reason = f"{alert.status} {alert.product_group}/{alert.alert_type} alert for {account.id}"
+    return _result(Kind.ALERT, reason, steps, rule=label, alert=alert, account_how=how)

@@ -1,0 +1,164 @@
+"""Rule files on disk -> one validated, immutable RuleSet, or every problem at once.
+
+Every `*.toml` in the rule directory is read in file-name order (so `10-nagios.toml` runs
+before `90-skip.toml`); the accounts file is read beside them (and skipped if it sits in the
+same directory). Syntax errors carry tomllib's line; semantic errors the line of the key or
+of the rule's `[[table]]` header. `load_ruleset` refuses a set with any error — a reload then
+keeps the old set — and `check_ruleset` returns errors and warnings for `mailbridge check`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+from bridge.classify import checks
+from bridge.classify.account_rule import AccountRule
+from bridge.classify.accounts import AccountsDirectory, load_accounts
+from bridge.classify.model import (DEFAULT_STATUS, STATUS_KEYS, DetectRule, SkipRule,
+                                   StatusPhrases, read_status)
+from bridge.classify.problems import LineMap, Problem, RuleSetError, toml_error_line
+from bridge.classify.reader import TableReader
+from bridge.classify.ruleset import RuleSet
+
+RULE_KINDS: dict[str, type[DetectRule] | type[SkipRule] | type[AccountRule]] = {
+    "detect": DetectRule, "skip": SkipRule, "account": AccountRule}
+TABLES = (*RULE_KINDS, "status")
+
+__all__ = ["RULE_KINDS", "RuleSetError", "Problem", "check_ruleset", "load_ruleset"]
+
+
+def _rule_files(directory: Path, accounts_path: Path | None) -> list[Path]:
+    skip = accounts_path.resolve() if accounts_path is not None else None
+    return sorted((p for p in directory.glob("*.toml")
+                   if p.is_file() and p.resolve() != skip), key=lambda p: p.name)
+
+
+def _read_status(parsed: list[tuple[Path, dict[str, Any], LineMap]],
+                 problems: list[Problem]) -> StatusPhrases:
+    status, first = DEFAULT_STATUS, None
+    for path, data, linemap in parsed:
+        if "status" not in data:
+            continue
+        if first is not None:
+            problems.append(Problem(str(path), linemap.line("status"), None,
+                                    f"[status] is already defined in {first}; keep one"))
+            continue
+        first = path.name
+        table = data["status"]
+        if not isinstance(table, dict):
+            problems.append(Problem(str(path), linemap.top_level_key("status"), None,
+                                    "status must be a table: [status]"))
+            continue
+        r = TableReader(table, "status", 0, str(path), linemap, problems)
+        r.label = "[status]"
+        status, _ = read_status(r, DEFAULT_STATUS)
+        r.finish(STATUS_KEYS)
+    return status
+
+
+def _build(directory: Path, accounts_path: Path | None,
+           catalogue: Mapping[str, frozenset[str]]) -> tuple[RuleSet | None, list[Problem]]:
+    directory, problems = Path(directory), []
+    if not directory.is_dir():
+        return None, [Problem(str(directory), None, None, "rule directory not found")]
+    files = _rule_files(directory, accounts_path)
+    digest = hashlib.sha256()
+    parsed: list[tuple[Path, dict[str, Any], LineMap]] = []
+    for path in files:
+        try:
+            raw = path.read_bytes()
+            text = raw.decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(str(path), None, None, f"cannot read: {exc}"))
+            continue
+        digest.update(path.name.encode() + b"\0" + raw + b"\0")
+        try:
+            parsed.append((path, tomllib.loads(text), LineMap(text)))
+        except tomllib.TOMLDecodeError as exc:
+            line, msg = toml_error_line(str(exc))
+            problems.append(Problem(str(path), line, None, f"TOML syntax error: {msg}"))
+    if not files:
+        problems.append(Problem(str(directory), None, None, "no *.toml rule files: no mail "
+                                "will be recognised as automated", "warning"))
+
+    status = _read_status(parsed, problems)
+    loaded: list[checks.Loaded] = []
+    for path, data, linemap in parsed:
+        for key, value in data.items():
+            kind = RULE_KINDS.get(key)
+            if kind is None:
+                if key != "status":
+                    close = difflib.get_close_matches(key, TABLES, n=1)
+                    hint = f" (did you mean [[{close[0]}]]?)" if close else ""
+                    line = linemap.line(key) or linemap.top_level_key(key)
+                    problems.append(Problem(str(path), line, None, f"unknown table or key "
+                                            f"{key!r}{hint}; rule files hold "
+                                            "[[detect]], [[skip]], [[account]] and [status]"))
+                continue
+            if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+                problems.append(Problem(str(path), linemap.top_level_key(key), None,
+                                        f"{key} rules are tables: write [[{key}]]"))
+                continue
+            for index, table in enumerate(value):
+                r = TableReader(table, key, index, str(path), linemap, problems)
+                if r.name is None:
+                    r.problem("missing key 'name' (every rule needs a unique name)", "name")
+                rule = kind.read(r, status)
+                r.finish(kind.KEYS)
+                loaded.append((rule, r))
+
+    accounts: AccountsDirectory | None = None
+    if accounts_path is not None:
+        accounts, account_problems = load_accounts(Path(accounts_path))
+        problems.extend(account_problems)
+        try:
+            digest.update(b"accounts\0" + Path(accounts_path).read_bytes())
+        except OSError:
+            pass
+
+    detect = [(rl, r) for rl, r in loaded if isinstance(rl, DetectRule)]
+    skip = [(rl, r) for rl, r in loaded if isinstance(rl, SkipRule)]
+    account_rules = [(rl, r) for rl, r in loaded if isinstance(rl, AccountRule)]
+    checks.check_names(loaded)
+    for rule, r in detect:
+        checks.check_detect(rule, r, catalogue)
+        checks.check_matcher(rule, r)
+    for rule, r in skip:
+        checks.check_matcher(rule, r)
+    checks.check_shadowed(detect, "error")
+    checks.check_shadowed(skip, "warning")
+    detect_names = frozenset(rl.name for rl, _ in detect)
+    for rule, r in account_rules:
+        checks.check_account_rule(rule, r, accounts, detect_names)
+    if accounts_path is None and (detect or account_rules):
+        problems.append(Problem(str(directory), None, None, "no accounts directory is "
+                                "configured: every automated message will be unmatched",
+                                "warning"))
+    if any(p.is_error for p in problems):
+        return None, problems
+    ruleset = RuleSet.build(
+        [rl for rl, _ in detect], [rl for rl, _ in skip], [rl for rl, _ in account_rules],
+        accounts, status, files=tuple(files), version=digest.hexdigest()[:12],
+        accounts_file=Path(accounts_path) if accounts_path is not None else None,
+        warnings=tuple(p for p in problems if not p.is_error))
+    return ruleset, problems
+
+
+def load_ruleset(directory: Path, accounts_path: Path | None,
+                 catalogue: Mapping[str, frozenset[str]]) -> RuleSet:
+    """The rule set of a directory; raises RuleSetError listing every error (and warning)."""
+    ruleset, problems = _build(Path(directory), accounts_path, catalogue)
+    if ruleset is None:
+        raise RuleSetError(problems)
+    return ruleset
+
+
+def check_ruleset(directory: Path, accounts_path: Path | None,
+                  catalogue: Mapping[str, frozenset[str]]) -> list[Problem]:
+    """Every error and warning, in file and line order (for `mailbridge check`)."""
+    _, problems = _build(Path(directory), accounts_path, catalogue)
+    return sorted(problems, key=lambda p: (p.file, p.line or 0))

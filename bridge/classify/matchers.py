@@ -1,0 +1,144 @@
+"""What a detect or skip rule matches: senders, subject phrases, conditions, an ATES source.
+
+The RangerMSP rule is "sender and/or a word or phrase in the subject; both means AND". Here
+each part may list several alternatives (any of them), and OpsRamp-style conditions and an
+ATES token source may be added; all parts given must match. Senders are an exact address
+(`nagios@monitor.example`), a whole domain (`@acme.example`, that domain only) or a wildcard
+(`*@*.acme.example`). `index_keys` tells the rule index which cheap key every matching
+message must have; `covers` tells the checker that one matcher accepts everything another does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from bridge.classify.conditions import ConditionGroup
+from bridge.classify.text import PhraseSet
+from bridge.classify.view import MessageView
+
+SenderKind = Literal["exact", "domain", "wildcard"]
+_ADDR = re.compile(r"[^@\s]+@[^@\s]+")
+_DOMAIN = re.compile(r"@[^@\s*?]+")
+
+
+@dataclass(frozen=True)
+class SenderPattern:
+    text: str
+    kind: SenderKind
+    value: str  # exact address, bare domain, or the wildcard pattern (lower case)
+    regex: re.Pattern[str] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "SenderPattern":
+        value = text.strip().lower()
+        if "*" in value or "?" in value:
+            if value.startswith("@"):
+                value = "*" + value
+            if "@" not in value and value != "*":
+                raise ValueError(f"sender wildcard {text!r} has no '@' (e.g. '*@*.example.com')")
+            return cls(text, "wildcard", value, re.compile(fnmatch.translate(value)))
+        if _DOMAIN.fullmatch(value):
+            return cls(text, "domain", value[1:])
+        if _ADDR.fullmatch(value):
+            return cls(text, "exact", value)
+        raise ValueError(f"sender {text!r} is not an address, '@domain' or a wildcard")
+
+    def matches(self, view: MessageView) -> bool:
+        if self.kind == "exact":
+            return view.sender == self.value
+        if self.kind == "domain":
+            return view.domain == self.value
+        assert self.regex is not None
+        return self.regex.match(view.sender) is not None
+
+    def covers(self, other: "SenderPattern") -> bool:
+        """Every sender `other` accepts, this accepts too (conservative)."""
+        if self.kind == "wildcard":
+            if other.kind == "exact":
+                return self.regex is not None and self.regex.match(other.value) is not None
+            local, _, dom = self.value.partition("@")
+            if other.kind == "domain":
+                return local == "*" and fnmatch.fnmatchcase(other.value, dom)
+            return self.value == other.value or self.value in ("*", "*@*")
+        if self.kind == "domain":
+            return (other.kind == "domain" and other.value == self.value) or (
+                other.kind == "exact" and other.value.rpartition("@")[2] == self.value)
+        return other.kind == "exact" and other.value == self.value
+
+    @property
+    def literal_labels(self) -> int:
+        """How many domain labels of a wildcard are literal: fewer than 2 is very broad."""
+        dom = self.value.partition("@")[2] if "@" in self.value else ""
+        return sum(1 for label in dom.split(".") if label and "*" not in label and "?" not in label)
+
+
+@dataclass(frozen=True)
+class Matcher:
+    senders: tuple[SenderPattern, ...] = ()
+    subject: PhraseSet = PhraseSet(())
+    conditions: ConditionGroup | None = None
+    ates_source: str | None = None  # "*" = any configured source
+
+    @property
+    def empty(self) -> bool:
+        return not (self.senders or self.subject or self.conditions or self.ates_source)
+
+    def match(self, view: MessageView) -> str | None:
+        """A readable account of why the message matches, or None."""
+        why: list[str] = []
+        if self.ates_source is not None:
+            if view.token_source is None or (
+                    self.ates_source != "*"
+                    and view.token_source.casefold() != self.ates_source.casefold()):
+                return None
+            why.append(f"ATES source {view.token_source!r}")
+        if self.senders:
+            hit = next((s for s in self.senders if s.matches(view)), None)
+            if hit is None:
+                return None
+            why.append(f"sender {hit.text}")
+        if self.subject:
+            phrase = self.subject.search(view.fsubject)
+            if phrase is None:
+                return None
+            why.append(f"subject {phrase!r}")
+        if self.conditions is not None:
+            desc = self.conditions.test(view)
+            if desc is None:
+                return None
+            why.append(desc)
+        return " AND ".join(why)
+
+    def index_keys(self) -> tuple[str, tuple[str, ...]] | None:
+        """('sender'|'domain'|'word', keys) such that every matching message has one of the
+        keys — or None when the rule must be tried on every message (wildcards, conditions
+        only, phrases without a word). Exact and domain senders are indexed separately."""
+        if self.senders and all(s.kind != "wildcard" for s in self.senders):
+            return ("sender", tuple(("=" if s.kind == "exact" else "@") + s.value
+                                    for s in self.senders))
+        if self.subject:
+            firsts = tuple(p.first_word for p in self.subject.phrases)
+            if all(firsts):
+                return ("word", tuple(f for f in firsts if f))
+        return None
+
+    def covers(self, other: "Matcher") -> bool:
+        """True when every message `other` matches is matched by this one (so a later rule
+        with `other` is unreachable). Conservative: conditions are never compared."""
+        if self.conditions is not None or self.empty:
+            return False
+        if self.ates_source is not None and not (
+                other.ates_source is not None and self.ates_source in ("*", other.ates_source)):
+            return False
+        if self.senders:
+            if not other.senders or not all(any(a.covers(b) for a in self.senders)
+                                            for b in other.senders):
+                return False
+        if self.subject:
+            if not other.subject or not all(any(a.within(b) for a in self.subject.phrases)
+                                            for b in other.subject.phrases):
+                return False
+        return True
