@@ -96,8 +96,8 @@ async def _online(settings: Settings) -> list[tuple[str, bool, str]]:
         client = PsaClient(settings.psa)
         try:
             st = await client.integration_status()
-            ok = bool(getattr(st, "reachable", False)) and bool(getattr(st, "alerting", False))
-            results.append((f"PSA {settings.psa.base_url}", ok, getattr(st, "message", str(st))))
+            ok = st.reachable and st.authorized and st.alerting_enabled
+            results.append((f"PSA {settings.psa.base_url}", ok, st.message))
         finally:
             await client.aclose()
     return results

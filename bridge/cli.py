@@ -310,6 +310,76 @@ def outbox_drop(config_path: str, row_id: int) -> None:
     sys.exit(0 if ok else 1)
 
 
+@main.command("test-alert")
+@config_option
+@click.option("--account", required=True, help="the account id (as the PSA knows it)")
+@click.option("--product-group", default="test", show_default=True)
+@click.option("--alert-type", default="Test Alert", show_default=True)
+@click.option("--resolve", is_flag=True, help="resolve the account's open test ticket")
+def test_alert(config_path: str, account: str, product_group: str, alert_type: str,
+               resolve: bool) -> None:
+    """Send one test alert end to end and print the PSA's answer."""
+    from bridge.testalert import send_test_alert
+
+    settings = _settings(config_path)
+    groups = settings.catalogue_map()
+    if alert_type not in groups.get(product_group, ()):
+        click.echo(f"{product_group}/{alert_type} is not in the catalogue of the config",
+                   err=True)
+        sys.exit(1)
+    redactor = _setup_logging(settings)
+    bridge = _bridge(settings, redactor=redactor)
+
+    async def go() -> dict[str, Any]:
+        try:
+            return await send_test_alert(bridge, account, product_group, alert_type, resolve)
+        finally:
+            await bridge.close()
+
+    result = asyncio.run(go())
+    click.echo(f"test alert {result['alert_key']}: {result['outcome'] or result['state']}"
+               f" — {result['reason']}")
+    sys.exit(0 if result["outcome"] in ("created", "appended", "resolved",
+                                        "nothing-to-resolve") else 1)
+
+
+@main.command()
+@config_option
+@click.option("--fix", is_flag=True, help="close correlations whose ticket the PSA closed")
+@json_option
+def reconcile(config_path: str, fix: bool, as_json: bool) -> None:
+    """Compare open correlations with the PSA's ticket list."""
+    from bridge.deliver.psa import PsaClient
+    from bridge.reconcile import reconcile as do_reconcile
+    from bridge.store import AsyncStore
+
+    settings = _settings(config_path)
+
+    async def go() -> Any:
+        store = AsyncStore(_store(settings))
+        client = PsaClient(settings.psa)
+        try:
+            return await do_reconcile(store, client, fix=fix)
+        finally:
+            await client.aclose()
+            store.close()
+
+    report = asyncio.run(go())
+    if as_json:
+        _dump(report.__dict__ | {"differences": report.differences})
+    else:
+        click.echo(f"checked {report.checked} open correlation(s)")
+        for label, rows in (("closed at the PSA", report.closed_at_psa),
+                            ("missing at the PSA", report.missing_at_psa),
+                            ("open at the PSA, unknown here", report.unknown_open)):
+            for row in rows:
+                click.echo(f"  {label}: {row['correlation_id']} {row.get('alert_key', '')}"
+                           f" {row.get('title') or ''}")
+        click.echo(f"{report.differences} difference(s)"
+                   + (f", {report.fixed} fixed" if fix else ""))
+    sys.exit(0 if report.differences == 0 or fix else 1)
+
+
 @main.group(invoke_without_command=True)
 @config_option
 @json_option

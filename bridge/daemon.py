@@ -188,7 +188,7 @@ class Bridge:
         from bridge.audit import prune
         from bridge.status import save_runtime
 
-        last_check = last_prune = 0.0
+        last_check = last_prune = last_reconcile = 0.0
         while not stop.is_set():
             now = time.monotonic()
             try:
@@ -200,6 +200,10 @@ class Bridge:
                                                   self.delivery.psa_refused)
                     if mailed:
                         self.delivery.wake.set()
+                if now - last_reconcile >= 3600 and self.delivery.psa is not None \
+                        and not self.delivery.psa_refused:
+                    last_reconcile = now
+                    await self._reconcile()
                 if now - last_prune >= 86400:
                     last_prune = now
                     s = self.settings.store
@@ -212,6 +216,18 @@ class Bridge:
                 await asyncio.wait_for(stop.wait(), 5.0)
             except asyncio.TimeoutError:
                 pass
+
+    async def _reconcile(self) -> None:
+        from bridge.reconcile import reconcile
+
+        try:
+            report = await reconcile(self.store, self.delivery.psa, fix=True)
+        except Exception as exc:  # PSA unreachable: the next round will try again
+            log.warning("reconcile skipped: %s", exc)
+            return
+        if report.fixed:
+            log.info("reconcile: %d ticket(s) closed at the PSA, correlations closed here",
+                     report.fixed)
 
     def _start_web(self, stop: asyncio.Event) -> asyncio.Future[Any] | None:
         h = self.settings.http

@@ -269,6 +269,14 @@ class Simulator:
             self._control_account(dict(changes.pop("account")))
         if "rule" in changes:
             self._control_rule(dict(changes.pop("rule")))
+        if "close_ticket" in changes:  # a technician closes a ticket in the PSA itself
+            ticket = self.book.get(str(changes.pop("close_ticket")))
+            if ticket is None:
+                raise ValueError("no such ticket")
+            ticket.status = "closed"
+            ticket.record(message_id="technician", incident_status="RESOLVED",
+                          action="closed by a technician", title=ticket.title, summary="")
+            self.book.save()
         if "suppressions" in changes:
             self.partner.suppressions = [Suppression.model_validate(s)
                                          for s in changes.pop("suppressions")]
