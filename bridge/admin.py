@@ -19,6 +19,7 @@ from bridge.models import OutboxItem
 
 REMIND_AFTER = 6 * 3600.0     # one mail per kind per six hours while it lasts
 IMAP_GRACE = 300.0            # a source down this long is worth a mail
+OWN_KINDS = {"imap", "psa-auth", "dead-rows", "disk"}  # raised and cleared by this module
 
 
 def conditions(settings: Settings, runtime: Any, store: Any, psa_refused: str | None,
@@ -52,10 +53,13 @@ def check_and_alert(settings: Settings, runtime: Any, store: Any,
     """Raise/clear runtime alerts and queue mails; return the kinds mailed now."""
     now = time.time() if now is None else now
     found = conditions(settings, runtime, store, psa_refused, now)
+    raised = {a.kind: a.message for a in getattr(runtime, "admin_alerts", [])}
+    for kind in list(raised):
+        if kind.split(":", 1)[0] in OWN_KINDS and kind not in found:
+            runtime.clear_alert(kind)  # the condition is over
+    # Alerts the sources raise themselves (a refused IMAP login) are mailed here too.
+    found |= {k: m for k, m in raised.items() if k.startswith("imap-login:")}
     mailed: list[str] = []
-    for kind in [a.kind for a in getattr(runtime, "admin_alerts", [])]:
-        if kind not in found:
-            runtime.clear_alert(kind)
     for kind, message in found.items():
         if runtime is not None:
             runtime.raise_alert(kind, message)

@@ -79,9 +79,10 @@ class Bridge:
                     from bridge.oauth2 import TokenProvider
 
                     tokens = TokenProvider(imap.oauth2)
-                source = ImapSource(imap, self.stage, token_provider=tokens)
-                source.on_event = functools.partial(self.runtime.on_source_event, source.name)
-                sources.append(source)
+                sources.append(ImapSource(
+                    imap, self.stage, token_provider=tokens,
+                    on_event=functools.partial(self.runtime.on_source_event,
+                                               f"imap:{imap.name}")))
         return sources
 
     async def stage(self, msgs: list[RawMessage]) -> list[bool]:
