@@ -49,6 +49,7 @@ class Bridge:
         self.store = AsyncStore(self.sync_store)
         self.rules = RuleSetHolder(settings)
         self.rules.reload()  # raises on an invalid rule set at start-up
+        self.rules_seen = rules_signature(settings)  # what the loaded set was read from
         self.pipeline = Pipeline(self.sync_store, settings, self.rules)
         self.runtime = _make_runtime(self)
         self.delivery = Delivery(self.store, settings, psa=psa or _make_psa(settings),
@@ -193,6 +194,11 @@ class Bridge:
         while not stop.is_set():
             now = time.monotonic()
             try:
+                if self.settings.rules.watch:
+                    if rules_signature(self.settings) != self.rules_seen:
+                        # An admin saved a rule file: reload as on SIGHUP.
+                        log.info("rule files changed on disk: reloading")
+                        await self.reload_rules()
                 await self.store.run(save_runtime, self.sync_store, self.runtime)
                 if now - last_check >= 30:
                     last_check = now
@@ -269,14 +275,23 @@ class Bridge:
         except (NotImplementedError, RuntimeError):
             pass
 
-    async def reload(self) -> bool:
-        """SIGHUP: rules and accounts, then credentials from the config file."""
-        sdnotify.reloading()
+    async def reload_rules(self) -> bool:
+        self.rules_seen = rules_signature(self.settings)
         ok = await self.store.run(self.rules.reload)
         if not ok:
             _runtime_call(self.runtime, "rules_reload_failed", self.rules.error)
+            await self.store.event("rules-reload-failed", None, None, None,
+                                   error=self.rules.error)
         else:
             _runtime_call(self.runtime, "rules_reloaded", _ruleset_version(self.rules))
+            await self.store.event("rules-reloaded", None, None, None,
+                                   version=_ruleset_version(self.rules))
+        return ok
+
+    async def reload(self) -> bool:
+        """SIGHUP: rules and accounts, then credentials from the config file."""
+        sdnotify.reloading()
+        ok = await self.reload_rules()
         if self.config_path is not None:
             try:
                 fresh = load_settings(self.config_path)
@@ -306,6 +321,21 @@ class Bridge:
                 except Exception:
                     pass
         self.store.close()
+
+
+def rules_signature(settings: Settings) -> tuple[tuple[str, float, int], ...]:
+    """Names, times and sizes of the rule files and the accounts file: a cheap change test."""
+    paths = list(Path(settings.rules.directory).glob("*.toml"))
+    if settings.rules.accounts is not None:
+        paths.append(Path(settings.rules.accounts))
+    out = []
+    for p in sorted(paths):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append((str(p), st.st_mtime, st.st_size))
+    return tuple(out)
 
 
 async def _wait_all(tasks: list[asyncio.Future[Any]], deadline: float) -> None:

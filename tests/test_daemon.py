@@ -208,3 +208,29 @@ def _poll(cond, what, timeout=30.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)  # polling a condition
+
+
+async def test_rule_files_are_reloaded_when_they_change_and_a_bad_edit_is_refused(
+        tmp_path, dovecot, psa_sim):
+    import shutil
+
+    rules = tmp_path / "rules"
+    shutil.copytree(SAMPLES.parent / "rules", rules)
+    config = write_config(tmp_path, psa_sim, imap=imap_section(dovecot, poll_interval=300.0))
+    config.write_text(config.read_text().replace(str(SAMPLES.parent / "rules") + '"',
+                                                 str(rules) + '"'))
+    async with Running(config) as r:
+        before = r.bridge.rules.ruleset.version
+        zabbix = rules / "20-zabbix.toml"
+        good = zabbix.read_text()
+        zabbix.write_text(good + "\n[[detect]]\nnmae = 'typo'\n")
+        await until(lambda: r.bridge.rules.error is not None, what="the refused reload")
+        assert "20-zabbix.toml" in r.bridge.rules.error
+        assert r.bridge.rules.ruleset.version == before  # the old set stays in force
+        assert r.bridge.runtime.ruleset_error
+        zabbix.write_text(good.replace('"Problem"', '"Trigger"', 1))
+        await until(lambda: r.bridge.rules.error is None and
+                    r.bridge.rules.ruleset.version != before, what="the good reload")
+        dovecot.append_imap(sample("05-zabbix-problem.eml"))
+        await until(lambda: len(psa_sim.tickets()) == 1, what="ticket with the new rules")
+    assert psa_sim.tickets()[0]["alertType"] == "Trigger"
