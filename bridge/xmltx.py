@@ -71,12 +71,20 @@ def _one_action(tx: Transaction, action: Action, settings: Settings, store: Any,
 
     if action.kind != "resolve" or known:
         if not account or (accounts is not None and accounts.get(account) is None):
-            return error("unknown-account", "the account is not in the accounts directory")
-        catalogue = settings.catalogue_map()
-        if group not in catalogue:
-            return error("unknown-product-group", "product-group is not in the catalogue")
-        if alert_type not in catalogue[group]:
-            return error("unknown-alert-type", "alert-type is not listed for the product group")
+            return error("account-not-found", "the account is not in the accounts directory")
+        # Integrators write names as they like: match the catalogue case-insensitively and
+        # send the catalogue's own spelling.
+        catalogue = {g.casefold(): (g, {t.casefold(): t for t in types})
+                     for g, types in settings.catalogue_map().items()}
+        entry = catalogue.get((group or "").casefold())
+        if entry is None:
+            return error("unknown-product-group", "product-group is missing or not in the"
+                         " catalogue")
+        group, types = entry
+        alert_type = types.get((alert_type or "").casefold())
+        if alert_type is None:
+            return error("unknown-alert-type", "alert-type is missing or not listed for the"
+                         " product group")
     alert = Alert(key, action.status, account or "", group or "", alert_type or "", title,
                   action.summary or title, device=action.device)
     ctx = store.alert_context(alert, arrived_at, settings.storm)
@@ -128,7 +136,7 @@ def final_results(payload: dict[str, Any], rows: dict[int, dict[str, Any]]) -> \
             if row["state"] in ("pending", "in_flight"):
                 return None
             if row["state"] == "dead":
-                outcome, err = "failed", XmlApiError("psa-error", str(row["last_error"])[:300])
+                outcome, err = "failed", XmlApiError("psa-rejected", str(row["last_error"])[:300])
             elif row["result"]:
                 outcome = json.loads(row["result"]).get("outcome", outcome)
             cid = row["correlation_id"] or cid

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from bridge.config import Settings
 from bridge.decide import new_correlation_id
+from bridge.deliver.psa import truncate
 from bridge.store.db import AsyncStore, OutboxRow
 
 log = logging.getLogger("mailbridge.outbox")
@@ -32,14 +33,21 @@ PSA_OUTCOME = {"created": "created", "updated": "appended", "closed": "resolved"
                "suppressed": "suppressed"}
 
 
-def with_occurrences(row: OutboxRow) -> dict[str, Any]:
-    """The payload to send; an append that covers several occurrences says so."""
+def with_occurrences(row: OutboxRow, limit: int | None = None) -> dict[str, Any]:
+    """The payload to send; an append that covers several occurrences says so.
+
+    The note goes at the end of the summary; when `limit` (the PSA client's summary length) is
+    given, the alert's own text is shortened instead, so the client's cut never drops the note."""
     data = dict(row.payload)
     if row.occurrences > 1 and row.first_arrived_at and row.last_arrived_at:
         first = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.first_arrived_at))
         last = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.last_arrived_at))
-        data["summary"] = (f"{data.get('summary', '')}\n\n[mailbridge] This update covers"
-                           f" {row.occurrences} occurrences, first {first} UTC, last {last} UTC.")
+        note = (f"\n\n[mailbridge] This update covers {row.occurrences} occurrences,"
+                f" first {first} UTC, last {last} UTC.")
+        summary = str(data.get("summary", ""))
+        if limit is not None and len(summary) + len(note) > limit:
+            summary = truncate(summary, max(limit - len(note), 1))
+        data["summary"] = summary + note
     return data
 
 
@@ -97,7 +105,11 @@ class Delivery:
             if not rows:
                 return total
             total += len(rows)
-            await asyncio.gather(*(self.deliver(row) for row in rows))
+            # Replies to XML transactions go after the calls of the same pass, so they can
+            # report those calls' results without waiting for another pass.
+            replies = [r for r in rows if r.kind == "smtp" and r.payload.get("type") == "reply"]
+            await asyncio.gather(*(self.deliver(r) for r in rows if r not in replies))
+            await asyncio.gather(*(self.deliver(r) for r in replies))
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.store.reclaim_in_flight()
@@ -163,7 +175,8 @@ class Delivery:
                 row = await self._as_create(row)
                 action, cid = row.action or "OPEN", row.correlation_id
         started = time.monotonic()
-        result = await self.psa.sync(action, with_occurrences(row), cid)
+        result = await self.psa.sync(
+            action, with_occurrences(row, self.settings.psa.summary_max_chars), cid)
         duration = time.monotonic() - started
         await self.store.event(
             "sent", row.message_ref, row.ordering_key, result.verdict, outbox=row.id,
@@ -283,7 +296,12 @@ class Delivery:
             rows = await self.store.outbox_results(list(row.payload["rows"]))
             results = final_results(dict(row.payload), rows)
             if results is None:  # an action's call is still waiting: answer when settled
-                await self.store.outbox_retry(row.id, self.clock() + 5.0,
+                # Not before the earliest moment the waiting calls can settle (a call in
+                # flight elsewhere gets a second).
+                now = self.clock()
+                waits = [r["next_attempt_at"] if r["state"] == "pending" else now + 1.0
+                         for r in rows.values() if r["state"] in ("pending", "in_flight")]
+                await self.store.outbox_retry(row.id, max([now, *waits]),
                                               "waiting for the transaction's calls")
                 return
             row = replace(row, payload={**row.payload, "final": results})

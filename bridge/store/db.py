@@ -263,8 +263,11 @@ class Store:
                 " last_seen_at=max(last_seen_at, ?) WHERE alert_key=? AND state='open'",
                 (arrived_at, d.alert_key))
         if d.storm_join:
-            conn.execute("INSERT OR IGNORE INTO storm_members (storm_id, alert_key, account_id,"
-                         " state, joined_at) VALUES (?,?,?,'open',?)",
+            # A grouped key that recovered and fires again during the storm is open again, so
+            # the storm ticket does not resolve while it is still failing.
+            conn.execute("INSERT INTO storm_members (storm_id, alert_key, account_id, state,"
+                         " joined_at) VALUES (?,?,?,'open',?) ON CONFLICT (storm_id, alert_key)"
+                         " DO UPDATE SET state='open', joined_at=excluded.joined_at",
                          (d.storm_join, d.alert_key, meta.get("account_id"), arrived_at))
         if d.storm_leave:
             conn.execute("UPDATE storm_members SET state='resolved' WHERE storm_id=? AND"
@@ -292,7 +295,8 @@ class Store:
 
     def outbox_results(self, ids: list[int]) -> dict[int, dict[str, Any]]:
         marks = ",".join("?" * len(ids)) or "NULL"
-        rows = self.query(f"SELECT id, state, result, last_error, correlation_id FROM outbox"
+        rows = self.query(f"SELECT id, state, result, last_error, correlation_id,"
+                          f" next_attempt_at FROM outbox"
                           f" WHERE id IN ({marks})", ids)
         return {r["id"]: r for r in rows}
 
@@ -312,8 +316,8 @@ class Store:
     def _cancel(self, row_id: int, by_message: int) -> None:
         """A pending resolve is cancelled by a re-fire (flap): its message is settled too."""
         conn = self.conn
-        row = conn.execute("SELECT message_ref FROM outbox WHERE id=? AND state='pending'",
-                           (row_id,)).fetchone()
+        row = conn.execute("SELECT message_ref, ordering_key FROM outbox WHERE id=? AND"
+                           " state='pending'", (row_id,)).fetchone()
         if row is None:
             return
         reason = f"resolve cancelled: the alert fired again (message {by_message}) within the" \
@@ -323,8 +327,9 @@ class Store:
         conn.execute("UPDATE messages SET state='done', outcome='coalesced', reason=?,"
                      " updated_at=? WHERE id=? AND state='pending'",
                      (reason, self.clock(), row[0]))
-        self._event(conn, "cancelled", row[0], None, "coalesced", {"outbox": row_id,
-                                                                   "reason": reason})
+        # Keyed, so `mailbridge events --key` shows what became of the cancelled resolve.
+        self._event(conn, "cancelled", row[0], row[1], "coalesced",
+                    {"outbox": row_id, "by_message": by_message, "reason": reason})
 
     def alert_context(self, alert: Any, arrived_at: float, policy: Any) -> AlertContext:
         """What decide() needs to know about an alert key, read in the deciding transaction."""
@@ -348,16 +353,18 @@ class Store:
             ctx["storm_pending_update"] = self._pending(storm_of_key.alert_key, "UPDATE")
         elif corr is None and alert.status != "resolved":
             ctx["last_closed"] = self._last_closed(key)
+            # The window ends at this alert's arrival: alerts that arrived later but were
+            # processed first (live mail before another mailbox's backlog) do not count.
             since = arrived_at - policy.account_window
             ctx["new_alerts_account"] = int(self.scalar(
                 "SELECT (SELECT count(*) FROM correlations WHERE account_id=? AND opened_at>?"
-                " AND alert_key NOT LIKE 'storm:%') + (SELECT count(*) FROM storm_members"
-                " WHERE account_id=? AND joined_at>?)",
-                (alert.account_id, since, alert.account_id, since)))
+                " AND opened_at<=? AND alert_key NOT LIKE 'storm:%') + (SELECT count(*) FROM"
+                " storm_members WHERE account_id=? AND joined_at>? AND joined_at<=?)",
+                (alert.account_id, since, arrived_at, alert.account_id, since, arrived_at)))
             ctx["new_alerts_global"] = int(self.scalar(
-                "SELECT (SELECT count(*) FROM correlations WHERE opened_at>? AND alert_key"
-                " NOT LIKE 'storm:%') + (SELECT count(*) FROM storm_members WHERE joined_at>?)",
-                (since, since)))
+                "SELECT (SELECT count(*) FROM correlations WHERE opened_at>? AND opened_at<=?"
+                " AND alert_key NOT LIKE 'storm:%') + (SELECT count(*) FROM storm_members"
+                " WHERE joined_at>? AND joined_at<=?)", (since, arrived_at, since, arrived_at)))
             storm = self.open_correlation(f"storm:{alert.account_id}")
             ctx["open_storm"] = storm
             if storm is not None:
