@@ -216,6 +216,11 @@ class Store:
         now = self.clock()
         conn = self.conn
         d = decision
+        self._event(conn, "decided", message_ref, d.alert_key,
+                    d.outcome.value if d.outcome else "pending",
+                    {"reason": d.reason, "rule": rule,
+                     "queued": [i.action for i in d.outbox], "folded_into": d.fold_into,
+                     "cancelled": d.cancel_row, "storm": d.storm_join})
         self.record_effects(message_ref, d, arrived_at=arrived_at, alert_meta=alert_meta)
         state = "done" if d.outcome is not None else "pending"
         conn.execute(
@@ -223,11 +228,6 @@ class Store:
             " updated_at=? WHERE id=?",
             (state, d.outcome.value if d.outcome else None, d.reason, d.alert_key, rule, now,
              message_ref))
-        self._event(conn, "decided", message_ref, d.alert_key,
-                    d.outcome.value if d.outcome else "pending",
-                    {"reason": d.reason, "rule": rule,
-                     "queued": [i.action for i in d.outbox], "folded_into": d.fold_into,
-                     "cancelled": d.cancel_row, "storm": d.storm_join})
 
     def record_effects(self, message_ref: int, decision: Decision, *, arrived_at: float,
                        alert_meta: dict[str, Any] | None = None) -> list[int]:
