@@ -125,12 +125,21 @@ def check(config_path: str, online: bool) -> None:
 @main.command()
 @config_option
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--mailbox", is_flag=True, help="the messages now in the IMAP mailbox(es),"
+              " read-only")
+@click.option("--limit", default=1000, show_default=True, help="with --mailbox: at most")
 @json_option
-def simulate(config_path: str, files: tuple[str, ...], as_json: bool) -> None:
+def simulate(config_path: str, files: tuple[str, ...], mailbox: bool, limit: int,
+             as_json: bool) -> None:
     """Dry run: what would happen to these messages. Sends and changes nothing."""
-    from bridge.simulate import simulate_files
+    from bridge.simulate import simulate_files, simulate_mailbox
 
     settings = _settings(config_path)
+    if mailbox:
+        sys.exit(simulate_mailbox(settings, as_json, limit, echo=click.echo))
+    if not files:
+        click.echo("name .eml files, or use --mailbox", err=True)
+        sys.exit(2)
     sys.exit(simulate_files(settings, [Path(f) for f in files], as_json, echo=click.echo))
 
 

@@ -31,7 +31,7 @@ class _ReadOnlyStore:
 
 
 def simulate_files(settings: Settings, files: list[Path], as_json: bool,
-                   echo: Callable[[str], None] = print) -> int:
+                   echo: Callable[[str], None] = print, names: list[str] | None = None) -> int:
     rules = RuleSetHolder(settings)
     try:
         rules.reload()
@@ -40,7 +40,8 @@ def simulate_files(settings: Settings, files: list[Path], as_json: bool,
         return 1
     ro = _ReadOnlyStore(Path(settings.store.path))
     pipeline = Pipeline(ro, settings, rules)  # type: ignore[arg-type]
-    results = [simulate_one(pipeline, ro, f) for f in files]
+    results = [simulate_one(pipeline, ro, f, names[i] if names else None)
+               for i, f in enumerate(files)]
     if as_json:
         echo(json.dumps(results, indent=2, ensure_ascii=False, default=str))
         return 0
@@ -65,7 +66,42 @@ def simulate_files(settings: Settings, files: list[Path], as_json: bool,
     return 0
 
 
-def simulate_one(pipeline: Pipeline, store: Any, path: Path) -> dict[str, Any]:
+def simulate_mailbox(settings: Settings, as_json: bool, limit: int,
+                     echo: Callable[[str], None] = print) -> int:
+    """Dry run over what is in the IMAP mailboxes now; nothing there changes."""
+    import asyncio
+    import tempfile
+
+    from bridge.sources.imap import ImapSource
+
+    if not settings.imap:
+        echo("no [[imap]] mailbox is configured")
+        return 1
+
+    async def nothing(msgs: list[Any]) -> list[bool]:
+        return [False] * len(msgs)
+
+    async def fetch() -> list[tuple[str, bytes, int | None]]:
+        got = []
+        for imap in settings.imap:
+            for m in await ImapSource(imap, nothing).peek(limit):
+                got.append((f"{m.source}/{m.source_uid}", m.raw, m.oversize))
+        return got
+
+    messages = asyncio.run(fetch())
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i, (name, raw, _) in enumerate(messages):
+            path = Path(tmp) / f"{i:05d}.eml"
+            path.write_bytes(raw)
+            files.append(path)
+        code = simulate_files(settings, files, as_json, echo=echo,
+                              names=[n for n, _, _ in messages])
+    return code
+
+
+def simulate_one(pipeline: Pipeline, store: Any, path: Path,
+                 name: str | None = None) -> dict[str, Any]:
     preview = pipeline.evaluate(path.read_bytes())
     c = preview.classification
     decision = preview.decision
@@ -79,7 +115,7 @@ def simulate_one(pipeline: Pipeline, store: Any, path: Path) -> dict[str, Any]:
         reason = decision.reason
     alert = c.alert if c else None
     return {
-        "file": str(path), "subject": preview.parsed.subject, "sender": preview.parsed.sender,
+        "file": name or str(path), "subject": preview.parsed.subject, "sender": preview.parsed.sender,
         "kind": c.kind.value if c else None, "steps": list(c.steps) if c else [],
         "rule": c.rule if c else None,
         "account": alert.account_id if alert else None,

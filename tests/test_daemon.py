@@ -234,3 +234,21 @@ async def test_rule_files_are_reloaded_when_they_change_and_a_bad_edit_is_refuse
         dovecot.append_imap(sample("05-zabbix-problem.eml"))
         await until(lambda: len(psa_sim.tickets()) == 1, what="ticket with the new rules")
     assert psa_sim.tickets()[0]["alertType"] == "Trigger"
+
+
+def test_simulate_mailbox_is_a_dry_run_over_the_mailbox(tmp_path, dovecot, psa_sim):
+    import json
+
+    config = write_config(tmp_path, psa_sim, imap=imap_section(dovecot))
+    for name in ("05-zabbix-problem.eml", "20-regular-human.eml"):
+        dovecot.append(sample(name))
+    uids_before = dovecot.uids("INBOX")
+    result = subprocess.run([MAILBRIDGE, "simulate", "--mailbox", "--json", "--config",
+                             str(config)], capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    rows = json.loads(result.stdout)
+    assert [r["outcome"] for r in rows] == ["would create", "regular"]
+    assert rows[0]["file"].startswith("imap:alerts/")
+    assert dovecot.uids("INBOX") == uids_before  # nothing moved
+    assert b"\\Seen" not in b"".join(dovecot.messages("INBOX").values())
+    assert psa_sim.calls() == [] and not (tmp_path / "mailbridge.db").exists()

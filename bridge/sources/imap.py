@@ -154,6 +154,23 @@ class ImapSource:
                 f"IDLE {'yes' if 'IDLE' in caps else 'no'}, MOVE {'yes' if 'MOVE' in caps else 'no'}; "
                 f"{s.processed_folder} {'exists' if processed else 'missing (will be created)'}")
 
+    async def peek(self, limit: int = 1000) -> list[RawMessage]:
+        """The messages now in the folder, read-only (EXAMINE, BODY.PEEK): nothing is flagged,
+        moved or staged. For `mailbridge simulate --mailbox`."""
+        s = self.settings
+        conn = ImapConnection(s, self._tokens)
+        out: list[RawMessage] = []
+        try:
+            await conn.open()
+            await conn.select(s.folder, readonly=True)
+            uids = (await conn.search_undeleted())[:limit]
+            for start in range(0, len(uids), s.batch_size):
+                async for msgs in self._fetch(conn, uids[start:start + s.batch_size]):
+                    out.extend(msgs)
+        finally:
+            await conn.logout()
+        return out
+
     async def close(self) -> None:
         await self._drop(graceful=True)
 

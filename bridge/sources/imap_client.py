@@ -305,6 +305,8 @@ class ImapConnection:
         else:
             aw = proto.select(P.mailbox_arg(folder))
         resp = await self._checked(aw, f"{name} {folder}")
+        if readonly:  # aioimaplib changes state on SELECT only; EXAMINE selects too
+            proto.state = aioimaplib.SELECTED
         return P.parse_select(resp.lines)
 
     async def folder_exists(self, folder: str) -> bool:
