@@ -136,7 +136,7 @@ def test_events_view_filters(tmp_path):
     f = fill(tmp_path / "db")
     created = f.ids["created"]
     mine = views.events_view(f.store, message=created)
-    assert [e["kind"] for e in mine] == ["staged", "queued", "decided", "sent", "outcome"]
+    assert [e["kind"] for e in mine] == ["staged", "decided", "queued", "sent", "outcome"]
     assert all(e["message_ref"] == created for e in mine)
     by_key = views.events_view(f.store, key="ates:Veeam:8932")
     assert {e["message_ref"] for e in by_key} == {created, f.ids["appended"]}
