@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import pickle
 import quopri
 import random
 import tracemalloc
@@ -165,8 +167,8 @@ Subject: hi"""))
     assert parsed.header("return-path") == "<bounce@rmm.example>"
     assert parsed.header("x-alert-category") == "Speicherplatz knäpp"  # unstructured: decoded
     assert parsed.header("x-original-from") == "=?utf-8?Q?boss?=@msp.example"  # address: literal
-    with pytest.raises(TypeError):
-        parsed.headers["x"] = ("y",)  # type: ignore[index]
+    assert dataclasses.asdict(parsed)["headers"]["auto-submitted"] == ("auto-generated",)
+    assert pickle.loads(pickle.dumps(parsed)) == parsed
 
 
 # -- bodies -----------------------------------------------------------------------------------
@@ -410,6 +412,21 @@ def test_boundary_prefix_of_nested_boundary_is_not_confused() -> None:
     raw = multipart([("Content-Type: multipart/alternative; boundary=XyZ-inner", inner),
                      ("Content-Type: text/plain", b"outer")])
     assert parse(raw).body == "inner text\n\nouter"
+
+
+def test_many_boundary_lookalikes_switch_to_the_regex_scan() -> None:
+    noise = b"--XyZ-not-a-boundary\r\n" * 3000
+    raw = multipart([("Content-Type: text/plain", noise + b"first"), ("Content-Type: text/plain", b"second")])
+    parsed = parse(raw)
+    assert parsed.body.endswith("first\n\nsecond") and parsed.body.count("--XyZ-not") == 3000
+    assert parsed.defects == ()
+
+
+def test_part_limit() -> None:
+    raw = multipart([("Content-Type: text/plain", f"p{i}".encode()) for i in range(20)])
+    parsed = parse(raw, limits=MimeLimits(max_parts=5))
+    assert parsed.body == "p0\n\np1\n\np2\n\np3"  # the multipart itself is one of the five
+    assert "more than 5 MIME parts; rest ignored" in parsed.defects
 
 
 def test_nesting_limit() -> None:

@@ -122,10 +122,12 @@ def _parse_token(inner: str, escaped: bool) -> AtesToken | None:
             problems.append(f"{label} source is longer than {MAX_VALUE_CHARS} characters; cut")
             source = source[:MAX_VALUE_CHARS]
         if not name:
-            problems.append(f"{label} has no name attribute" if name is None else f"{label} has an empty name")
+            problems.append(f"{label} has no name attribute" if name is None
+                            else f"{label} has an empty name")
             name = None
         if key in _REF_ELEMENTS and name is not None and not source:
-            problems.append(f"{label} has no source attribute" if source is None else f"{label} has an empty source")
+            problems.append(f"{label} has no source attribute" if source is None
+                            else f"{label} has an empty source")
             source = None
         values[key] = (name, source)
     if not values:

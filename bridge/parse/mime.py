@@ -5,10 +5,12 @@ directly on the raw bytes by offsets, because `email`'s feed parser copies a mes
 times over: with `policy.compat32` a 70 MB message with a 50 MB attachment took 3.9 s and a
 555 MB peak here (docs/parsing.md). The standard `email` package still does the fiddly parts of
 the grammar: address lists (`getaddresses`), dates, and Content-Type/Disposition parameters
-(RFC 2231) via a compat32 `Message` per part. Only what the rules need is decoded: header
-encoded-words (RFC 2047, with unknown charsets mapped or replaced), the text bodies, XML parts
-and small attachments; big binary attachments are listed without their data. Every irregularity
-becomes a short string in `defects`; `parse_error` is set only when nothing usable came out.
+with RFC 2231 or odd quoting (a compat32 `Message`); a regex fast path takes the common simple
+forms of both, held equal to the library by property tests. Only what the rules need is
+decoded: header encoded-words (RFC 2047, with unknown charsets mapped or replaced), the text
+bodies, XML parts and small attachments; big binary attachments are listed without their data.
+Every irregularity becomes a short string in `defects`; `parse_error` is set only when nothing
+usable came out.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
-import types
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import Message
@@ -38,7 +39,7 @@ class MimeLimits:
     max_depth: int = 16                  # multipart nesting
     max_parts: int = 500                 # leaves and containers together
     max_text_bytes: int = 4 * 1024 * 1024  # decoded bytes kept per text part
-    max_html_chars: int = 1024 * 1024    # HTML handed to html2text (pure Python, slow on huge input)
+    max_html_chars: int = 512 * 1024     # HTML handed to html2text (pure Python, ~1 s per MiB)
     max_attachment_bytes: int = 1024 * 1024  # larger attachments are listed without data
     max_xml_bytes: int = 4 * 1024 * 1024   # XML parts are cut just past this (xmlsafe then refuses)
     max_recipients: int = 1000
@@ -390,16 +391,16 @@ def _mime_info(content_type: bytes | None, disposition: bytes | None, default: s
         msg["Content-Type"] = ct_text
     if cd_text is not None:
         msg["Content-Disposition"] = cd_text
-    try:
-        charset = msg.get_content_charset()
-    except Exception:  # noqa: BLE001 - a broken RFC 2231 charset parameter
-        charset = None
-    try:
-        filename = msg.get_filename()
-    except Exception:  # noqa: BLE001
-        filename = None
-    return _MimeInfo(msg.get_content_type(), msg.get_boundary(), charset, filename,
-                     msg.get_content_disposition())
+
+    def attempt(getter, fallback):  # type: ignore[no-untyped-def]
+        try:
+            return getter()
+        except Exception:  # noqa: BLE001 - broken RFC 2231 parameters must not lose the part
+            return fallback
+
+    return _MimeInfo(attempt(msg.get_content_type, default), attempt(msg.get_boundary, None),
+                     attempt(msg.get_content_charset, None), attempt(msg.get_filename, None),
+                     attempt(msg.get_content_disposition, None))
 
 
 def _relatin(text: str) -> str:
@@ -425,6 +426,7 @@ class _Leaf:
     end: int
 
 
+_MAX_BOUNDARY_MISSES = 1000
 _UU = ("x-uuencode", "uuencode", "x-uue", "uue")
 _KNOWN_CTE = {"7bit", "8bit", "binary", "base64", "quoted-printable", *_UU}
 
@@ -472,6 +474,8 @@ class _Walker:
         spans = self.split(boundary.encode("latin-1", "replace"), start, end)
         if not spans:
             return False
+        # One more than the limit, so entity() still reports that the limit was hit.
+        spans = spans[: self.limits.max_parts + 1]
         default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
         chosen = self.choose_alternative(spans) if ctype == "multipart/alternative" else None
         for index, (part_start, part_end) in enumerate(spans):
@@ -494,21 +498,32 @@ class _Walker:
         found: list[tuple[int, int]] = []  # (delimiter offset, offset after its line)
         closed = False
         pos = start
+        misses = 0
         while True:
+            if misses > _MAX_BOUNDARY_MISSES:
+                # Many lines that merely start like the boundary: let the C regex engine skip
+                # them instead of this loop (about 5x faster on such input).
+                pattern = re.compile(b"^" + re.escape(delimiter) + rb"(--)?[ \t]*\r?(?:\n|\Z)", re.M)
+                for match in pattern.finditer(buf, pos, end):
+                    found.append((match.start(), match.end()))
+                    if match.group(1):
+                        closed = True
+                        break
+                break
             at = buf.find(delimiter, pos, end)
             if at < 0:
                 break
             pos = at + len(delimiter)
             if at != start and buf[at - 1] != 0x0A:
+                misses += 1
                 continue  # not at the start of a line
             close = buf[pos:pos + 2] == b"--"
             rest = pos + 2 if close else pos
             newline = buf.find(b"\n", rest, min(end, rest + 200))
             line_end = newline if newline >= 0 else min(end, rest + 200)
-            if newline < 0 and line_end < end:
-                continue  # the "delimiter" runs on: it is a longer boundary or text
-            if buf[rest:line_end].strip(b" \t\r"):
-                continue
+            if (newline < 0 and line_end < end) or buf[rest:line_end].strip(b" \t\r"):
+                misses += 1
+                continue  # the "delimiter" runs on: a longer boundary, or text
             found.append((at, line_end + 1 if newline >= 0 else end))
             if close:
                 closed = True
@@ -609,7 +624,8 @@ def _too_big(leaf: _Leaf, limit: int) -> bool:
 _XML_START = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t\r\n]*<(?:\?xml|[A-Za-z_])")
 _XML_DECL_ENCODING = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t\r\n]*<\?xml[^>]{0,200}?encoding\s*=", re.I)
 _XML_TYPES = {"text/xml", "application/xml"}
-_HTML_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9._:-]{1,40})""", re.I)
+_HTML_META_CHARSET = re.compile(
+    rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9._:-]{1,40})""", re.I)
 _ANY_CHARSET = re.compile(rb"""(?i)charset\s*=\s*["']?([A-Za-z0-9._:-]{1,40})""")
 _MESSAGE_ID = re.compile(r"<[^<>\s]{1,990}>")
 
@@ -685,7 +701,8 @@ class _Builder:
             text = _header_text(value, self.hint)
             text = _fold(decode_words(text)) if _decodes_words(key) else _CONTROL.sub(" ", text).strip()
             table.setdefault(key, []).append(text)
-        self.fields["headers"] = types.MappingProxyType({k: tuple(v) for k, v in table.items()})
+        # A plain dict, not a read-only proxy: dataclasses.asdict, copy and pickle must work.
+        self.fields["headers"] = {k: tuple(v) for k, v in table.items()}
         subject = table.get("subject")
         self.fields["subject"] = subject[0] if subject else ""
         message_id = table.get("message-id")

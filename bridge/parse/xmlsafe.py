@@ -50,7 +50,8 @@ _ACCEPTED_8BIT = {"utf-8", "us-ascii", "iso8859-1", "cp1252"}
 _DECL_ENCODING = re.compile(rb"""^\s*<\?xml[^>]{0,200}?encoding\s*=\s*["']([A-Za-z0-9._:-]{1,40})["']""")
 # A DTD is the gateway to every entity attack; no legitimate transaction needs one.
 _DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY")
-_UTF16_MARKERS = tuple(m.decode("ascii").encode(enc) for m in _DTD_MARKERS for enc in ("utf-16-le", "utf-16-be"))
+_UTF16_MARKERS = tuple(marker.decode("ascii").encode(encoding) for marker in _DTD_MARKERS
+                       for encoding in ("utf-16-le", "utf-16-be"))
 
 
 def _make_parser() -> etree.XMLParser:
