@@ -68,7 +68,7 @@ class AtesToken:
     """The `<Autotask>` token of seed 001. Every element is optional."""
 
     id: str | None = None
-    pw: str | None = None
+    pw: str | None = field(default=None, repr=False)  # a password: never in a repr or log
     customer_id: TokenRef | None = None
     device_id: TokenRef | None = None
     alert_id: TokenRef | None = None

@@ -19,14 +19,15 @@ from bridge.config import Settings
 from bridge.decide import decide
 from bridge.models import Alert, Decision, OutboxItem, Outcome, ParsedMessage
 from bridge.parse.xmlapi import (Action, ActionResult, Transaction, XmlApiError, check_password,
-                                 parse_transaction)
+                                 looks_like_transaction, parse_transaction)
 
 
 def decide_transaction(parsed: ParsedMessage, settings: Settings, store: Any,
                        message_ref: int | None, arrived_at: float, accounts: Any,
                        new_id: Callable[[], str]) -> Decision:
     xs = settings.xml_api
-    tx = parse_transaction(parsed.xml_parts[0], xs.max_bytes)
+    part = next(p for p in parsed.xml_parts if looks_like_transaction(p))
+    tx = parse_transaction(part, xs.max_bytes)
     if isinstance(tx, XmlApiError):
         return Decision(outcome=Outcome.REJECTED,
                         reason=f"XML transaction refused: {tx.code}: {tx.message}")

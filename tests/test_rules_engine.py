@@ -261,11 +261,14 @@ def test_account_from_body_line_and_regex(tmp_path: Path) -> None:
 # -- 4./5. XML and regular -----------------------------------------------------------------
 
 def test_xml_only_when_not_automated_and_enabled(rules) -> None:
-    m = msg("order", "integrator@partner.example", xml=(b"<x/>",))
+    tx = b'<mailbridge-transaction version="1"/>'
+    m = msg("order", "integrator@partner.example", xml=(b"<x/>", tx))
     assert classify(m, rules, CTX).kind is Kind.XML
     c = classify(m, rules, replace(CTX, xml_enabled=False))
     assert c.kind is Kind.REGULAR and any("disabled" in s for s in c.steps)
-    automated = msg("PROBLEM Host: Acme Corp", "nagios@monitor.msp.example", xml=(b"<x/>",))
+    other_xml = msg("export", "someone@customer.example", xml=(b"<inventory/>",))
+    assert classify(other_xml, rules, CTX).kind is Kind.REGULAR
+    automated = msg("PROBLEM Host: Acme Corp", "nagios@monitor.msp.example", xml=(tx,))
     assert classify(automated, rules, CTX).kind is Kind.ALERT
 
 

@@ -146,3 +146,16 @@ async def test_forged_recovery_is_rejected_while_the_authenticated_one_resolves(
     assert ticket["status"] == "closed"
     got = [o for o, _ in outcomes(config.parent / "mailbridge.db").values()]
     assert got == ["created", "rejected", "resolved"]
+
+
+async def test_a_human_mail_with_an_xml_attachment_is_regular_mail(config, dovecot, psa_sim):
+    raw = (b"From: Jane <jane@customer.example>\r\nTo: alerts@msp.example\r\n"
+           b"Subject: our export\r\nMessage-ID: <h1@customer.example>\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain"
+           b"\r\n\r\nSee attached.\r\n--b\r\nContent-Type: application/xml\r\n"
+           b"Content-Disposition: attachment; filename=export.xml\r\n\r\n"
+           b"<?xml version='1.0'?><inventory><item/></inventory>\r\n--b--\r\n")
+    dovecot.append(raw)
+    assert await run_once(config) == 0
+    [(outcome, _)] = outcomes(config.parent / "mailbridge.db").values()
+    assert outcome == "regular"

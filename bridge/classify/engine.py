@@ -23,6 +23,7 @@ from bridge.classify.ruleset import RuleSet
 from bridge.classify.tokens import trusted_token
 from bridge.classify.view import MessageView
 from bridge.models import Alert, Classification, Kind, ParsedMessage
+from bridge.parse.xmlapi import looks_like_transaction
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,13 @@ def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classi
     if rule is None and token is None:
         steps.append("detect: no rule matched; not automated")
         # 4. XML transaction?  5. regular.
-        if msg.xml_parts:
+        # Only XML that names our transaction root counts: a human mail with an .xml
+        # attachment is regular mail, not a refused transaction.
+        if any(looks_like_transaction(part) for part in msg.xml_parts):
             if ctx.xml_enabled:
                 steps.append("xml: the message carries an XML transaction")
                 return _result(Kind.XML, "XML transaction (API by email)", steps)
-            steps.append("xml: carries XML, but API by email is disabled")
+            steps.append("xml: carries an XML transaction, but API by email is disabled")
         steps.append("regular: not automated, not an XML transaction")
         return _result(Kind.REGULAR, "not automated and not an XML transaction", steps)
     if rule is None:
