@@ -252,3 +252,23 @@ def test_simulate_mailbox_is_a_dry_run_over_the_mailbox(tmp_path, dovecot, psa_s
     assert dovecot.uids("INBOX") == uids_before  # nothing moved
     assert b"\\Seen" not in b"".join(dovecot.messages("INBOX").values())
     assert psa_sim.calls() == [] and not (tmp_path / "mailbridge.db").exists()
+
+
+def test_check_online_logs_in_to_imap_and_says_no_clearly_when_it_cannot(tmp_path, dovecot,
+                                                                         psa_sim, smtp_sink):
+    config = write_config(tmp_path, psa_sim, smtp_port=smtp_sink.port,
+                          imap=imap_section(dovecot))
+    ok = subprocess.run([MAILBRIDGE, "check", "--online", "--config", str(config)],
+                        capture_output=True, timeout=60)
+    out = ok.stdout.decode()
+    assert ok.returncode == 0, out
+    assert "online: IMAP alerts" in out and "yes" in out and "IDLE yes" in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(config.read_text().replace(f'password = "{dovecot.password}"',
+                                              'password = "wrong-pass-9"'))
+    refused = subprocess.run([MAILBRIDGE, "check", "--online", "--config", str(bad)],
+                             capture_output=True, timeout=60)
+    text = refused.stdout.decode()
+    assert refused.returncode == 1
+    assert "online: IMAP alerts" in text and ": NO" in text
+    assert "wrong-pass-9" not in text + refused.stderr.decode()
