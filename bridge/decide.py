@@ -9,7 +9,8 @@ The rules, in the order they apply:
 1. An open correlation older than `max_open_age_days` is stale: it is closed, and this alert
    is treated as new.
 2. A key grouped into a storm ticket appends to that ticket; its recovery is noted there, and
-   the storm ticket resolves when the last grouped key has recovered.
+   the storm ticket resolves when the last grouped key has recovered. A storm append lists at
+   most `STORM_LINES_PER_APPEND` alerts, so that it is never cut at the summary limit.
 3. RESOLVED: nothing open -> `nothing-to-resolve`; a resolve already waiting -> folded; else a
    RESOLVED call, held `resolve_delay` seconds (flap damping).
 4. OPEN/UPDATE with a resolve waiting -> the resolve is cancelled (a flap) and this occurrence
@@ -29,6 +30,13 @@ from typing import Any, Callable
 
 from bridge.config import StormSettings
 from bridge.models import Alert, AlertContext, CorrelationView, Decision, OutboxItem, Outcome
+
+# A storm append lists one line per grouped alert; the PSA client cuts a summary at
+# `psa.summary_max_chars` (default 8000). So one append takes at most this many lines of at most
+# this many characters (6.4k), and the next grouped alert starts a new append: a 500-alert storm
+# is listed in full over a dozen appends instead of being cut off after the first hundred.
+STORM_LINES_PER_APPEND = 40
+STORM_LINE_CHARS = 160
 
 DEFAULT_POLICY = StormSettings(coalesce_window=0.0, resolve_delay=0.0, account_cap=10**9,
                                global_cap=10**9)
@@ -134,9 +142,15 @@ def _fire(alert: Alert, ctx: AlertContext, corr: CorrelationView | None,
                         outbox=(OutboxItem("psa", key, data, "UPDATE", cid, not_before=hold),))
     if ctx.last_closed is not None and policy.reopen == "append":
         cid = ctx.last_closed.correlation_id
+        data = psa_data(alert)
+        # Said in the append too: a PSA that refuses appends to closed tickets (MSPCentric
+        # answers 404) makes delivery create a new ticket from this payload, which then still
+        # names the previous one.
+        data["summary"] = f"{alert.summary}\n\n[mailbridge] This alert fired again after its" \
+                          f" ticket (correlationId {cid}) was closed."
         return Decision(reason=f"fired again after ticket {cid} closed: appends to it"
                         " (reopen = append)", alert_key=key, reopen=cid,
-                        outbox=(OutboxItem("psa", key, psa_data(alert), "UPDATE", cid),))
+                        outbox=(OutboxItem("psa", key, data, "UPDATE", cid),))
     over_account = ctx.new_alerts_account >= policy.account_cap
     over_global = ctx.new_alerts_global >= policy.global_cap
     if (over_account or over_global) and policy.storm_product_group and policy.storm_alert_type:
@@ -159,10 +173,16 @@ def _storm_alert(alert: Alert, policy: StormSettings, title: str, summary: str) 
             "accountId": alert.account_id, "productGroup": policy.storm_product_group}
 
 
+def _storm_line(what: str, alert: Alert) -> str:
+    """One line of a storm ticket's list, cut so that a full append fits a summary."""
+    line = f"- {what} {alert.alert_key}: {alert.title}"
+    return line if len(line) <= STORM_LINE_CHARS else line[:STORM_LINE_CHARS - 1] + "…"
+
+
 def _join_storm(alert: Alert, ctx: AlertContext, new_id: Callable[[], str],
                 policy: StormSettings, which: str) -> Decision:
     key = alert.alert_key
-    line = f"{alert.status.upper()} {key}: {alert.title}"
+    line = _storm_line(alert.status.upper(), alert)
     storm = ctx.open_storm
     why = (f"{ctx.new_alerts_account} new alerts for account {alert.account_id}"
            if which == "account" else f"{ctx.new_alerts_global} new alerts overall")
@@ -172,11 +192,11 @@ def _join_storm(alert: Alert, ctx: AlertContext, new_id: Callable[[], str],
         data = _storm_alert(alert, policy, f"Alert storm: {alert.account_id}",
                             f"[mailbridge] {why} within {policy.account_window:g} s: further"
                             f" alerts are grouped into this ticket until the storm subsides."
-                            f"\n\nGrouped alerts:\n- {line}")
+                            f"\n\nGrouped alerts:\n{line}")
         return Decision(reason=f"storm ({why}): opens storm ticket {cid} and groups {key}"
                         " into it", alert_key=key, open_correlation=cid, open_key=skey,
                         storm_join=cid, outbox=(OutboxItem("psa", skey, data, "OPEN", cid),))
-    return _storm_append(alert, ctx, policy, storm, f"- {line}", join=True,
+    return _storm_append(alert, ctx, policy, storm, line, join=True,
                          reason=f"storm ({why}): {key} grouped into storm ticket"
                                 f" {storm.correlation_id}")
 
@@ -186,7 +206,8 @@ def _storm_append(alert: Alert, ctx: AlertContext, policy: StormSettings,
     key, skey = alert.alert_key, storm.alert_key
     pending = ctx.storm_pending_update
     join_id = storm.correlation_id if join else None
-    if pending is not None and ctx.arrived_at - pending.first_arrived_at <= \
+    if pending is not None and pending.occurrences < STORM_LINES_PER_APPEND and \
+            ctx.arrived_at - pending.first_arrived_at <= \
             max(policy.coalesce_window, policy.account_window):
         return Decision(outcome=Outcome.COALESCED, alert_key=key, fold_into=pending.row_id,
                         fold_note=line, storm_join=join_id,
@@ -205,11 +226,11 @@ def _grouped(alert: Alert, ctx: AlertContext, policy: StormSettings) -> Decision
     key = alert.alert_key
     if alert.status != "resolved":
         return _storm_append(alert, ctx, policy, storm,
-                             f"- {alert.status.upper()} {key}: {alert.title}", join=False,
+                             _storm_line(alert.status.upper(), alert), join=False,
                              reason=f"{key} is grouped into storm ticket"
                                     f" {storm.correlation_id}: appended there")
     if ctx.storm_members_open > 1:
-        d = _storm_append(alert, ctx, policy, storm, f"- RECOVERED {key}: {alert.title}",
+        d = _storm_append(alert, ctx, policy, storm, _storm_line("RECOVERED", alert),
                           join=False, reason=f"{key} recovered; storm ticket"
                           f" {storm.correlation_id} stays open for"
                           f" {ctx.storm_members_open - 1} other alert(s)")
