@@ -69,6 +69,8 @@ def decide(alert: Alert, ctx: AlertContext | CorrelationView | None,
            policy: StormSettings = DEFAULT_POLICY) -> Decision:
     if not isinstance(ctx, AlertContext):  # the plain form: just the open correlation
         ctx = AlertContext(arrived_at=0.0, open_correlation=ctx)
+    if alert.coalesce_window is not None:  # the detection rule's own window wins
+        policy = policy.model_copy(update={"coalesce_window": alert.coalesce_window})
     key, t = alert.alert_key, ctx.arrived_at
     corr = ctx.open_correlation
     stale: str | None = None

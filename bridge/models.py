@@ -148,6 +148,7 @@ class Alert:
     summary: str
     device: str | None = None
     ticket_ref: str | None = None  # the monitoring tool's own ticket number (ATES TicketID)
+    coalesce_window: float | None = None  # the rule's own window; None: the global one
 
 
 @dataclass(frozen=True)

@@ -170,8 +170,10 @@ def events_view(store: Store, message: int | None = None, key: str | None = None
         where.append("message_ref = ?")
         params.append(message)
     if key is not None:
-        where.append("alert_key = ?")
-        params.append(key)
+        # Also the events of the key's messages that carry no key themselves (their outcome).
+        where.append("(alert_key = ? OR message_ref IN (SELECT id FROM messages"
+                     " WHERE alert_key = ?))")
+        params += [key, key]
     start = parse_since(since)
     if start is not None:
         where.append("at >= ?")

@@ -210,3 +210,20 @@ def test_shadowed_skip_rule_is_a_warning(tmp_path: Path) -> None:
     text = "[[skip]]\nname = 'a'\nsubject = 'Healed'\n\n[[skip]]\nname = 'b'\nsubject = 'Self Healed'\n"
     assert any("b: unreachable" in w for w in warnings(tmp_path, text))
     assert errors(tmp_path, text) == []
+
+
+def test_coalesce_window_is_read_and_checked(tmp_path):
+    from bridge.classify.loader import RuleSetError, load_ruleset
+
+    base = ('[[detect]]\nname = "n"\nsender = "a@b.example"\nproduct_group = "servers"\n'
+            'alert_type = "Host Down"\n')
+    (tmp_path / "10.toml").write_text(base + "coalesce_window = 45\n")
+    rules = load_ruleset(tmp_path, None, {"servers": frozenset({"Host Down"})})
+    assert rules.detect.rules[0].coalesce_window == 45.0
+    (tmp_path / "10.toml").write_text(base + 'coalesce_window = "soon"\n')
+    try:
+        load_ruleset(tmp_path, None, {"servers": frozenset({"Host Down"})})
+    except RuleSetError as exc:
+        assert "coalesce_window" in str(exc) and "10.toml:6" in str(exc)
+    else:
+        raise AssertionError("a non-number window was accepted")

@@ -129,3 +129,14 @@ def test_stale_open_ticket_is_closed_and_a_new_one_opened():
     d = decide(alert(), ctx, new_id=lambda: "fresh", policy=POLICY)
     assert d.close_correlation == "c1" and d.open_correlation == "fresh"
     assert "stale" in d.reason
+
+
+def test_a_rule_window_overrides_the_global_one():
+    from dataclasses import replace as dc_replace
+
+    quick = dc_replace(alert(), coalesce_window=10.0)
+    d = decide(quick, AlertContext(1010.0, corr()), policy=POLICY)
+    assert d.outbox[0].not_before == 1020.0
+    later = decide(quick, AlertContext(1200.0, corr(), pending_update=pending("UPDATE")),
+                   policy=POLICY)
+    assert later.outcome is None  # 200 s after the first: beyond the rule's 10 s window

@@ -102,4 +102,5 @@ def build_alert(rule: DetectRule, view: MessageView, account: Account,
     return Alert(alert_key=key, status=status, account_id=account.id,
                  product_group=rule.product_group, alert_type=rule.alert_type, title=title,
                  summary=rule.summary.render(fields).strip(), device=device or None,
-                 ticket_ref=view.token_value("ticket_id"))
+                 ticket_ref=view.token_value("ticket_id"),
+                 coalesce_window=rule.coalesce_window)

@@ -132,7 +132,8 @@ class DetectRule(Rule):
     captures make the key), `subject_regex`/`body_regex` (named captures become fields).
     Status: `open`, `resolved`, `update` phrase lists (each replaces the global one) searched
     in `status_in` = "subject" (default), "body" or "both". `require_authentication = true`
-    rejects mail whose sender is not authenticated.
+    rejects mail whose sender is not authenticated. `coalesce_window` (seconds) overrides the
+    global coalescing window of `[storm]` for this rule's alerts.
     """
 
     NAME: ClassVar[str] = "detect"
@@ -152,6 +153,7 @@ class DetectRule(Rule):
         "update": "phrases that mean more news about an open problem",
         "status_in": "where status phrases are searched: subject (default), body, both",
         "require_authentication": "true: reject mail whose sender is not authenticated",
+        "coalesce_window": "seconds: repeats within it become one append (default: [storm])",
     }
     matcher: Matcher = Matcher()
     product_group: str = ""
@@ -167,6 +169,7 @@ class DetectRule(Rule):
     own_status: bool = False
     status_in: str = "subject"
     require_authentication: bool = False
+    coalesce_window: float | None = None
 
     def index_keys(self) -> tuple[str, tuple[str, ...]] | None:
         return self.matcher.index_keys()
@@ -190,7 +193,8 @@ class DetectRule(Rule):
             key_regex=r.regex("key_regex"), subject_regex=r.regexes("subject_regex"),
             body_regex=r.regexes("body_regex"), status=rule_status, own_status=own,
             status_in=r.choice("status_in", ("subject", "body", "both"), "subject"),
-            require_authentication=r.flag("require_authentication"))
+            require_authentication=r.flag("require_authentication"),
+            coalesce_window=r.seconds("coalesce_window"))
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,16 @@ class TableReader:
             return default
         return value
 
+    def seconds(self, key: str) -> float | None:
+        """A non-negative number of seconds, or None when the key is absent."""
+        value = self.table.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            self.problem(f"{key} must be a number of seconds (0 or more)", key)
+            return None
+        return float(value)
+
     def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
         value = self.table.get(key, default)
         if not isinstance(value, str) or value.strip().lower() not in options:
