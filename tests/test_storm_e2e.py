@@ -503,7 +503,10 @@ async def test_events_cli_shows_occurrences_and_what_they_became(make_rig, psa_s
     result = cli("events", "--config", str(rig.config), "--key", k, "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert {r["alert_key"] for r in rows} == {k}
+    # The key's own events, and the key-less events (staged, outcome) of its messages.
+    assert {r["alert_key"] for r in rows} == {k, None}
+    assert {r["message_ref"] for r in rows if r["alert_key"] is None} <= set(ids.values())
+    assert "outcome" in {r["kind"] for r in rows}
     by_msg: dict[int, list[dict[str, Any]]] = {}
     for r in rows:
         by_msg.setdefault(r["message_ref"], []).append(r)
