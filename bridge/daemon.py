@@ -57,6 +57,7 @@ class Bridge:
                                  webhooks=_make_webhooks(settings), runtime=self.runtime,
                                  clock=clock)
         self.sources = self._make_sources()
+        self.delivery.mailboxes = {s.name: s for s in self.sources if s.name.startswith("imap:")}
         self.processed = asyncio.Event()
         self._stage_signal: asyncio.Event | None = None
 

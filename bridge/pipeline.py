@@ -126,8 +126,27 @@ class Pipeline:
             a = c.alert
             meta = {"account_id": a.account_id, "product_group": a.product_group,
                     "alert_type": a.alert_type, "title": a.title[:255]}
+        decision = self._refile(row, decision)
         self.store.apply_decision(row.id, decision, arrived_at=row.arrived_at,
                                   rule=c.rule if c else None, alert_meta=meta)
+
+    def _refile(self, row: StagedRow, decision: Decision) -> Decision:
+        """IMAP messages may move on from the processed folder by outcome: regular mail to
+        `routing.regular_folder` (regular_mail = "move"), quarantined mail to the mailbox's
+        `quarantine_folder`. Done from the outbox, so an IMAP outage delays it only."""
+        if not row.source.startswith("imap:"):
+            return decision
+        folder = None
+        if decision.outcome is Outcome.REGULAR and self.settings.routing.regular_mail == "move":
+            folder = self.settings.routing.regular_folder
+        elif decision.outcome is Outcome.QUARANTINED:
+            imap = next((m for m in self.settings.imap if f"imap:{m.name}" == row.source), None)
+            folder = imap.quarantine_folder if imap else None
+        if not folder:
+            return decision
+        item = OutboxItem("imap", f"message:{row.id}", {"source": row.source, "folder": folder},
+                          "move")
+        return replace(decision, outbox=decision.outbox + (item,))
 
     # -- the pure part, shared with `simulate` ------------------------------------------------
 

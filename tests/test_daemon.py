@@ -272,3 +272,25 @@ def test_check_online_logs_in_to_imap_and_says_no_clearly_when_it_cannot(tmp_pat
     assert refused.returncode == 1
     assert "online: IMAP alerts" in text and ": NO" in text
     assert "wrong-pass-9" not in text + refused.stderr.decode()
+
+
+async def test_regular_and_quarantined_mail_move_on_by_outcome(tmp_path, dovecot, psa_sim):
+    config = write_config(tmp_path, psa_sim, imap=imap_section(
+        dovecot, quarantine_folder="Quarantine", max_message_bytes=4096))
+    config.write_text(config.read_text().replace(
+        '[routing]\n', '[routing]\nregular_mail = "move"\nregular_folder = "Regular"\n'))
+    dovecot.append(sample("20-regular-human.eml"))
+    dovecot.append(sample("05-zabbix-problem.eml"))
+    big = (b"From: someone@example.org\r\nSubject: huge\r\nMessage-ID: <big@example.org>\r\n\r\n"
+           + b"x" * 10_000 + b"\r\n")
+    dovecot.append(big)
+    bridge = Bridge(load_settings(config))
+    try:
+        assert await bridge.run_once() == 0
+    finally:
+        await bridge.close()
+    assert dovecot.count("INBOX") == 0
+    assert dovecot.count("Regular") == 1 and dovecot.count("Quarantine") == 1
+    assert dovecot.count("Processed") == 1  # the alert stays where staging put it
+    got = sorted(o for o, _ in outcomes(tmp_path / "mailbridge.db").values())
+    assert got == ["created", "quarantined", "regular"]

@@ -62,6 +62,7 @@ def backoff(attempts: int, retry_after: float | None = None, cap: float = RETRY_
 class Delivery:
     def __init__(self, store: AsyncStore, settings: Settings, *, psa: Any = None,
                  smtp: Any = None, webhooks: dict[str, Any] | None = None,
+                 mailboxes: dict[str, Any] | None = None,
                  runtime: Any = None, clock: Callable[[], float] = time.time,
                  new_id: Callable[[], str] = new_correlation_id):
         self.store = store
@@ -69,6 +70,7 @@ class Delivery:
         self.psa = psa
         self.smtp = smtp
         self.webhooks = webhooks or {}
+        self.mailboxes = mailboxes or {}  # IMAP sources by name, for outcome-based moves
         self.runtime = runtime
         self.clock = clock
         self.new_id = new_id
@@ -88,7 +90,7 @@ class Delivery:
         self.wake.set()
 
     def _kinds(self) -> tuple[str, ...]:
-        kinds = ["smtp", "webhook"]
+        kinds = ["smtp", "webhook", "imap"]
         if self.psa is not None and (self.psa_refused is None
                                      or self.clock() >= self._psa_recheck_at):
             kinds.append("psa")
@@ -138,6 +140,8 @@ class Delivery:
                 await self._smtp(row)
             elif row.kind == "webhook":
                 await self._webhook(row)
+            elif row.kind == "imap":
+                await self._imap(row)
             else:
                 await self.store.outbox_dead(row.id, f"unknown outbox kind {row.kind!r}")
         except Exception as exc:  # a bug or an unexpected peer answer: count it, never loop
@@ -354,6 +358,9 @@ class Delivery:
                                            p.get("text", ""), from_address)
         return msg
 
+    async def _imap(self, row: OutboxRow) -> None:
+        await _refile(self, row)
+
     # -- webhooks -----------------------------------------------------------------------------
 
     async def _webhook(self, row: OutboxRow) -> None:
@@ -379,3 +386,25 @@ def _call(obj: Any, name: str, *args: Any) -> None:
     fn = getattr(obj, name, None)
     if callable(fn):
         fn(*args)
+
+
+async def _refile(delivery: Delivery, row: OutboxRow) -> None:
+    source = delivery.mailboxes.get(str(row.payload.get("source")))
+    folder = str(row.payload.get("folder"))
+    if source is None:
+        await delivery.store.outbox_dead(row.id, f"no IMAP source {row.payload.get('source')!r}")
+        return
+    rows = await delivery.store.query("SELECT message_id FROM messages WHERE id=?",
+                                      [row.message_ref])
+    message_id = rows[0]["message_id"] if rows else None
+    if not message_id:
+        await delivery.store.outbox_done(row.id, {"moved": 0, "why": "no Message-ID"})
+        return
+    try:
+        moved = await source.refile(message_id, folder)
+    except Exception as exc:  # IMAP down: try again later, like any other delivery
+        await delivery._retry(row, backoff(row.attempts), f"IMAP move: {exc}")
+        return
+    await delivery.store.event("refiled", row.message_ref, None, None, folder=folder,
+                               moved=moved)
+    await delivery.store.outbox_done(row.id, {"moved": moved, "folder": folder})

@@ -171,6 +171,24 @@ class ImapSource:
             await conn.logout()
         return out
 
+    async def refile(self, message_id: str, folder: str) -> int:
+        """Outcome-based second move (regular mail, quarantine): find the message in the
+        processed folder by its Message-ID and move it to `folder` (created if missing).
+        Uses a connection of its own, so the main one can stay in IDLE. Returns how many
+        messages moved (0: not there any more, e.g. a person moved it already)."""
+        s = self.settings
+        conn = ImapConnection(s, self._tokens)
+        try:
+            await conn.open()
+            await conn.ensure_folder(folder)
+            await conn.select(s.processed_folder)
+            uids = await conn.search_message_id(message_id)
+            if uids:
+                await conn.move(uids, folder)
+            return len(uids)
+        finally:
+            await conn.logout()
+
     async def close(self) -> None:
         await self._drop(graceful=True)
 

@@ -336,6 +336,14 @@ class ImapConnection:
                                    "UID SEARCH")
         return sorted(set(P.parse_search(resp.lines)))
 
+    async def search_message_id(self, message_id: str) -> list[int]:
+        """UIDs of the selected folder's messages with this Message-ID header."""
+        quoted = '"' + message_id.replace("\\", "").replace('"', "") + '"'
+        resp = await self._checked(self.proto.search("HEADER", "Message-ID", quoted,
+                                                     charset=None, by_uid=True),
+                                   "UID SEARCH HEADER Message-ID")
+        return sorted(set(P.parse_search(resp.lines)))
+
     async def fetch(self, uids: list[int], items: str, expected_bytes: int = 0) -> list[P.FetchRecord]:
         proto = self.proto
         # No per-command timer (timeout=None): aioimaplib re-arms it with call_later for every

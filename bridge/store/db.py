@@ -431,7 +431,7 @@ class Store:
 
         Only the oldest unfinished row of a key may go, so an UPDATE never overtakes its OPEN,
         across retries and restarts alike."""
-        kinds = kinds or ("psa", "webhook", "smtp")
+        kinds = kinds or ("psa", "webhook", "smtp", "imap")
         marks = ",".join("?" * len(kinds))
         with self.write() as conn:
             rows = conn.execute(
