@@ -294,3 +294,22 @@ async def test_regular_and_quarantined_mail_move_on_by_outcome(tmp_path, dovecot
     assert dovecot.count("Processed") == 1  # the alert stays where staging put it
     got = sorted(o for o, _ in outcomes(tmp_path / "mailbridge.db").values())
     assert got == ["created", "quarantined", "regular"]
+
+
+async def test_several_mailboxes_in_one_config(tmp_path, dovecot, psa_sim):
+    second = imap_section(dovecot, poll_interval=300.0, folder="INBOX.Backups",
+                          processed_folder="INBOX.Backups-done").replace(
+        'name = "alerts"', 'name = "backups"')
+    config = write_config(tmp_path, psa_sim,
+                          imap=imap_section(dovecot, poll_interval=300.0) + second)
+    dovecot.append(sample("05-zabbix-problem.eml"))
+    dovecot.append(sample("09-veeam-failed.eml"), folder="INBOX.Backups")
+    async with Running(config) as r:
+        assert [s.name for s in r.bridge.sources] == ["imap:alerts", "imap:backups"]
+        await until(lambda: len(psa_sim.tickets()) == 2, what="a ticket from each mailbox")
+    assert dovecot.count("INBOX.Backups") == 0 and dovecot.count("INBOX.Backups-done") == 1
+    from bridge.store import Store
+
+    s = Store(tmp_path / "mailbridge.db")
+    assert sorted(row["source"] for row in s.query("SELECT source FROM messages")) == \
+        ["imap:alerts", "imap:backups"]

@@ -157,6 +157,10 @@ class Store:
                         "SELECT id FROM messages WHERE sha256=? AND message_id IS ?",
                         (sha, mid)).fetchone()
                 if existing is not None:
+                    # Seen again (re-delivery, a crash before the source was told, a UIDVALIDITY
+                    # reset): recorded, acknowledged, not processed twice.
+                    self._event(conn, "received-again", existing[0], None, None,
+                                {"source": msg.source, "source_uid": msg.source_uid})
                     results.append(StageResult(existing[0], True))
                     continue
                 cur = conn.execute(
