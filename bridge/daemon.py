@@ -30,6 +30,7 @@ log = logging.getLogger("mailbridge.daemon")
 
 EXIT_OK, EXIT_PENDING, EXIT_STARTUP = 0, 3, 2
 HEARTBEAT_KEY = "daemon_heartbeat"
+READY_GRACE = 45.0  # seconds; below the unit's TimeoutStartSec=90
 
 
 class Bridge:
@@ -141,6 +142,10 @@ class Bridge:
 
         if not self.sources:
             sdnotify.ready()
+        # A mailbox that is down at boot must not fail the unit's start (systemd would kill
+        # and restart it in a loop): after a grace period mailbridge says READY anyway —
+        # staging from the other sources, the pipe and the outbox work — and names what waits.
+        loop.call_later(READY_GRACE, self._ready_anyway, ready_sources, needs_ready)
         tasks = [asyncio.ensure_future(s.run(intake_stop, ready_for(getattr(s, "name", str(i)))))
                  for i, s in enumerate(self.sources)]
         delivery_stop = asyncio.Event()
@@ -161,6 +166,14 @@ class Bridge:
         await self.store.release_claims(self.worker)
         await self.close()
         return EXIT_OK
+
+    def _ready_anyway(self, ready: set[str], needed: set[str]) -> None:
+        missing = sorted(needed - ready)
+        if missing:
+            sdnotify.ready()
+            sdnotify.status(f"running; not connected yet: {', '.join(missing)}")
+            log.warning("not connected after %.0f s: %s (retrying in the background)",
+                        READY_GRACE, ", ".join(missing))
 
     async def _process_loop(self, stop: asyncio.Event) -> None:
         assert self._stage_signal is not None
