@@ -313,3 +313,39 @@ async def test_several_mailboxes_in_one_config(tmp_path, dovecot, psa_sim):
     s = Store(tmp_path / "mailbridge.db")
     assert sorted(row["source"] for row in s.query("SELECT source FROM messages")) == \
         ["imap:alerts", "imap:backups"]
+
+
+def test_systemd_notify_ready_status_watchdog_and_stopping(tmp_path, dovecot, psa_sim):
+    import socket
+
+    config = write_config(tmp_path, psa_sim, imap=imap_section(dovecot, poll_interval=300.0))
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="2000000")
+    proc = subprocess.Popen([MAILBRIDGE, "run", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    got: list[str] = []
+
+    def receive_until(word: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(word in g for g in got):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {word} in {got}")
+            try:
+                got.append(sock.recv(4096).decode())
+            except socket.timeout:
+                pass  # polling the socket until the datagram arrives
+
+    try:
+        receive_until("READY=1")
+        receive_until("STATUS=")
+        receive_until("WATCHDOG=1")  # pinged from the main loop (every WATCHDOG_USEC/2)
+        proc.send_signal(signal.SIGTERM)
+        receive_until("STOPPING=1")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
