@@ -282,7 +282,7 @@ def prune(store: Store, retention_days: float, correlation_retention_days: float
           now: float | None = None) -> dict[str, int]:
     """Apply the retention; returns how many rows each step touched.
 
-    - raw bytes of finished messages staged before the cut-off are set NULL (the row, its
+    - raw bytes of finished messages staged before the cut-off are deleted (the row, its
       outcome and reason stay: the audit outlives the evidence);
     - events before the cut-off are deleted;
     - delivered (done) outbox rows before the cut-off are deleted (dead rows wait for the admin);
@@ -292,9 +292,9 @@ def prune(store: Store, retention_days: float, correlation_retention_days: float
     cut = now - retention_days * 86400
     corr_cut = now - (correlation_retention_days or retention_days) * 86400
     steps = {
-        "raw_cleared": ("UPDATE messages SET raw=NULL WHERE id IN (SELECT id FROM messages"
-                        " WHERE raw IS NOT NULL AND state='done' AND staged_at < ? LIMIT ?)",
-                        cut),
+        "raw_cleared": ("DELETE FROM raw_messages WHERE message_ref IN (SELECT m.id FROM"
+                        " messages m JOIN raw_messages r ON r.message_ref = m.id"
+                        " WHERE m.state='done' AND m.staged_at < ? LIMIT ?)", cut),
         "events_deleted": ("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ?"
                            " LIMIT ?)", cut),
         "outbox_deleted": ("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE"

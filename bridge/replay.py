@@ -20,7 +20,8 @@ def replay(settings: Settings, message_id: int, echo: Callable[[str], None] = pr
         bridge = Bridge(settings)
         try:
             row = bridge.sync_store.query(
-                "SELECT state, outcome, raw IS NOT NULL AS has_raw FROM messages WHERE id=?",
+                "SELECT state, outcome, EXISTS (SELECT 1 FROM raw_messages WHERE message_ref=id)"
+                " AS has_raw FROM messages WHERE id=?",
                 [message_id])
             if not row:
                 echo(f"no message {message_id}")

@@ -215,7 +215,10 @@ def _message_rows(store: Store, where: str, params: Sequence[Any], limit: int,
     # substr() reads only the head of the blob: a 50 MB message costs 16 KiB here.
     rows = store.query(
         f"SELECT id, source, arrived_at, staged_at, updated_at, size, state, outcome, reason,"
-        f" rule, alert_key, oversize, raw IS NULL AS pruned, substr(raw, 1, {HEAD_BYTES}) AS head"
+        f" rule, alert_key, oversize,"
+        f" NOT EXISTS (SELECT 1 FROM raw_messages r WHERE r.message_ref = messages.id) AS pruned,"
+        f" (SELECT substr(r.raw, 1, {HEAD_BYTES}) FROM raw_messages r"
+        f"  WHERE r.message_ref = messages.id) AS head"
         f" FROM messages WHERE {where} ORDER BY id DESC LIMIT ?", [*params, limit])
     red = _r(redactor)
     for row in rows:
@@ -261,7 +264,7 @@ def quarantine_show(store: Store, message_id: int, redactor: Redactor | None = N
     if not rows:
         return None
     red = _r(redactor)
-    raw = store.scalar("SELECT raw FROM messages WHERE id=?", (message_id,))
+    raw = store.scalar("SELECT raw FROM raw_messages WHERE message_ref=?", (message_id,))
     out = rows[0]
     out["headers"] = [(n, red.redact(v)) for n, v in read_headers(raw)]
     out["parts"] = _parts(raw, red, max_chars) if raw else []

@@ -109,8 +109,8 @@ class Staging:
 
     async def rows(self) -> list[dict[str, Any]]:
         return await self.store.query(
-            "SELECT source, source_uid, arrived_at, message_id, raw, oversize, size"
-            " FROM messages ORDER BY id")
+            "SELECT source, source_uid, arrived_at, message_id, r.raw, oversize, size"
+            " FROM messages m JOIN raw_messages r ON r.message_ref = m.id ORDER BY m.id")
 
     async def count(self) -> int:
         return int(await self.store.scalar("SELECT count(*) FROM messages"))

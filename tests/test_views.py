@@ -261,7 +261,7 @@ def test_prune_drops_old_raw_and_events_and_keeps_outcomes(tmp_path):
     counts = prune(store, retention_days=30, correlation_retention_days=30, now=later)
     # Raw bytes go only for finished messages; the staged and pending ones keep theirs.
     assert counts["raw_cleared"] == 5
-    kept = {r["id"] for r in store.query("SELECT id FROM messages WHERE raw IS NOT NULL")}
+    kept = {r["id"] for r in store.query("SELECT message_ref AS id FROM raw_messages")}
     assert kept == {f.ids["staged"], f.ids["pending"]}
     assert store.scalar("SELECT count(*) FROM messages") == 7
     assert store.scalar("SELECT outcome FROM messages WHERE id=?", (f.ids["created"],)) == "created"

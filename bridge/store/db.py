@@ -165,11 +165,13 @@ class Store:
                     continue
                 cur = conn.execute(
                     "INSERT INTO messages (source, source_uid, arrived_at, staged_at, message_id,"
-                    " sha256, size, raw, state, updated_at, oversize)"
-                    " VALUES (?,?,?,?,?,?,?,?,'staged',?,?)",
+                    " sha256, size, state, updated_at, oversize)"
+                    " VALUES (?,?,?,?,?,?,?,'staged',?,?)",
                     (msg.source, msg.source_uid, msg.arrived_at, now, mid, sha, len(msg.raw),
-                     msg.raw, now, msg.oversize))
+                     now, msg.oversize))
                 mid_id = int(cur.lastrowid)
+                conn.execute("INSERT INTO raw_messages (message_ref, raw) VALUES (?, ?)",
+                             (mid_id, msg.raw))
                 self._event(conn, "staged", mid_id, None, None,
                             {"source": msg.source, "source_uid": msg.source_uid,
                              "size": len(msg.raw), "message_id": mid})
@@ -193,10 +195,13 @@ class Store:
                 f"UPDATE messages SET state='processing', claimed_by=?, claimed_at=?,"
                 f" updated_at=? WHERE id IN (SELECT id FROM messages WHERE {where}"
                 f" ORDER BY arrived_at, id LIMIT ?)"
-                f" RETURNING id, source, source_uid, arrived_at, raw, oversize",
+                f" RETURNING id, source, source_uid, arrived_at, oversize",
                 [worker, now, now, *params, limit]).fetchall()
+            raws = dict(conn.execute(
+                f"SELECT message_ref, raw FROM raw_messages WHERE message_ref IN"
+                f" ({','.join('?' * len(rows)) or 'NULL'})", [r[0] for r in rows]).fetchall())
         rows.sort(key=lambda r: (r[3], r[0]))
-        return [StagedRow(r[0], r[1], r[2], r[3], r[4] or b"", r[5]) for r in rows]
+        return [StagedRow(r[0], r[1], r[2], r[3], raws.get(r[0]) or b"", r[4]) for r in rows]
 
     def release_claims(self, worker: str) -> None:
         """Give back messages this worker claimed but did not finish (shutdown)."""
@@ -579,14 +584,15 @@ class Store:
     def forget_raw(self, message_ref: int) -> bool:
         """`quarantine delete`: the raw bytes go, the row and its outcome stay (audit)."""
         with self.write() as conn:
-            n = conn.execute("UPDATE messages SET raw=NULL, updated_at=? WHERE id=? AND"
-                             " outcome='quarantined'", (self.clock(), message_ref)).rowcount
+            n = conn.execute("DELETE FROM raw_messages WHERE message_ref=? AND message_ref IN"
+                             " (SELECT id FROM messages WHERE outcome='quarantined')",
+                             (message_ref,)).rowcount
             if n:
                 self._event(conn, "quarantine-delete", message_ref, None, None, {})
         return bool(n)
 
     def message_raw(self, message_ref: int) -> bytes | None:
-        return self.scalar("SELECT raw FROM messages WHERE id=?", (message_ref,))
+        return self.scalar("SELECT raw FROM raw_messages WHERE message_ref=?", (message_ref,))
 
     def message_arrived_at(self, message_ref: int | None) -> float:
         value = self.scalar("SELECT arrived_at FROM messages WHERE id=?", (message_ref,))

@@ -110,4 +110,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX storm_members_account ON storm_members(account_id, joined_at);
     CREATE INDEX correlations_account ON correlations(account_id, opened_at);
     """,
+    # 4: raw bytes in a table of their own, written once and never updated: SQLite rewrites a
+    # whole row on every UPDATE, so a 50 MB message in `messages` was copied at each state
+    # change (claim, decision, outcome).
+    """
+    CREATE TABLE raw_messages (
+        message_ref INTEGER PRIMARY KEY REFERENCES messages(id),
+        raw         BLOB NOT NULL
+    );
+    INSERT INTO raw_messages (message_ref, raw) SELECT id, raw FROM messages WHERE raw IS NOT NULL;
+    ALTER TABLE messages DROP COLUMN raw;
+    """,
 ]
