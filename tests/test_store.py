@@ -117,3 +117,14 @@ def test_backup_is_a_usable_copy(tmp_path):
     s.stage(RawMessage(RAW, "pipe", None, 1.0))
     s.backup(tmp_path / "copy.db")
     assert Store(tmp_path / "copy.db").scalar("SELECT count(*) FROM messages") == 1
+
+
+def test_big_messages_round_trip_through_blob_io(tmp_path):
+    s = Store(tmp_path / "db")
+    big = b"Message-ID: <big@x>\r\n\r\n" + bytes(range(256)) * 20_000  # ~5 MB, every byte value
+    small = RAW
+    ids = [s.stage(RawMessage(big, "pipe", None, 1.0)).id,
+           s.stage(RawMessage(small, "pipe", None, 2.0)).id]
+    rows = s.claim_staged("w", limit=5)
+    assert [r.raw for r in rows] == [big, small]
+    assert s.message_raw(ids[0]) == big
