@@ -29,6 +29,33 @@ RETRY_CAP = 15 * 60.0    # longest wait between two attempts of a temporary fail
 HOLD_DELAY = 5 * 60.0    # 409: the partner may re-enable the integration; ask slowly
 AUTH_RECHECK = 10 * 60.0 # credentials refused: try again now and then even without a reload
 
+class Writes:
+    """The store writes one delivery causes, recorded and then applied in one transaction
+    on the store's thread (a call used to cost four or five separate commits)."""
+
+    WRITE_OPS = frozenset({"event", "outbox_done", "outbox_dead", "outbox_retry",
+                           "set_outcome", "confirm_correlation", "close_correlation",
+                           "void_correlation"})
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name not in self.WRITE_OPS:
+            raise AttributeError(name)
+
+        def record(*args: Any, **kwargs: Any) -> None:
+            self.ops.append((name, args, kwargs))
+        return record
+
+    def apply(self, store: Any) -> None:
+        if not self.ops:
+            return
+        with store.write():
+            for name, args, kwargs in self.ops:
+                getattr(store, name)(*args, **kwargs)
+
+
 PSA_OUTCOME = {"created": "created", "updated": "appended", "closed": "resolved",
                "suppressed": "suppressed"}
 
@@ -99,19 +126,38 @@ class Delivery:
     # -- loops --------------------------------------------------------------------------------
 
     async def drain(self) -> int:
-        """Send everything that is due now; return how many rows were attempted."""
-        total = 0
+        """Send everything that is due now; return how many rows were attempted.
+
+        A sliding window: up to `psa.concurrency` calls are in flight at any time, and a free
+        slot is refilled as soon as a call ends (the next row of that key may be due now).
+        Replies to XML transactions wait until the window is empty, so they report the
+        results of the calls sent in the same pass."""
         limit = self.settings.psa.concurrency
-        while True:
-            rows = await self.store.claim_outbox(self.clock(), limit, self._kinds())
-            if not rows:
-                return total
-            total += len(rows)
-            # Replies to XML transactions go after the calls of the same pass, so they can
-            # report those calls' results without waiting for another pass.
-            replies = [r for r in rows if r.kind == "smtp" and r.payload.get("type") == "reply"]
-            await asyncio.gather(*(self.deliver(r) for r in rows if r not in replies))
-            await asyncio.gather(*(self.deliver(r) for r in replies))
+        running: set[asyncio.Task[None]] = set()
+        replies: list[OutboxRow] = []
+        total = 0
+        try:
+            while True:
+                rows: list[OutboxRow] = []
+                if len(running) < limit:
+                    rows = await self.store.claim_outbox(self.clock(), limit - len(running),
+                                                         self._kinds())
+                    total += len(rows)
+                    for row in rows:
+                        if row.kind == "smtp" and row.payload.get("type") == "reply":
+                            replies.append(row)
+                        else:
+                            running.add(asyncio.ensure_future(self.deliver(row)))
+                if running:
+                    _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                elif replies:
+                    await asyncio.gather(*(self.deliver(r) for r in replies))
+                    replies.clear()
+                elif not rows:
+                    return total
+        finally:
+            if running:  # cancelled (shutdown): let the calls in flight end, up to the caller
+                await asyncio.gather(*running, return_exceptions=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.store.reclaim_in_flight()
@@ -133,47 +179,50 @@ class Delivery:
     # -- one row ------------------------------------------------------------------------------
 
     async def deliver(self, row: OutboxRow) -> None:
+        # Everything a row's result changes is written in one transaction at the end.
+        tx = Writes()
         try:
             if row.kind == "psa":
-                await self._psa(row)
+                await self._psa(tx, row)
             elif row.kind == "smtp":
-                await self._smtp(row)
+                await self._smtp(tx, row)
             elif row.kind == "webhook":
-                await self._webhook(row)
+                await self._webhook(tx, row)
             elif row.kind == "imap":
-                await self._imap(row)
+                await self._imap(tx, row)
             else:
-                await self.store.outbox_dead(row.id, f"unknown outbox kind {row.kind!r}")
+                tx.outbox_dead(row.id, f"unknown outbox kind {row.kind!r}")
         except Exception as exc:  # a bug or an unexpected peer answer: count it, never loop
             log.exception("outbox row %s crashed", row.id)
             reason = f"{type(exc).__name__}: {exc}"
+            tx = Writes()  # nothing half-done is written
             if row.attempts >= CRASH_LIMIT:
-                await self._dead(row, f"delivery crashed {row.attempts} times; last: {reason}")
+                self._dead(tx, row, f"delivery crashed {row.attempts} times; last: {reason}")
             else:
-                await self.store.outbox_retry(row.id, self.clock() + backoff(row.attempts),
-                                              reason)
+                tx.outbox_retry(row.id, self.clock() + backoff(row.attempts), reason)
+        await self.store.run(tx.apply, self.store.store)
 
-    async def _dead(self, row: OutboxRow, reason: str) -> None:
-        await self.store.outbox_dead(row.id, reason)
-        await self.store.set_outcome(row.message_ref, "failed", reason)
-        await self.store.event("dead", row.message_ref, row.ordering_key, "failed",
+    def _dead(self, tx: Writes, row: OutboxRow, reason: str) -> None:
+        tx.outbox_dead(row.id, reason)
+        tx.set_outcome(row.message_ref, "failed", reason)
+        tx.event("dead", row.message_ref, row.ordering_key, "failed",
                                outbox=row.id, reason=reason)
 
-    async def _retry(self, row: OutboxRow, wait: float, error: str) -> None:
-        await self.store.outbox_retry(row.id, self.clock() + wait, error)
-        await self.store.event("retry", row.message_ref, row.ordering_key, None,
+    def _retry(self, tx: Writes, row: OutboxRow, wait: float, error: str) -> None:
+        tx.outbox_retry(row.id, self.clock() + wait, error)
+        tx.event("retry", row.message_ref, row.ordering_key, None,
                                outbox=row.id, attempt=row.attempts, wait=round(wait, 1),
                                error=error)
 
     # -- the PSA ------------------------------------------------------------------------------
 
-    async def _psa(self, row: OutboxRow) -> None:
+    async def _psa(self, tx: Writes, row: OutboxRow) -> None:
         action, cid = row.action or "OPEN", row.correlation_id
         if action in ("UPDATE", "RESOLVED") and cid:
             if await self.store.correlation_state(cid) == "void":
                 # The create never made a ticket (suppressed, refused, or gone since).
                 if action == "RESOLVED":
-                    await self._settle(row, "nothing-to-resolve",
+                    self._settle(tx, row, "nothing-to-resolve",
                                        "the ticket this would resolve was never created")
                     return
                 row = await self._as_create(row)
@@ -182,7 +231,7 @@ class Delivery:
         result = await self.psa.sync(
             action, with_occurrences(row, self.settings.psa.summary_max_chars), cid)
         duration = time.monotonic() - started
-        await self.store.event(
+        tx.event(
             "sent", row.message_ref, row.ordering_key, result.verdict, outbox=row.id,
             action=action, correlation_id=cid, attempt=row.attempts,
             http_status=result.http_status, message=result.message,
@@ -191,31 +240,32 @@ class Delivery:
         verdict = result.verdict
         if verdict == "created":
             if cid:
-                await self.store.confirm_correlation(cid, result.correlation_id)
-            await self._settle(row, "created", f"ticket {result.correlation_id or cid} created")
+                tx.confirm_correlation(cid, result.correlation_id)
+            self._settle(tx, row, "created", f"ticket {result.correlation_id or cid} created")
         elif verdict == "updated" and action == "OPEN":
             # The partner's de-duplication appended our create to an existing ticket.
             if cid:
-                cid = await self.store.confirm_correlation(cid, result.correlation_id)
-            await self._settle(row, "appended",
+                tx.confirm_correlation(cid, result.correlation_id)
+                cid = result.correlation_id or cid
+            self._settle(tx, row, "appended",
                                f"the PSA de-duplicated it into ticket {cid}")
         elif verdict in ("updated", "closed"):
             if verdict == "closed" and cid:  # a held resolve closes its correlation only now
-                await self.store.close_correlation(cid)
-            await self._settle(row, PSA_OUTCOME[verdict],
+                tx.close_correlation(cid)
+            self._settle(tx, row, PSA_OUTCOME[verdict],
                                f"ticket {cid} {'updated' if verdict == 'updated' else 'closed'}")
         elif verdict == "suppressed":
             if action == "OPEN" and cid:
-                await self.store.void_correlation(cid, "create suppressed by the PSA's rules")
-            await self._settle(row, "suppressed",
+                tx.void_correlation(cid, "create suppressed by the PSA's rules")
+            self._settle(tx, row, "suppressed",
                                f"the PSA suppressed it: {result.message or 'no ticket'}")
         elif verdict == "not_found":
-            await self._not_found(row, action, cid, result)
+            await self._not_found(tx, row, action, cid, result)
         elif verdict == "rejected":  # 400/422…: the PSA will never accept this payload
-            await self._fail(row, f"the PSA rejected the call: HTTP {result.http_status}"
+            self._fail(tx, row, f"the PSA rejected the call: HTTP {result.http_status}"
                                   f" {result.message}")
         elif verdict == "conflict":
-            await self._retry(row, backoff(0, result.retry_after or HOLD_DELAY, cap=3600),
+            self._retry(tx, row, backoff(0, result.retry_after or HOLD_DELAY, cap=3600),
                               f"held: 409 {result.message} (integration inactive or alerting"
                               " disabled; retrying slowly)")
         elif verdict == "auth":
@@ -226,36 +276,36 @@ class Delivery:
             log.error("the PSA refused mailbridge's credentials (%s); sending stopped until"
                       " the credentials are reloaded (systemctl reload mailbridge)",
                       self.psa_refused)
-            await self.store.outbox_retry(row.id, self.clock() + AUTH_RECHECK,
+            tx.outbox_retry(row.id, self.clock() + AUTH_RECHECK,
                                           f"credentials refused: {self.psa_refused}")
         else:  # transient: 429, 5xx, timeouts, connection errors
-            await self._retry(row, backoff(row.attempts, result.retry_after),
+            self._retry(tx, row, backoff(row.attempts, result.retry_after),
                               f"temporary: {result.http_status or ''} {result.message}".strip())
 
-    async def _not_found(self, row: OutboxRow, action: str, cid: str | None,
-                         result: Any) -> None:
+    async def _not_found(self, tx: Writes, row: OutboxRow, action: str,
+                         cid: str | None, result: Any) -> None:
         cause = result.message or "OemNotFoundException"
         if action == "OPEN" or not cid:
             if cid:
-                await self.store.void_correlation(cid, f"create refused: {cause}")
-            await self._fail(row, f"404 from the PSA: {cause}")
+                tx.void_correlation(cid, f"create refused: {cause}")
+            self._fail(tx, row, f"404 from the PSA: {cause}")
             return
         # The 404 does not say which cause: the client has asked whether the ticket itself
         # still exists (GET …/alert/{correlationId}).
         gone = getattr(result, "ticket_gone", None)
         if gone is None:
-            await self._retry(row, backoff(row.attempts),
+            self._retry(tx, row, backoff(row.attempts),
                               "404 on update; ticket lookup failed, will ask again")
         elif not gone:
-            await self._fail(row, f"404 from the PSA although the ticket exists: {cause}")
+            self._fail(tx, row, f"404 from the PSA although the ticket exists: {cause}")
         else:
-            await self.store.void_correlation(cid, "the PSA no longer has this ticket")
+            tx.void_correlation(cid, "the PSA no longer has this ticket")
             if action == "RESOLVED":
-                await self._settle(row, "nothing-to-resolve",
+                self._settle(tx, row, "nothing-to-resolve",
                                    f"ticket {cid} no longer exists at the PSA")
             else:
                 await self._as_create(row)
-                await self.store.outbox_retry(row.id, self.clock(),
+                tx.outbox_retry(row.id, self.clock(),
                                               f"ticket {cid} gone at the PSA: creating anew")
 
     async def _as_create(self, row: OutboxRow) -> OutboxRow:
@@ -270,13 +320,13 @@ class Delivery:
         return replace(row, action="UPDATE",
                        correlation_id=current.correlation_id if current else new_cid)
 
-    async def _settle(self, row: OutboxRow, outcome: str, reason: str) -> None:
-        await self.store.outbox_done(row.id, {"outcome": outcome, "reason": reason})
-        await self.store.set_outcome(row.message_ref, outcome, reason)
+    def _settle(self, tx: Writes, row: OutboxRow, outcome: str, reason: str) -> None:
+        tx.outbox_done(row.id, {"outcome": outcome, "reason": reason})
+        tx.set_outcome(row.message_ref, outcome, reason)
 
-    async def _fail(self, row: OutboxRow, reason: str) -> None:
-        await self.store.outbox_dead(row.id, reason)
-        await self.store.set_outcome(row.message_ref, "failed", reason)
+    def _fail(self, tx: Writes, row: OutboxRow, reason: str) -> None:
+        tx.outbox_dead(row.id, reason)
+        tx.set_outcome(row.message_ref, "failed", reason)
 
     def _observe(self, verdict: str, duration: float) -> None:
         try:
@@ -288,9 +338,9 @@ class Delivery:
 
     # -- mail ---------------------------------------------------------------------------------
 
-    async def _smtp(self, row: OutboxRow) -> None:
+    async def _smtp(self, tx: Writes, row: OutboxRow) -> None:
         if self.smtp is None:
-            await self._retry(row, HOLD_DELAY, "no SMTP server configured")
+            self._retry(tx, row, HOLD_DELAY, "no SMTP server configured")
             return
         from bridge.deliver import smtp as mail
 
@@ -305,31 +355,31 @@ class Delivery:
                 now = self.clock()
                 waits = [r["next_attempt_at"] if r["state"] == "pending" else now + 1.0
                          for r in rows.values() if r["state"] in ("pending", "in_flight")]
-                await self.store.outbox_retry(row.id, max([now, *waits]),
+                tx.outbox_retry(row.id, max([now, *waits]),
                                               "waiting for the transaction's calls")
                 return
             row = replace(row, payload={**row.payload, "final": results})
         try:
             msg = await self._compose(row, mail)
         except mail.ComposeError as exc:  # e.g. a reply address from untrusted XML
-            await self.store.outbox_dead(row.id, f"cannot compose the mail: {exc}")
+            tx.outbox_dead(row.id, f"cannot compose the mail: {exc}")
             return
         result = await self.smtp.send(msg)
         p = row.payload
-        await self.store.event("mailed", row.message_ref, None, result.verdict, outbox=row.id,
+        tx.event("mailed", row.message_ref, None, result.verdict, outbox=row.id,
                                type=p.get("type"), to=p.get("to"), detail=result.detail)
         if result.verdict == "ok":
-            await self.store.outbox_done(row.id, {"sent_to": p.get("to")})
+            tx.outbox_done(row.id, {"sent_to": p.get("to")})
         elif getattr(result, "config_error", False):
             # Our SMTP settings are wrong (certificate, login): hold everything, do not
             # dead-letter every message one by one; the admin fixes the config and reloads.
             if self.runtime is not None:
                 _call(self.runtime, "smtp_problem", result.detail)
-            await self._retry(row, HOLD_DELAY, f"SMTP configuration problem: {result.detail}")
+            self._retry(tx, row, HOLD_DELAY, f"SMTP configuration problem: {result.detail}")
         elif result.verdict == "permanent":
-            await self.store.outbox_dead(row.id, f"SMTP refused: {result.detail}")
+            tx.outbox_dead(row.id, f"SMTP refused: {result.detail}")
         else:
-            await self._retry(row, backoff(row.attempts), f"SMTP: {result.detail}")
+            self._retry(tx, row, backoff(row.attempts), f"SMTP: {result.detail}")
 
     async def _compose(self, row: OutboxRow, mail: Any) -> Any:
         p = row.payload
@@ -358,28 +408,28 @@ class Delivery:
                                            p.get("text", ""), from_address)
         return msg
 
-    async def _imap(self, row: OutboxRow) -> None:
-        await _refile(self, row)
+    async def _imap(self, tx: Writes, row: OutboxRow) -> None:
+        await _refile(self, tx, row)
 
     # -- webhooks -----------------------------------------------------------------------------
 
-    async def _webhook(self, row: OutboxRow) -> None:
+    async def _webhook(self, tx: Writes, row: OutboxRow) -> None:
         name = str(row.payload.get("target", ""))
         target = self.webhooks.get(name)
         if target is None:
-            await self.store.outbox_dead(row.id, f"no webhook target named {name!r}")
+            tx.outbox_dead(row.id, f"no webhook target named {name!r}")
             return
         fields = dict(row.payload.get("fields", {}))
         result = await target.send(fields)
-        await self.store.event("webhook", row.message_ref, row.ordering_key, result.verdict,
+        tx.event("webhook", row.message_ref, row.ordering_key, result.verdict,
                                outbox=row.id, target=name, status=result.status,
                                detail=result.detail)
         if result.verdict == "ok":
-            await self.store.outbox_done(row.id, {"status": result.status})
+            tx.outbox_done(row.id, {"status": result.status})
         elif result.verdict == "permanent":
-            await self.store.outbox_dead(row.id, f"webhook {name}: {result.detail}")
+            tx.outbox_dead(row.id, f"webhook {name}: {result.detail}")
         else:
-            await self._retry(row, backoff(row.attempts), f"webhook {name}: {result.detail}")
+            self._retry(tx, row, backoff(row.attempts), f"webhook {name}: {result.detail}")
 
 
 def _call(obj: Any, name: str, *args: Any) -> None:
@@ -388,23 +438,23 @@ def _call(obj: Any, name: str, *args: Any) -> None:
         fn(*args)
 
 
-async def _refile(delivery: Delivery, row: OutboxRow) -> None:
+async def _refile(delivery: Delivery, tx: Writes, row: OutboxRow) -> None:
     source = delivery.mailboxes.get(str(row.payload.get("source")))
     folder = str(row.payload.get("folder"))
     if source is None:
-        await delivery.store.outbox_dead(row.id, f"no IMAP source {row.payload.get('source')!r}")
+        tx.outbox_dead(row.id, f"no IMAP source {row.payload.get('source')!r}")
         return
     rows = await delivery.store.query("SELECT message_id FROM messages WHERE id=?",
                                       [row.message_ref])
     message_id = rows[0]["message_id"] if rows else None
     if not message_id:
-        await delivery.store.outbox_done(row.id, {"moved": 0, "why": "no Message-ID"})
+        tx.outbox_done(row.id, {"moved": 0, "why": "no Message-ID"})
         return
     try:
         moved = await source.refile(message_id, folder)
     except Exception as exc:  # IMAP down: try again later, like any other delivery
-        await delivery._retry(row, backoff(row.attempts), f"IMAP move: {exc}")
+        delivery._retry(tx, row, backoff(row.attempts), f"IMAP move: {exc}")
         return
-    await delivery.store.event("refiled", row.message_ref, None, None, folder=folder,
+    tx.event("refiled", row.message_ref, None, None, folder=folder,
                                moved=moved)
-    await delivery.store.outbox_done(row.id, {"moved": moved, "folder": folder})
+    tx.outbox_done(row.id, {"moved": moved, "folder": folder})
