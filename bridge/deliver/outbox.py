@@ -11,6 +11,7 @@ repeatedly goes `dead` with the reason instead of blocking its key for ever.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
@@ -134,20 +135,25 @@ class Delivery:
         results of the calls sent in the same pass."""
         limit = self.settings.psa.concurrency
         running: set[asyncio.Task[None]] = set()
+        ready: collections.deque[OutboxRow] = collections.deque()
         replies: list[OutboxRow] = []
         total = 0
         try:
             while True:
                 rows: list[OutboxRow] = []
-                if len(running) < limit:
-                    rows = await self.store.claim_outbox(self.clock(), limit - len(running),
-                                                         self._kinds())
+                if len(ready) < limit:
+                    # Claim ahead (rows claimed are in flight: a crash hands them back at
+                    # start-up), so one claim transaction serves many calls.
+                    rows = await self.store.claim_outbox(
+                        self.clock(), 2 * limit - len(ready) - len(running), self._kinds())
                     total += len(rows)
                     for row in rows:
                         if row.kind == "smtp" and row.payload.get("type") == "reply":
                             replies.append(row)
                         else:
-                            running.add(asyncio.ensure_future(self.deliver(row)))
+                            ready.append(row)
+                while ready and len(running) < limit:
+                    running.add(asyncio.ensure_future(self.deliver(ready.popleft())))
                 if running:
                     _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 elif replies:
@@ -158,6 +164,10 @@ class Delivery:
         finally:
             if running:  # cancelled (shutdown): let the calls in flight end, up to the caller
                 await asyncio.gather(*running, return_exceptions=True)
+            # Rows claimed ahead but not started stay in flight in the store; start-up (or
+            # the next `reclaim_in_flight`) hands them back. Hand them back now if we can.
+            if ready or replies:
+                await self.store.release_outbox([r.id for r in [*ready, *replies]])
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.store.reclaim_in_flight()
@@ -219,7 +229,7 @@ class Delivery:
     async def _psa(self, tx: Writes, row: OutboxRow) -> None:
         action, cid = row.action or "OPEN", row.correlation_id
         if action in ("UPDATE", "RESOLVED") and cid:
-            if await self.store.correlation_state(cid) == "void":
+            if row.correlation_state == "void":
                 # The create never made a ticket (suppressed, refused, or gone since).
                 if action == "RESOLVED":
                     self._settle(tx, row, "nothing-to-resolve",

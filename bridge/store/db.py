@@ -46,6 +46,7 @@ class OutboxRow:
     occurrences: int = 1
     first_arrived_at: float | None = None
     last_arrived_at: float | None = None
+    correlation_state: str | None = None  # of correlation_id, read with the claim
 
 
 @dataclass(frozen=True)
@@ -476,7 +477,8 @@ class Store:
             rows = conn.execute(
                 f"SELECT o.id, o.kind, o.ordering_key, o.message_ref, o.action,"
                 f" o.correlation_id, o.payload, o.attempts, o.occurrences, o.first_arrived_at,"
-                f" o.last_arrived_at FROM outbox o"
+                f" o.last_arrived_at, (SELECT c.state FROM correlations c"
+                f"   WHERE c.correlation_id = o.correlation_id) FROM outbox o"
                 f" WHERE o.state='pending' AND o.next_attempt_at <= ? AND o.kind IN ({marks})"
                 f" AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.ordering_key=o.ordering_key"
                 f"   AND p.kind=o.kind AND p.id < o.id AND p.state IN ('pending','in_flight'))"
@@ -489,7 +491,7 @@ class Store:
                 conn.execute("UPDATE outbox SET state='in_flight', attempts=attempts+1,"
                              " updated_at=? WHERE id=?", (now, r[0]))
                 taken.append(OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]),
-                                       r[7] + 1, r[8], r[9], r[10]))
+                                       r[7] + 1, r[8], r[9], r[10], r[11]))
         return taken
 
     def reclaim_in_flight(self) -> int:
@@ -498,6 +500,12 @@ class Store:
         with self.write() as conn:
             return conn.execute("UPDATE outbox SET state='pending' WHERE state='in_flight'"
                                 ).rowcount
+
+    def release_outbox(self, row_ids: list[int]) -> None:
+        """Rows claimed but never tried go back to pending, their attempt not counted."""
+        with self.write() as conn:
+            conn.executemany("UPDATE outbox SET state='pending', attempts=attempts-1 WHERE id=?"
+                             " AND state='in_flight'", [(i,) for i in row_ids])
 
     def outbox_done(self, row_id: int, result: dict[str, Any]) -> None:
         with self.write() as conn:

@@ -121,4 +121,11 @@ MIGRATIONS: list[str] = [
     INSERT INTO raw_messages (message_ref, raw) SELECT id, raw FROM messages WHERE raw IS NOT NULL;
     ALTER TABLE messages DROP COLUMN raw;
     """,
+    # 5: partial indexes over unfinished outbox rows only, so claiming the head row of each
+    # alert key never walks the delivered history of a busy key.
+    """
+    CREATE INDEX outbox_pending_due ON outbox(next_attempt_at, id) WHERE state = 'pending';
+    CREATE INDEX outbox_unfinished_key ON outbox(ordering_key, kind, id)
+        WHERE state IN ('pending', 'in_flight');
+    """,
 ]
