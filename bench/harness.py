@@ -38,7 +38,7 @@ from tests.helpers import write_config  # noqa: E402
 class BenchSettings:
     """The knobs a benchmark run sets in mailbridge's config (reported with the figures)."""
 
-    concurrency: int = 16          # [psa] concurrency (default 4)
+    concurrency: int = 64          # [psa] concurrency (default 4)
     rate_limit: float = 2000.0     # [psa] rate_limit, requests/s (default 10)
     storm: dict[str, Any] = field(default_factory=dict)   # [storm] overrides
     imap: dict[str, Any] = field(default_factory=dict)    # [[imap]] overrides

@@ -179,10 +179,15 @@ class PsaClient:
         # One single-connection client per concurrent slot, handed out through a queue: the
         # slot limit and the connection are the same thing. (httpx's shared pool checks every
         # pooled connection with a poll() on each request — a third of the client's CPU.)
-        self._all_clients = [http] * settings.concurrency if http is not None else [
-            httpx.AsyncClient(timeout=settings.timeout,
-                              limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
-            for _ in range(settings.concurrency)]
+        if http is not None:
+            self._all_clients = [http] * settings.concurrency
+        else:
+            tls = httpx.create_ssl_context()  # one context for all: each costs ~1 MB and a CA load
+            self._all_clients = [
+                httpx.AsyncClient(timeout=settings.timeout, verify=tls,
+                                  limits=httpx.Limits(max_connections=1,
+                                                      max_keepalive_connections=1))
+                for _ in range(settings.concurrency)]
         self._clients: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
         for client in self._all_clients:
             self._clients.put_nowait(client)

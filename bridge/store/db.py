@@ -87,6 +87,10 @@ class Store:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
+        # A bigger page cache than SQLite's 2 MB default: the outbox, correlation and event
+        # indexes of a busy day stay in memory (measured on the backlog benchmark).
+        conn.execute("PRAGMA cache_size=-32768")
+        conn.execute("PRAGMA temp_store=MEMORY")
         self._migrate()
 
     # -- plumbing -----------------------------------------------------------------------------
