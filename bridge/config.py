@@ -171,9 +171,9 @@ class RoutingSettings(Section):
 class StormSettings(Section):
     coalesce_window: float = Field(300.0, ge=0)
     resolve_delay: float = Field(0.0, ge=0)
-    account_cap: int = Field(20, ge=1)
+    account_cap: int = Field(10, ge=1)
     account_window: float = Field(60.0, gt=0)
-    global_cap: int = Field(200, ge=1)
+    global_cap: int = Field(100, ge=1)
     storm_product_group: str | None = None
     storm_alert_type: str | None = None
     reopen: Literal["new", "append"] = "new"

@@ -10,7 +10,8 @@ The rules, in the order they apply:
    is treated as new.
 2. A key grouped into a storm ticket appends to that ticket; its recovery is noted there, and
    the storm ticket resolves when the last grouped key has recovered. A storm append lists at
-   most `STORM_LINES_PER_APPEND` alerts, so that it is never cut at the summary limit.
+   most `STORM_APPEND_CHARS` characters of alert lines, so it is never cut at the summary
+   limit.
 3. RESOLVED: nothing open -> `nothing-to-resolve`; a resolve already waiting -> folded; else a
    RESOLVED call, held `resolve_delay` seconds (flap damping).
 4. OPEN/UPDATE with a resolve waiting -> the resolve is cancelled (a flap) and this occurrence
@@ -35,7 +36,10 @@ from bridge.models import Alert, AlertContext, CorrelationView, Decision, Outbox
 # `psa.summary_max_chars` (default 8000). So one append takes at most this many lines of at most
 # this many characters (6.4k), and the next grouped alert starts a new append: a 500-alert storm
 # is listed in full over a dozen appends instead of being cut off after the first hundred.
-STORM_LINES_PER_APPEND = 40
+# A storm append lists its alerts up to this many characters of summary, so the list fits
+# the default 8000-character summary limit with room for the occurrence note; the next alert
+# starts the next append. Lines are cut at STORM_LINE_CHARS.
+STORM_APPEND_CHARS = 7000
 STORM_LINE_CHARS = 160
 
 DEFAULT_POLICY = StormSettings(coalesce_window=0.0, resolve_delay=0.0, account_cap=10**9,
@@ -208,7 +212,8 @@ def _storm_append(alert: Alert, ctx: AlertContext, policy: StormSettings,
     key, skey = alert.alert_key, storm.alert_key
     pending = ctx.storm_pending_update
     join_id = storm.correlation_id if join else None
-    if pending is not None and pending.occurrences < STORM_LINES_PER_APPEND and \
+    if pending is not None and \
+            pending.summary_chars + len(line) + 1 <= STORM_APPEND_CHARS and \
             ctx.arrived_at - pending.first_arrived_at <= \
             max(policy.coalesce_window, policy.account_window):
         return Decision(outcome=Outcome.COALESCED, alert_key=key, fold_into=pending.row_id,

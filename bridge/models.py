@@ -207,6 +207,7 @@ class PendingCall:
     occurrences: int
     due_at: float
     message_ref: int | None = None
+    summary_chars: int = 0  # length of its summary so far (a storm append's list grows)
 
 
 @dataclass(frozen=True)

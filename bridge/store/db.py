@@ -417,12 +417,14 @@ class Store:
 
     def _pending(self, key: str, action: str) -> PendingCall | None:
         r = self.conn.execute(
-            "SELECT id, action, first_arrived_at, occurrences, next_attempt_at, message_ref"
+            "SELECT id, action, first_arrived_at, occurrences, next_attempt_at, message_ref,"
+            " length(json_extract(payload, '$.summary'))"
             " FROM outbox WHERE kind='psa' AND ordering_key=? AND action=? AND state='pending'"
             " ORDER BY id DESC LIMIT 1", (key, action)).fetchone()
         if r is None:
             return None
-        return PendingCall(r[0], r[1], r[2] if r[2] is not None else 0.0, r[3], r[4], r[5])
+        return PendingCall(r[0], r[1], r[2] if r[2] is not None else 0.0, r[3], r[4], r[5],
+                           r[6] or 0)
 
     def _correlation_view(self, cid: str) -> CorrelationView | None:
         r = self.conn.execute("SELECT alert_key, correlation_id, opened_at, occurrences FROM"
