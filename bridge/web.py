@@ -227,7 +227,12 @@ async def serve(app: ASGIApp, host: str, port: int, stop: asyncio.Event,
     OSError at once (uvicorn would call sys.exit inside the loop). `on_listening` gets the
     bound port (useful with port 0)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say TCP; without it
+    # each response waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
     bound = sock.getsockname()[1]
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                             proxy_headers=False, server_header=False,
