@@ -61,7 +61,7 @@ def run(n: int = 10_000, latency_ms: int = 20, bs: BenchSettings | None = None,
         "child_cpu_s": child.cpu_s, "simulator_cpu_s": child.host_cpu_s, "calls": len(calls),
         "calls_by_status": _count(c.get("incidentStatus") for c in calls),
         "tickets": len(tickets), "outcomes": summary["outcomes"], "phases": phases,
-        "settings": bs.describe(), "latency_ms": latency_ms,
+        "settings": bs.describe(), "concurrency": bs.concurrency, "latency_ms": latency_ms,
         "mix": _count(m.kind for m in mails),
     }
 
@@ -79,7 +79,7 @@ if __name__ == "__main__":
 
     p = argparse.ArgumentParser()
     p.add_argument("-n", type=int, default=10_000)
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=BenchSettings().concurrency)
     p.add_argument("--latency", type=int, default=20)
     a = p.parse_args()
     print(json.dumps(run(a.n, a.latency, BenchSettings(concurrency=a.concurrency)), indent=2))
