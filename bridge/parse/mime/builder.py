@@ -1,0 +1,231 @@
+"""Assembling the `ParsedMessage` from the header block and the walker's leaves.
+
+`_Builder` reads each field on its own guard (one broken field must not lose the others):
+headers with encoded-words decoded where that is safe, sender, recipients, date, and the body
+— inline text/plain parts joined, else the first text/html part through html2text — together
+with the ATES tokens of every inline text part, the XML transaction candidates (re-encoded to
+UTF-8 when the MIME charset says so) and the attachments, big ones listed without their data.
+Its `finish` bounds the defects and sets `parse_error` only when nothing usable came out.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+
+import html2text
+
+from bridge.models import Attachment, AtesToken, ParsedMessage
+from bridge.parse.ates import find_tokens
+from bridge.parse.mime.charsets import _codec, decode_text, decode_words
+from bridge.parse.mime.headers import (
+    _CONTROL,
+    _addresses,
+    _decodes_words,
+    _fold,
+    _header_text,
+    _mime_info,
+    _read_headers,
+)
+from bridge.parse.mime.limits import MimeLimits
+from bridge.parse.mime.walker import _decode_part, _Leaf, _too_big, _Walker
+
+# -- assembling the ParsedMessage --------------------------------------------------------------
+
+_XML_START = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t\r\n]*<(?:\?xml|[A-Za-z_])")
+_XML_DECL_ENCODING = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t\r\n]*<\?xml[^>]{0,200}?encoding\s*=", re.I)
+_XML_TYPES = {"text/xml", "application/xml"}
+_HTML_META_CHARSET = re.compile(
+    rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9._:-]{1,40})""", re.I)
+_ANY_CHARSET = re.compile(rb"""(?i)charset\s*=\s*["']?([A-Za-z0-9._:-]{1,40})""")
+_MESSAGE_ID = re.compile(r"<[^<>\s]{1,990}>")
+
+
+def _html_to_text(html: str) -> str:
+    converter = html2text.HTML2Text()
+    converter.body_width = 0  # no re-wrapping: rules match phrases that must stay on one line
+    converter.ignore_images = True
+    converter.ignore_emphasis = True
+    converter.unicode_snob = True
+    return converter.handle(html).strip()
+
+
+def _strip_leading_space(data: bytes) -> bytes:
+    if data.startswith(b"\xef\xbb\xbf"):
+        return b"\xef\xbb\xbf" + data[3:].lstrip(b" \t\r\n")
+    return data.lstrip(b" \t\r\n")
+
+
+def _is_xml_leaf(leaf: _Leaf) -> bool:
+    return (leaf.ctype in _XML_TYPES or leaf.ctype.endswith("+xml")
+            or (leaf.filename or "").lower().endswith(".xml"))
+
+
+def _xml_bytes(data: bytes, charset: str | None) -> bytes:
+    """XML without its own encoding declaration takes the MIME charset: re-encode to UTF-8."""
+    codec = _codec(charset)
+    if codec in (None, "utf-8", "ascii") or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data
+    if _XML_DECL_ENCODING.match(data):
+        return data
+    return data.decode(codec, "replace").encode("utf-8")
+
+
+class _Builder:
+    """Gathers the fields of one ParsedMessage; each step is guarded on its own."""
+
+    def __init__(self, raw: bytes, limits: MimeLimits) -> None:
+        self.raw = raw
+        self.limits = limits
+        self.defects: list[str] = []
+        self.fields: dict[str, object] = {}
+
+    def guarded(self, what: str, step) -> None:  # type: ignore[no-untyped-def]
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - one broken field must not lose the others
+            self.defects.append(f"could not read {what}: {type(exc).__name__}")
+
+    def build(self) -> ParsedMessage:
+        self.top = _read_headers(self.raw, 0, len(self.raw), self.limits, True, self.defects)
+        self.hint = _mime_info(self.top.first(b"content-type"), None, "text/plain").charset
+        if self.hint is None:
+            # Raw 8-bit headers (corpus mail015/046) are usually in the charset of the first
+            # text part; a multipart's own Content-Type has none.
+            found = _ANY_CHARSET.search(self.raw, 0, 65536)
+            self.hint = found.group(1).decode("ascii") if found else None
+        self.guarded("headers", self.headers)
+        self.guarded("From", self.sender)
+        self.guarded("recipients", self.recipients)
+        self.guarded("Date", self.date)
+        self.guarded("body", self.body)
+        return self.finish()
+
+    def text_of(self, name: bytes) -> str | None:
+        value = self.top.first(name)
+        return None if value is None else _header_text(value, self.hint)
+
+    def headers(self) -> None:
+        table: dict[str, list[str]] = {}
+        for name, value in self.top.fields:
+            key = name.decode("ascii", "replace")
+            text = _header_text(value, self.hint)
+            text = _fold(decode_words(text)) if _decodes_words(key) else _CONTROL.sub(" ", text).strip()
+            table.setdefault(key, []).append(text)
+        # A plain dict, not a read-only proxy: dataclasses.asdict, copy and pickle must work.
+        self.fields["headers"] = {k: tuple(v) for k, v in table.items()}
+        subject = table.get("subject")
+        self.fields["subject"] = subject[0] if subject else ""
+        message_id = table.get("message-id")
+        if message_id and message_id[0]:
+            bracketed = _MESSAGE_ID.search(message_id[0])
+            self.fields["message_id"] = bracketed.group(0) if bracketed else message_id[0][:998]
+
+    def sender(self) -> None:
+        value = self.text_of(b"from")
+        if value is None:
+            return
+        pairs = _addresses(value)
+        if not pairs:
+            self.defects.append("From has no address")
+            return
+        if len(pairs) > 1:
+            self.defects.append("From names several addresses; the first is used")
+        name, address = pairs[0]
+        self.fields["sender"] = address
+        self.fields["sender_name"] = _fold(decode_words(name))
+
+    def recipients(self) -> None:
+        found: dict[str, None] = {}
+        for header in (b"to", b"cc"):
+            for name, value in self.top.fields:
+                if name == header:
+                    for _, address in _addresses(_header_text(value, self.hint)):
+                        if address and len(found) < self.limits.max_recipients:
+                            found[address] = None
+        self.fields["recipients"] = tuple(found)
+
+    def date(self) -> None:
+        value = self.text_of(b"date")
+        if value is None:
+            return
+        try:
+            parsed = parsedate_to_datetime(_fold(value))
+        except Exception:  # noqa: BLE001 - ValueError, TypeError, OverflowError in the wild
+            parsed = None
+        if parsed is None:
+            self.defects.append("invalid Date header")
+            return
+        if parsed.tzinfo is None:  # "-0000": UTC, local zone unknown (RFC 5322 §3.3)
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        self.fields["date"] = parsed
+
+    def body(self) -> None:
+        walker = _Walker(self.raw, self.limits, self.defects)
+        walker.entity(self.top, len(self.raw), 0, "text/plain", True)
+        limits = self.limits
+        plain: list[str] = []
+        html: list[str] = []
+        tokens: list[AtesToken] = []
+        xml_parts: list[bytes] = []
+        attachments: list[Attachment] = []
+        for leaf in walker.leaves:
+            is_text = leaf.ctype in ("text/plain", "text/html") and not leaf.attachment
+            if is_text:
+                data, cut = _decode_part(self.raw, leaf, limits.max_text_bytes, self.defects)
+                if cut:
+                    self.defects.append(f"{leaf.ctype} part cut at {limits.max_text_bytes} bytes")
+                charset = leaf.charset
+                if leaf.ctype == "text/html" and not charset:
+                    meta = _HTML_META_CHARSET.search(data[:4096])
+                    charset = meta.group(1).decode("ascii") if meta else None
+                text, defect = decode_text(data, charset)
+                if defect:
+                    self.defects.append(defect)
+                text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+                tokens.extend(find_tokens(text))
+                if leaf.body_candidate:
+                    (plain if leaf.ctype == "text/plain" else html).append(text)
+                if leaf.ctype == "text/plain" and leaf.body_candidate and _XML_START.match(data):
+                    # Mail bodies often start with a blank line; an XML declaration may not.
+                    xml_parts.append(_xml_bytes(_strip_leading_space(data), leaf.charset))
+                continue
+            if _is_xml_leaf(leaf):
+                data, cut = _decode_part(self.raw, leaf, limits.max_xml_bytes + 1, self.defects)
+                if cut:
+                    self.defects.append(f"XML part cut at {limits.max_xml_bytes + 1} bytes")
+                data = _xml_bytes(data, leaf.charset)
+                xml_parts.append(data)
+                attachments.append(Attachment(leaf.filename, leaf.ctype, data))
+                continue
+            cut = _too_big(leaf, limits.max_attachment_bytes)
+            if not cut:
+                data, cut = _decode_part(self.raw, leaf, limits.max_attachment_bytes, self.defects)
+            if cut:
+                self.defects.append(
+                    f"attachment {leaf.filename or leaf.ctype!s:.60} not kept: over "
+                    f"{limits.max_attachment_bytes} bytes")
+                data = b""
+            attachments.append(Attachment(leaf.filename, leaf.ctype, data))
+        if plain:
+            self.fields["body"] = "\n\n".join(text.strip("\n") for text in plain)
+        elif html:
+            source = html[0]
+            if len(source) > limits.max_html_chars:
+                self.defects.append(f"HTML cut at {limits.max_html_chars} characters for conversion")
+                source = source[: limits.max_html_chars]
+            try:
+                self.fields["body"] = _html_to_text(source)
+            except Exception as exc:  # noqa: BLE001 - html2text on hostile markup
+                self.defects.append(f"HTML could not be converted: {type(exc).__name__}")
+        self.fields["ates"] = tuple(dict.fromkeys(tokens))  # the same token in text and HTML once
+        self.fields["xml_parts"] = tuple(xml_parts)
+        self.fields["attachments"] = tuple(attachments)
+
+    def finish(self) -> ParsedMessage:
+        defects = tuple(dict.fromkeys(self.defects))[: self.limits.max_defects]
+        usable = self.top.fields or self.fields.get("body") or self.fields.get("attachments") \
+            or self.fields.get("xml_parts")
+        error = None if usable else "no headers and no readable body"
+        return ParsedMessage(**self.fields, defects=defects, parse_error=error)  # type: ignore[arg-type]

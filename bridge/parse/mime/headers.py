@@ -1,0 +1,268 @@
+"""Header blocks and header values: unfolding, repairs, addresses and MIME parameters.
+
+`_read_headers` splits a header block off the raw bytes by offsets, repairing what real mail
+gets wrong (mbox `From ` lines, junk before the headers, lost indents, glued headers, a missing
+blank line). The rest turns header bytes into what the builder and the walker need: text
+(`_header_text`, `_fold`), whether encoded-words may be decoded in a header at all (never in
+address and trace headers, SPEC §3.7a), address lists (`_addresses`: a regex fast path, else
+`getaddresses` with encoded-words hidden) and Content-Type/Disposition parameters (`_mime_info`:
+a regex fast path, else a compat32 `Message` for RFC 2231 and odd quoting).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.message import Message
+from email.utils import getaddresses
+
+from bridge.parse.mime.charsets import _ENCODED_WORD, decode_text
+from bridge.parse.mime.limits import MimeLimits
+
+# -- header blocks -----------------------------------------------------------------------------
+
+_HEADER_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+# Two headers glued on one line ("Date: … +0200Received: from …", corpus mail107). Only
+# looked for in headers whose grammar cannot legitimately contain "Name: ".
+_GLUED = re.compile(rb"(?<=[0-9)>])([A-Z][A-Za-z0-9-]{1,40}):[ \t]")
+_GLUE_CHECKED = {b"date", b"received", b"message-id", b"mime-version", b"return-path",
+                 b"content-transfer-encoding", b"delivered-to"}
+
+
+@dataclass
+class _Headers:
+    fields: list[tuple[bytes, bytes]]  # (lower-case name, unfolded raw value)
+    body_start: int
+
+    def first(self, name: bytes) -> bytes | None:
+        for key, value in self.fields:
+            if key == name:
+                return value
+        return None
+
+
+def _read_headers(buf: bytes, start: int, end: int, limits: MimeLimits, top: bool,
+                  defects: list[str]) -> _Headers:
+    """Split a header block off buf[start:end], repairing what real mail gets wrong."""
+    lines: list[tuple[int, bytes]] = []  # (offset of the line, line without EOL)
+    pos = start
+    body_start = end
+    cap = min(end, start + limits.max_header_bytes)
+    while pos < end:
+        newline = buf.find(b"\n", pos, cap)
+        if newline < 0:
+            if cap < end:
+                defects.append("header block too large; rest read as body")
+                body_start = pos
+                break
+            newline = end - 1
+        line = buf[pos:newline + 1].rstrip(b"\r\n")
+        if not line:
+            body_start = newline + 1
+            break
+        lines.append((pos, line))
+        pos = newline + 1
+    else:
+        body_start = end
+
+    if top and lines and lines[0][1].startswith(b"From "):
+        lines.pop(0)  # mbox envelope line; not a header
+    if top and lines and not _HEADER_START.match(lines[0][1]):
+        # A line of junk before the headers (corpus mail068: "---- Original email message ----").
+        for skip in (1, 2, 3):
+            if skip < len(lines) and _HEADER_START.match(lines[skip][1]):
+                defects.append(f"skipped {skip} line(s) before the headers")
+                del lines[:skip]
+                break
+
+    kinds = [b"h" if _HEADER_START.match(line) else b"c" if line[:1] in b" \t" else b"s"
+             for _, line in lines]
+    last_header = max((i for i, k in enumerate(kinds) if k == b"h"), default=-1)
+    fields: list[tuple[bytes, bytearray]] = []
+    for i, (offset, line) in enumerate(lines):
+        kind = kinds[i]
+        if kind == b"h":
+            name, _, value = line.partition(b":")
+            fields.append((name.strip().lower(), bytearray(value.strip(b" \t"))))
+        elif fields and (kind == b"c" or i < last_header):
+            # A continuation, or a line without a colon while real headers still follow
+            # (mail054: base64 continuation lines missing their indent): fold it in.
+            if kind == b"s":
+                defects.append("header line without indent or colon joined to the previous one")
+            fields[-1][1].extend(b" " + line.strip(b" \t"))
+        else:
+            # No blank line between headers and body: the body starts here.
+            defects.append("no blank line between headers and body" if fields or not top
+                           else "no header block")
+            body_start = offset
+            break
+
+    repaired: list[tuple[bytes, bytes]] = []
+    for name, value in fields:
+        value = bytes(value)
+        while name in _GLUE_CHECKED and (glued := _GLUED.search(value)):
+            defects.append(f"two headers glued together in {name.decode('ascii', 'replace')}")
+            repaired.append((name, value[:glued.start()].rstrip()))
+            name = glued.group(1).lower()
+            value = value[glued.end():].strip()
+        repaired.append((name, value))
+    return _Headers(repaired, body_start)
+
+
+# -- header values -----------------------------------------------------------------------------
+
+# Headers whose encoded-words are left alone: addresses and trace/authentication data, where a
+# decoded encoded-word would be a spoofing vector (SPEC §3.7a), and MIME structure headers.
+_LITERAL_HEADERS = {"from", "sender", "reply-to", "to", "cc", "bcc", "return-path", "delivered-to",
+                    "received", "received-spf", "authentication-results", "dkim-signature",
+                    "domainkey-signature", "message-id", "in-reply-to", "references", "date",
+                    "mime-version", "list-id", "list-post", "list-unsubscribe", "errors-to",
+                    "disposition-notification-to"}
+_ADDRESSY_TOKENS = {"from", "to", "cc", "bcc", "sender", "recipient", "recipients", "address",
+                    "envelope", "original", "addr", "rcpt", "mailfrom"}
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_SPACES = re.compile(r"\s+")
+
+
+def _decodes_words(name: str) -> bool:
+    if name in _LITERAL_HEADERS or name.startswith(("content-", "arc-", "resent-", "list-")):
+        return False
+    return not _ADDRESSY_TOKENS.intersection(name.split("-"))
+
+
+def _header_text(value: bytes, hint: str | None) -> str:
+    """Header bytes to text: UTF-8 (RFC 6532), else the message's charset, else windows-1252."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    if hint:
+        text, defect = decode_text(value, hint)
+        if defect is None:
+            return text
+    return value.decode("cp1252", "replace")
+
+
+def _fold(text: str) -> str:
+    return _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
+
+
+# One address, no comments, no encoded-words, no backslashes: what almost every alert carries.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_SIMPLE_ADDRESS = re.compile(
+    r"[ \t]*(?:"
+    rf"""(?:([A-Za-z0-9!#$%&'*+/?^_`{{|}}~ \t.-]*?)|"([^"\\=]*)")[ \t]*<({_ADDR_SPEC})>"""  # Name <a@b>
+    rf"|({_ADDR_SPEC})"  # a@b
+    r")[ \t]*"
+)
+_PLACEHOLDER = re.compile("\ue000([0-9]+)\ue001")
+
+
+def _addresses(value: str) -> list[tuple[str, str]]:
+    """(display name still encoded, addr-spec lower-cased) pairs of an address header.
+
+    Encoded-words are swapped for opaque placeholders before `getaddresses` sees the value, so
+    a comma inside an encoded display name (corpus mail065) does not split the address, and an
+    encoded-word inside an addr-spec (mail117/118) comes back as the literal text it was:
+    never decoded (SPEC §3.7a).
+    """
+    simple = _SIMPLE_ADDRESS.fullmatch(value)
+    if simple:  # the common "Name <a@b>" or "a@b": 10x cheaper than getaddresses
+        name = simple.group(2) if simple.group(2) is not None else (simple.group(1) or "")
+        address = simple.group(3) or simple.group(4)
+        return [(" ".join(name.split()), address.lower())]
+    return _addresses_general(value)
+
+
+def _addresses_general(value: str) -> list[tuple[str, str]]:
+    words: list[str] = []
+
+    def hide(match: re.Match[str]) -> str:
+        words.append(match.group(0))
+        return f"\ue000{len(words) - 1}\ue001"
+
+    def show(text: str) -> str:
+        return _PLACEHOLDER.sub(lambda m: words[int(m.group(1))], text)
+
+    value = _CONTROL.sub(" ", value.replace("\ue000", "").replace("\ue001", ""))
+    hidden = _ENCODED_WORD.sub(hide, value)
+    pairs = []
+    for name, address in getaddresses([hidden]):
+        if name or address:
+            pairs.append((show(name), show(address).strip().lower()))
+    return pairs
+
+
+@dataclass(frozen=True)
+class _MimeInfo:
+    """What the walker needs from Content-Type and Content-Disposition."""
+
+    ctype: str
+    boundary: str | None
+    charset: str | None
+    filename: str | None  # raw: still Latin-1-read and possibly RFC 2047-encoded
+    disposition: str | None
+
+
+_TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"
+_SIMPLE_CTYPE = re.compile(rf"[ \t]*({_TOKEN})/({_TOKEN})[ \t]*")
+_SIMPLE_DISPOSITION = re.compile(rf"[ \t]*({_TOKEN})[ \t]*")
+_SIMPLE_PARAM = re.compile(rf"""[ \t]*;[ \t]*({_TOKEN})[ \t]*=[ \t]*(?:"([^"\\]*)"|([^;"\s]*))[ \t]*""")
+
+
+def _simple_params(value: str, head: re.Pattern[str]) -> tuple[str, dict[str, str]] | None:
+    """`type/sub; key=value; key="value"` without RFC 2231 or escapes; None for anything else."""
+    match = head.match(value)
+    if match is None:
+        return None
+    params: dict[str, str] = {}
+    pos = match.end()
+    while pos < len(value):
+        param = _SIMPLE_PARAM.match(value, pos)
+        if param is None:
+            if value[pos:].strip(" \t;"):
+                return None
+            break
+        quoted, bare = param.group(2), param.group(3)
+        params.setdefault(param.group(1).lower(), quoted if quoted is not None else bare)
+        pos = param.end()
+    return match.group(0).strip().lower(), params
+
+
+def _mime_info(content_type: bytes | None, disposition: bytes | None, default: str) -> _MimeInfo:
+    """Parse the two headers; a regex handles the common case, `email` the rest (RFC 2231)."""
+    # Latin-1 keeps every byte: boundaries must match the raw body byte for byte.
+    ct_text = content_type.decode("latin-1") if content_type is not None else None
+    cd_text = disposition.decode("latin-1") if disposition is not None else None
+    ct = _simple_params(ct_text, _SIMPLE_CTYPE) if ct_text is not None else (default, {})
+    cd = _simple_params(cd_text, _SIMPLE_DISPOSITION) if cd_text is not None else ("", {})
+    if ct is not None and cd is not None:
+        boundary = ct[1].get("boundary")
+        return _MimeInfo(ct[0], boundary.rstrip() if boundary is not None else None,
+                         ct[1].get("charset", "").lower() or None,
+                         cd[1].get("filename") or ct[1].get("name"), cd[0] or None)
+    msg = Message()  # compat32: RFC 2231 continuations and charsets, quoting, oddities
+    msg.set_default_type(default)
+    if ct_text is not None:
+        msg["Content-Type"] = ct_text
+    if cd_text is not None:
+        msg["Content-Disposition"] = cd_text
+
+    def attempt(getter, fallback):  # type: ignore[no-untyped-def]
+        try:
+            return getter()
+        except Exception:  # noqa: BLE001 - broken RFC 2231 parameters must not lose the part
+            return fallback
+
+    return _MimeInfo(attempt(msg.get_content_type, default), attempt(msg.get_boundary, None),
+                     attempt(msg.get_content_charset, None), attempt(msg.get_filename, None),
+                     attempt(msg.get_content_disposition, None))
+
+
+def _relatin(text: str) -> str:
+    """A parameter read as Latin-1 back to what its bytes meant (usually UTF-8)."""
+    try:
+        return _header_text(text.encode("latin-1"), None)
+    except UnicodeEncodeError:
+        return text  # already decoded through RFC 2231
