@@ -58,6 +58,18 @@ class Running:
         assert await asyncio.wait_for(self.task, 30) == 0
 
 
+def own_rules_config(tmp_path, psa_sim, dovecot) -> tuple[Path, Path]:
+    """A config whose rule directory is a copy the test may edit."""
+    import shutil
+
+    rules = tmp_path / "rules"
+    shutil.copytree(SAMPLES.parent / "rules", rules)
+    config = write_config(tmp_path, psa_sim, imap=imap_section(dovecot, poll_interval=300.0))
+    config.write_text(config.read_text().replace(str(SAMPLES.parent / "rules") + '"',
+                                                 str(rules) + '"'))
+    return rules, config
+
+
 def sample(name: str) -> bytes:
     return (SAMPLES / name).read_bytes()
 
@@ -166,13 +178,7 @@ def test_run_once_exit_codes(tmp_path, dovecot, psa_sim):
 
 def test_sigterm_stops_within_the_deadline_and_sighup_keeps_old_rules_when_broken(
         tmp_path, dovecot, psa_sim):
-    import shutil
-
-    rules = tmp_path / "rules"
-    shutil.copytree(SAMPLES.parent / "rules", rules)
-    config = write_config(tmp_path, psa_sim, imap=imap_section(dovecot, poll_interval=300.0))
-    config.write_text(config.read_text().replace(str(SAMPLES.parent / "rules") + '"',
-                                                 str(rules) + '"'))
+    rules, config = own_rules_config(tmp_path, psa_sim, dovecot)
     proc = subprocess.Popen([MAILBRIDGE, "run", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines: list[str] = []
@@ -212,13 +218,7 @@ def _poll(cond, what, timeout=30.0):
 
 async def test_rule_files_are_reloaded_when_they_change_and_a_bad_edit_is_refused(
         tmp_path, dovecot, psa_sim):
-    import shutil
-
-    rules = tmp_path / "rules"
-    shutil.copytree(SAMPLES.parent / "rules", rules)
-    config = write_config(tmp_path, psa_sim, imap=imap_section(dovecot, poll_interval=300.0))
-    config.write_text(config.read_text().replace(str(SAMPLES.parent / "rules") + '"',
-                                                 str(rules) + '"'))
+    rules, config = own_rules_config(tmp_path, psa_sim, dovecot)
     async with Running(config) as r:
         before = r.bridge.rules.ruleset.version
         zabbix = rules / "20-zabbix.toml"
