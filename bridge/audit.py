@@ -235,12 +235,23 @@ def _under_journal(stream: IO[str]) -> bool:
 _MARK = "_mailbridge_handler"
 
 
+def _quiet_retry_hook(details: Any) -> None:
+    """stamina logs every in-call retry at WARNING by default; the outbox already records
+    each failed attempt as a `retry` event, so these go to DEBUG, one short line each."""
+    logging.getLogger("mailbridge.retry").debug(
+        "retry %d of %s in %.1f s: %s", details.retry_num, details.name, details.wait_for,
+        details.caused_by)
+
+
 def setup_logging(settings: LogSettings, redactor: Redactor,
                   stream: IO[str] | None = None) -> logging.Handler:
     """Install one redacting handler on the root logger (replacing one installed before).
 
     Format "auto" is JSON under systemd's journal, human otherwise (the journal adds its own
     timestamp, the human format on a terminal has one)."""
+    import stamina.instrumentation
+
+    stamina.instrumentation.set_on_retry_hooks([_quiet_retry_hook])
     stream = stream or sys.stderr
     journal = _under_journal(stream)
     use_json = settings.format == "json" or (settings.format == "auto" and journal)

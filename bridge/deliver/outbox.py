@@ -216,13 +216,13 @@ class Delivery:
         tx.outbox_dead(row.id, reason)
         tx.set_outcome(row.message_ref, "failed", reason)
         tx.event("dead", row.message_ref, row.ordering_key, "failed",
-                               outbox=row.id, reason=reason)
+                 outbox=row.id, reason=reason)
 
     def _retry(self, tx: Writes, row: OutboxRow, wait: float, error: str) -> None:
         tx.outbox_retry(row.id, self.clock() + wait, error)
         tx.event("retry", row.message_ref, row.ordering_key, None,
-                               outbox=row.id, attempt=row.attempts, wait=round(wait, 1),
-                               error=error)
+                 outbox=row.id, attempt=row.attempts, wait=round(wait, 1),
+                 error=error)
 
     # -- the PSA ------------------------------------------------------------------------------
 
@@ -233,7 +233,7 @@ class Delivery:
                 # The create never made a ticket (suppressed, refused, or gone since).
                 if action == "RESOLVED":
                     self._settle(tx, row, "nothing-to-resolve",
-                                       "the ticket this would resolve was never created")
+                                 "the ticket this would resolve was never created")
                     return
                 row = await self._as_create(row)
                 action, cid = row.action or "OPEN", row.correlation_id
@@ -244,7 +244,7 @@ class Delivery:
         tx.event(
             "sent", row.message_ref, row.ordering_key, result.verdict, outbox=row.id,
             action=action, correlation_id=cid, attempt=row.attempts,
-            http_status=result.http_status, message=result.message,
+            http_status=result.http_status, message=result.message or result.detail,
             duration_ms=round(duration * 1000, 1), title=str(row.payload.get("title", ""))[:120])
         self._observe(result.verdict, duration)
         verdict = result.verdict
@@ -258,26 +258,26 @@ class Delivery:
                 tx.confirm_correlation(cid, result.correlation_id)
                 cid = result.correlation_id or cid
             self._settle(tx, row, "appended",
-                               f"the PSA de-duplicated it into ticket {cid}")
+                         f"the PSA de-duplicated it into ticket {cid}")
         elif verdict in ("updated", "closed"):
             if verdict == "closed" and cid:  # a held resolve closes its correlation only now
                 tx.close_correlation(cid)
             self._settle(tx, row, PSA_OUTCOME[verdict],
-                               f"ticket {cid} {'updated' if verdict == 'updated' else 'closed'}")
+                         f"ticket {cid} {'updated' if verdict == 'updated' else 'closed'}")
         elif verdict == "suppressed":
             if action == "OPEN" and cid:
                 tx.void_correlation(cid, "create suppressed by the PSA's rules")
             self._settle(tx, row, "suppressed",
-                               f"the PSA suppressed it: {result.message or 'no ticket'}")
+                         f"the PSA suppressed it: {result.message or 'no ticket'}")
         elif verdict == "not_found":
             await self._not_found(tx, row, action, cid, result)
         elif verdict == "rejected":  # 400/422…: the PSA will never accept this payload
             self._fail(tx, row, f"the PSA rejected the call: HTTP {result.http_status}"
-                                  f" {result.message}")
+                       f" {result.message}")
         elif verdict == "conflict":
             self._retry(tx, row, backoff(0, result.retry_after or HOLD_DELAY, cap=3600),
-                              f"held: 409 {result.message} (integration inactive or alerting"
-                              " disabled; retrying slowly)")
+                        f"held: 409 {result.message} (integration inactive or alerting"
+                        " disabled; retrying slowly)")
         elif verdict == "auth":
             self.psa_refused = f"HTTP {result.http_status}: {result.message}"
             self._psa_recheck_at = self.clock() + AUTH_RECHECK
@@ -287,10 +287,11 @@ class Delivery:
                       " the credentials are reloaded (systemctl reload mailbridge)",
                       self.psa_refused)
             tx.outbox_retry(row.id, self.clock() + AUTH_RECHECK,
-                                          f"credentials refused: {self.psa_refused}")
+                            f"credentials refused: {self.psa_refused}")
         else:  # transient: 429, 5xx, timeouts, connection errors
             self._retry(tx, row, backoff(row.attempts, result.retry_after),
-                              f"temporary: {result.http_status or ''} {result.message}".strip())
+                        f"temporary: {result.http_status or ''}"
+                        f" {result.message or result.detail}".replace("  ", " ").strip())
 
     async def _not_found(self, tx: Writes, row: OutboxRow, action: str,
                          cid: str | None, result: Any) -> None:
@@ -305,18 +306,18 @@ class Delivery:
         gone = getattr(result, "ticket_gone", None)
         if gone is None:
             self._retry(tx, row, backoff(row.attempts),
-                              "404 on update; ticket lookup failed, will ask again")
+                        "404 on update; ticket lookup failed, will ask again")
         elif not gone:
             self._fail(tx, row, f"404 from the PSA although the ticket exists: {cause}")
         else:
             tx.void_correlation(cid, "the PSA no longer has this ticket")
             if action == "RESOLVED":
                 self._settle(tx, row, "nothing-to-resolve",
-                                   f"ticket {cid} no longer exists at the PSA")
+                             f"ticket {cid} no longer exists at the PSA")
             else:
                 await self._as_create(row)
                 tx.outbox_retry(row.id, self.clock(),
-                                              f"ticket {cid} gone at the PSA: creating anew")
+                                f"ticket {cid} gone at the PSA: creating anew")
 
     async def _as_create(self, row: OutboxRow) -> OutboxRow:
         new_cid = self.new_id()
@@ -366,7 +367,7 @@ class Delivery:
                 waits = [r["next_attempt_at"] if r["state"] == "pending" else now + 1.0
                          for r in rows.values() if r["state"] in ("pending", "in_flight")]
                 tx.outbox_retry(row.id, max([now, *waits]),
-                                              "waiting for the transaction's calls")
+                                "waiting for the transaction's calls")
                 return
             row = replace(row, payload={**row.payload, "final": results})
         try:
@@ -377,7 +378,7 @@ class Delivery:
         result = await self.smtp.send(msg)
         p = row.payload
         tx.event("mailed", row.message_ref, None, result.verdict, outbox=row.id,
-                               type=p.get("type"), to=p.get("to"), detail=result.detail)
+                 type=p.get("type"), to=p.get("to"), detail=result.detail)
         if result.verdict == "ok":
             tx.outbox_done(row.id, {"sent_to": p.get("to")})
         elif getattr(result, "config_error", False):
@@ -432,8 +433,8 @@ class Delivery:
         fields = dict(row.payload.get("fields", {}))
         result = await target.send(fields)
         tx.event("webhook", row.message_ref, row.ordering_key, result.verdict,
-                               outbox=row.id, target=name, status=result.status,
-                               detail=result.detail)
+                 outbox=row.id, target=name, status=result.status,
+                 detail=result.detail)
         if result.verdict == "ok":
             tx.outbox_done(row.id, {"status": result.status})
         elif result.verdict == "permanent":
@@ -466,5 +467,5 @@ async def _refile(delivery: Delivery, tx: Writes, row: OutboxRow) -> None:
         delivery._retry(tx, row, backoff(row.attempts), f"IMAP move: {exc}")
         return
     tx.event("refiled", row.message_ref, None, None, folder=folder,
-                               moved=moved)
+             moved=moved)
     tx.outbox_done(row.id, {"moved": moved, "folder": folder})

@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -21,6 +22,10 @@ from bridge.models import (AlertContext, CorrelationView, Decision, OutboxItem, 
 from bridge.store.schema import MIGRATIONS
 
 T = TypeVar("T")
+events_log = logging.getLogger("mailbridge.events")
+# Events an administrator reading the log should not miss.
+TROUBLE_EVENTS = frozenset({"retry", "dead", "rules-reload-failed", "admin-alert",
+                            "correlation-void", "xml-reply-limited"})
 
 
 @dataclass(frozen=True)
@@ -671,10 +676,18 @@ class Store:
 
     def _event(self, conn: sqlite3.Connection, kind: str, message_ref: int | None,
                alert_key: str | None, outcome: str | None, detail: dict[str, Any]) -> None:
+        outcome = getattr(outcome, "value", outcome)  # an enum's plain value, never its repr
         text = self.redact(json.dumps(detail, default=str)) if detail else None
         conn.execute("INSERT INTO events (at, kind, message_ref, alert_key, outcome, detail)"
                      " VALUES (?,?,?,?,?,?)",
                      (self.clock(), kind, message_ref, alert_key, outcome, text))
+        # The same event, one log line (the log handler redacts again and formats it).
+        level = logging.WARNING if kind in TROUBLE_EVENTS else logging.INFO
+        if events_log.isEnabledFor(level):
+            extra = {k: v for k, v in (("message_ref", message_ref), ("alert_key", alert_key))
+                     if v is not None}
+            events_log.log(level, "%s%s %s", kind, f" -> {outcome}" if outcome else "",
+                           text or "", extra=extra)
 
     # -- maintenance --------------------------------------------------------------------------
 
