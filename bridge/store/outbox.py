@@ -1,0 +1,165 @@
+"""The outbox: calls to the PSA, webhooks and mail waiting to go out, one ordered queue per key.
+
+`OutboxMixin` is the part of `Store` that owns the `outbox` table: rows are enqueued with a
+decision, claimed head-of-key only (an UPDATE never overtakes its OPEN), settled as done, retried
+or dead, and inspected or requeued by the administrator. It relies on what `Store` provides:
+`conn`, `write()`, `clock`, `query`, `scalar`, `_event`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.models import OutboxItem
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    kind: str
+    ordering_key: str
+    message_ref: int | None
+    action: str | None
+    correlation_id: str | None
+    payload: dict[str, Any]
+    attempts: int
+    occurrences: int = 1
+    first_arrived_at: float | None = None
+    last_arrived_at: float | None = None
+    correlation_state: str | None = None  # of correlation_id, read with the claim
+
+
+class OutboxMixin:
+    """The outbox queue (mixed into `Store`)."""
+
+    # -- outbox -------------------------------------------------------------------------------
+
+    def enqueue(self, item: OutboxItem, message_ref: int | None, now: float | None = None,
+                arrived_at: float | None = None) -> int:
+        now = now or self.clock()
+        due = item.not_before if item.not_before is not None else now
+        with self.write() as conn:
+            cur = conn.execute(
+                "INSERT INTO outbox (kind, ordering_key, message_ref, action, correlation_id,"
+                " payload, next_attempt_at, created_at, updated_at, first_arrived_at,"
+                " last_arrived_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (item.kind, item.ordering_key, message_ref, item.action, item.correlation_id,
+                 json.dumps(item.payload), due, now, now, arrived_at, arrived_at))
+            row_id = int(cur.lastrowid)
+            self._event(conn, "queued", message_ref, item.ordering_key if item.kind != "smtp"
+                        else None, None, {"outbox": row_id, "kind": item.kind,
+                                          "action": item.action})
+        return row_id
+
+    def claim_outbox(self, now: float, limit: int, kinds: tuple[str, ...] | None = None,
+                     busy_keys: frozenset[str] = frozenset()) -> list[OutboxRow]:
+        """Take the head row of each ordering key that is due.
+
+        Only the oldest unfinished row of a key may go, so an UPDATE never overtakes its OPEN,
+        across retries and restarts alike."""
+        kinds = kinds or ("psa", "webhook", "smtp", "imap")
+        marks = ",".join("?" * len(kinds))
+        with self.write() as conn:
+            rows = conn.execute(
+                f"SELECT o.id, o.kind, o.ordering_key, o.message_ref, o.action,"
+                f" o.correlation_id, o.payload, o.attempts, o.occurrences, o.first_arrived_at,"
+                f" o.last_arrived_at, (SELECT c.state FROM correlations c"
+                f"   WHERE c.correlation_id = o.correlation_id) FROM outbox o"
+                f" WHERE o.state='pending' AND o.next_attempt_at <= ? AND o.kind IN ({marks})"
+                f" AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.ordering_key=o.ordering_key"
+                f"   AND p.kind=o.kind AND p.id < o.id AND p.state IN ('pending','in_flight'))"
+                f" ORDER BY o.next_attempt_at, o.id LIMIT ?",
+                [now, *kinds, limit + len(busy_keys)]).fetchall()
+            taken: list[OutboxRow] = []
+            for r in rows:
+                if r[2] in busy_keys or len(taken) >= limit:
+                    continue
+                conn.execute("UPDATE outbox SET state='in_flight', attempts=attempts+1,"
+                             " updated_at=? WHERE id=?", (now, r[0]))
+                taken.append(OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]),
+                                       r[7] + 1, r[8], r[9], r[10], r[11]))
+        return taken
+
+    def reclaim_in_flight(self) -> int:
+        """At start-up: rows left in flight by a crash go back to pending (they are re-sent
+        with the same correlationId, so a create that did succeed is not doubled)."""
+        with self.write() as conn:
+            return conn.execute("UPDATE outbox SET state='pending' WHERE state='in_flight'"
+                                ).rowcount
+
+    def release_outbox(self, row_ids: list[int]) -> None:
+        """Rows claimed but never tried go back to pending, their attempt not counted."""
+        with self.write() as conn:
+            conn.executemany("UPDATE outbox SET state='pending', attempts=attempts-1 WHERE id=?"
+                             " AND state='in_flight'", [(i,) for i in row_ids])
+
+    def outbox_done(self, row_id: int, result: dict[str, Any]) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE outbox SET state='done', result=?, last_error=NULL,"
+                         " updated_at=? WHERE id=?", (json.dumps(result), self.clock(), row_id))
+
+    def outbox_retry(self, row_id: int, next_at: float, error: str) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE outbox SET state='pending', next_attempt_at=?, last_error=?,"
+                         " updated_at=? WHERE id=?", (next_at, error, self.clock(), row_id))
+
+    def outbox_dead(self, row_id: int, reason: str) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE outbox SET state='dead', last_error=?, updated_at=?"
+                         " WHERE id=?", (reason, self.clock(), row_id))
+
+    def outbox_pending_count(self) -> int:
+        return int(self.scalar("SELECT count(*) FROM outbox WHERE state IN"
+                               " ('pending','in_flight')"))
+
+    def next_outbox_due(self) -> float | None:
+        return self.scalar("SELECT min(next_attempt_at) FROM outbox WHERE state='pending'")
+
+    def outbox_rows(self, states: tuple[str, ...] = ("pending", "in_flight", "dead"),
+                    limit: int = 500) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(states))
+        return self.query(f"SELECT id, kind, ordering_key, message_ref, action, correlation_id,"
+                          f" state, attempts, next_attempt_at, last_error, created_at"
+                          f" FROM outbox WHERE state IN ({marks}) ORDER BY id LIMIT ?",
+                          [*states, limit])
+
+    def outbox_requeue(self, row_id: int) -> bool:
+        """`mailbridge outbox retry`: a dead or waiting row goes out again now."""
+        with self.write() as conn:
+            n = conn.execute("UPDATE outbox SET state='pending', next_attempt_at=?, attempts=0,"
+                             " updated_at=? WHERE id=? AND state IN ('dead','pending')",
+                             (self.clock(), self.clock(), row_id)).rowcount
+            if n:
+                self._event(conn, "outbox-retry", None, None, None, {"outbox": row_id})
+        return bool(n)
+
+    def outbox_drop(self, row_id: int) -> bool:
+        """`mailbridge outbox drop`: the admin gives up on a row; its message ends failed."""
+        with self.write() as conn:
+            row = conn.execute("SELECT message_ref FROM outbox WHERE id=? AND state IN"
+                               " ('dead','pending')", (row_id,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("UPDATE outbox SET state='dead', last_error='dropped by the"
+                         " administrator', updated_at=? WHERE id=?", (self.clock(), row_id))
+            if row[0] is not None:
+                conn.execute("UPDATE messages SET state='done', outcome=coalesce(outcome,"
+                             " 'failed'), reason=coalesce(reason, '') || '; outbox row dropped"
+                             " by the administrator', updated_at=? WHERE id=? AND"
+                             " state='pending'", (self.clock(), row[0]))
+            self._event(conn, "outbox-drop", row[0], None, None, {"outbox": row_id})
+        return True
+
+    def recent_replies(self, to: str, since: float) -> int:
+        return int(self.scalar(
+            "SELECT count(*) FROM outbox WHERE kind='smtp' AND action='reply' AND created_at>?"
+            " AND json_extract(payload, '$.to')=?", (since, to)))
+
+    def outbox_results(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        marks = ",".join("?" * len(ids)) or "NULL"
+        rows = self.query(f"SELECT id, state, result, last_error, correlation_id,"
+                          f" next_attempt_at FROM outbox"
+                          f" WHERE id IN ({marks})", ids)
+        return {r["id"]: r for r in rows}
