@@ -5,7 +5,9 @@ unfinished row of a key), different keys go concurrently up to `psa.concurrency`
 result means is decided here, in one table-like `match` per target: permanent errors end the
 message's wait with an outcome, temporary ones reschedule the row with backoff and jitter, and
 nothing is ever dropped because a peer is down. A row whose delivery crashes the worker
-repeatedly goes `dead` with the reason instead of blocking its key for ever.
+repeatedly goes `dead` with the reason instead of blocking its key for ever. Here: the loops
+and the PSA; `Writes`, `with_occurrences`, `backoff` and the limits are in `settle`
+(re-exported), mail, webhooks and IMAP moves in `other_targets` (mixed in).
 """
 
 from __future__ import annotations
@@ -13,81 +15,24 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import random
 import time
 from dataclasses import replace
 from typing import Any, Callable
 
 from bridge.config import Settings
 from bridge.decide import new_correlation_id
-from bridge.deliver.psa import truncate
+from bridge.deliver.other_targets import OtherTargets
+from bridge.deliver.settle import (AUTH_RECHECK, CRASH_LIMIT, HOLD_DELAY, PSA_OUTCOME,
+                                   RETRY_CAP, Writes, backoff, with_occurrences)
 from bridge.store.db import AsyncStore, OutboxRow
+
+__all__ = ["AUTH_RECHECK", "CRASH_LIMIT", "HOLD_DELAY", "PSA_OUTCOME", "RETRY_CAP", "Delivery",
+           "Writes", "backoff", "with_occurrences"]
 
 log = logging.getLogger("mailbridge.outbox")
 
-CRASH_LIMIT = 5          # unexpected exceptions before a row goes dead
-RETRY_CAP = 15 * 60.0    # longest wait between two attempts of a temporary failure
-HOLD_DELAY = 5 * 60.0    # 409: the partner may re-enable the integration; ask slowly
-AUTH_RECHECK = 10 * 60.0 # credentials refused: try again now and then even without a reload
 
-class Writes:
-    """The store writes one delivery causes, recorded and then applied in one transaction
-    on the store's thread (a call used to cost four or five separate commits)."""
-
-    WRITE_OPS = frozenset({"event", "outbox_done", "outbox_dead", "outbox_retry",
-                           "set_outcome", "confirm_correlation", "close_correlation",
-                           "void_correlation"})
-
-    def __init__(self) -> None:
-        self.ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        if name not in self.WRITE_OPS:
-            raise AttributeError(name)
-
-        def record(*args: Any, **kwargs: Any) -> None:
-            self.ops.append((name, args, kwargs))
-        return record
-
-    def apply(self, store: Any) -> None:
-        if not self.ops:
-            return
-        with store.write():
-            for name, args, kwargs in self.ops:
-                getattr(store, name)(*args, **kwargs)
-
-
-PSA_OUTCOME = {"created": "created", "updated": "appended", "closed": "resolved",
-               "suppressed": "suppressed"}
-
-
-def with_occurrences(row: OutboxRow, limit: int | None = None) -> dict[str, Any]:
-    """The payload to send; an append that covers several occurrences says so.
-
-    The note goes at the end of the summary; when `limit` (the PSA client's summary length) is
-    given, the alert's own text is shortened instead, so the client's cut never drops the note."""
-    data = dict(row.payload)
-    if row.occurrences > 1 and row.first_arrived_at and row.last_arrived_at:
-        first = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.first_arrived_at))
-        last = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.last_arrived_at))
-        note = (f"\n\n[mailbridge] This update covers {row.occurrences} occurrences,"
-                f" first {first} UTC, last {last} UTC.")
-        summary = str(data.get("summary", ""))
-        if limit is not None and len(summary) + len(note) > limit:
-            summary = truncate(summary, max(limit - len(note), 1))
-        data["summary"] = summary + note
-    return data
-
-
-def backoff(attempts: int, retry_after: float | None = None, cap: float = RETRY_CAP) -> float:
-    """Seconds to wait: the server's Retry-After when given, else exponential with jitter."""
-    if retry_after is not None:
-        return min(max(retry_after, 0.0), cap)
-    base = min(cap, 2.0 ** min(attempts, 20))
-    return base * random.uniform(0.5, 1.0)
-
-
-class Delivery:
+class Delivery(OtherTargets):
     def __init__(self, store: AsyncStore, settings: Settings, *, psa: Any = None,
                  smtp: Any = None, webhooks: dict[str, Any] | None = None,
                  mailboxes: dict[str, Any] | None = None,
@@ -346,126 +291,3 @@ class Delivery:
             return
         metrics.API_CALLS.labels(verdict).inc()
         metrics.API_LATENCY.observe(duration)
-
-    # -- mail ---------------------------------------------------------------------------------
-
-    async def _smtp(self, tx: Writes, row: OutboxRow) -> None:
-        if self.smtp is None:
-            self._retry(tx, row, HOLD_DELAY, "no SMTP server configured")
-            return
-        from bridge.deliver import smtp as mail
-
-        if row.payload.get("type") == "reply" and row.payload.get("rows"):
-            from bridge.xmltx import final_results
-
-            rows = await self.store.outbox_results(list(row.payload["rows"]))
-            results = final_results(dict(row.payload), rows)
-            if results is None:  # an action's call is still waiting: answer when settled
-                # Not before the earliest moment the waiting calls can settle (a call in
-                # flight elsewhere gets a second).
-                now = self.clock()
-                waits = [r["next_attempt_at"] if r["state"] == "pending" else now + 1.0
-                         for r in rows.values() if r["state"] in ("pending", "in_flight")]
-                tx.outbox_retry(row.id, max([now, *waits]),
-                                "waiting for the transaction's calls")
-                return
-            row = replace(row, payload={**row.payload, "final": results})
-        try:
-            msg = await self._compose(row, mail)
-        except mail.ComposeError as exc:  # e.g. a reply address from untrusted XML
-            tx.outbox_dead(row.id, f"cannot compose the mail: {exc}")
-            return
-        result = await self.smtp.send(msg)
-        p = row.payload
-        tx.event("mailed", row.message_ref, None, result.verdict, outbox=row.id,
-                 type=p.get("type"), to=p.get("to"), detail=result.detail)
-        if result.verdict == "ok":
-            tx.outbox_done(row.id, {"sent_to": p.get("to")})
-        elif getattr(result, "config_error", False):
-            # Our SMTP settings are wrong (certificate, login): hold everything, do not
-            # dead-letter every message one by one; the admin fixes the config and reloads.
-            if self.runtime is not None:
-                _call(self.runtime, "smtp_problem", result.detail)
-            self._retry(tx, row, HOLD_DELAY, f"SMTP configuration problem: {result.detail}")
-        elif result.verdict == "permanent":
-            tx.outbox_dead(row.id, f"SMTP refused: {result.detail}")
-        else:
-            self._retry(tx, row, backoff(row.attempts), f"SMTP: {result.detail}")
-
-    async def _compose(self, row: OutboxRow, mail: Any) -> Any:
-        p = row.payload
-        from_address = self.settings.smtp.from_address if self.settings.smtp else "mailbridge"
-        if p.get("type") == "forward":
-            raw = await self.store.message_raw(row.message_ref) or b""
-            from bridge.parse.mime import parse
-
-            msg = mail.compose_forward(raw, parse(raw), p["to"], p.get("note", ""),
-                                       from_address)
-        elif p.get("type") == "reply":
-            from bridge.parse.xmlapi import build_response, response_text
-
-            final = p.get("final")
-            if final is None:
-                from bridge.xmltx import final_results
-
-                final = final_results(dict(p), {})
-            tx_id = p.get("transaction_id")
-            msg = mail.compose_reply(p["to"], p.get("bcc"), p.get("subject", ""),
-                                     response_text(tx_id, final or []),
-                                     build_response(tx_id, final or []),
-                                     from_address, p.get("in_reply_to"))
-        else:
-            msg = mail.compose_admin_alert(p["to"], p.get("subject", "mailbridge alert"),
-                                           p.get("text", ""), from_address)
-        return msg
-
-    async def _imap(self, tx: Writes, row: OutboxRow) -> None:
-        await _refile(self, tx, row)
-
-    # -- webhooks -----------------------------------------------------------------------------
-
-    async def _webhook(self, tx: Writes, row: OutboxRow) -> None:
-        name = str(row.payload.get("target", ""))
-        target = self.webhooks.get(name)
-        if target is None:
-            tx.outbox_dead(row.id, f"no webhook target named {name!r}")
-            return
-        fields = dict(row.payload.get("fields", {}))
-        result = await target.send(fields)
-        tx.event("webhook", row.message_ref, row.ordering_key, result.verdict,
-                 outbox=row.id, target=name, status=result.status,
-                 detail=result.detail)
-        if result.verdict == "ok":
-            tx.outbox_done(row.id, {"status": result.status})
-        elif result.verdict == "permanent":
-            tx.outbox_dead(row.id, f"webhook {name}: {result.detail}")
-        else:
-            self._retry(tx, row, backoff(row.attempts), f"webhook {name}: {result.detail}")
-
-
-def _call(obj: Any, name: str, *args: Any) -> None:
-    fn = getattr(obj, name, None)
-    if callable(fn):
-        fn(*args)
-
-
-async def _refile(delivery: Delivery, tx: Writes, row: OutboxRow) -> None:
-    source = delivery.mailboxes.get(str(row.payload.get("source")))
-    folder = str(row.payload.get("folder"))
-    if source is None:
-        tx.outbox_dead(row.id, f"no IMAP source {row.payload.get('source')!r}")
-        return
-    rows = await delivery.store.query("SELECT message_id FROM messages WHERE id=?",
-                                      [row.message_ref])
-    message_id = rows[0]["message_id"] if rows else None
-    if not message_id:
-        tx.outbox_done(row.id, {"moved": 0, "why": "no Message-ID"})
-        return
-    try:
-        moved = await source.refile(message_id, folder)
-    except Exception as exc:  # IMAP down: try again later, like any other delivery
-        delivery._retry(tx, row, backoff(row.attempts), f"IMAP move: {exc}")
-        return
-    tx.event("refiled", row.message_ref, None, None, folder=folder,
-             moved=moved)
-    tx.outbox_done(row.id, {"moved": moved, "folder": folder})

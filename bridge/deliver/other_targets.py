@@ -1,0 +1,146 @@
+"""The outbox's non-PSA targets: mail (forwards, XML replies, admin alerts), webhooks, IMAP moves.
+
+`OtherTargets` is the part of `Delivery` (`bridge.deliver.outbox`) that sends rows of kind
+`smtp`, `webhook` and `imap` and settles them: done on success, dead on a permanent refusal,
+retried with backoff otherwise (an SMTP configuration problem holds everything instead). It
+relies on what `Delivery` provides: `store`, `settings`, `smtp`, `webhooks`, `mailboxes`,
+`runtime`, `clock` and `_retry`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from bridge.deliver.settle import HOLD_DELAY, Writes, backoff
+from bridge.store.db import OutboxRow
+
+if TYPE_CHECKING:
+    from bridge.deliver.outbox import Delivery
+
+
+class OtherTargets:
+    """Mail, webhook and IMAP-move delivery (mixed into `Delivery`)."""
+
+    # -- mail ---------------------------------------------------------------------------------
+
+    async def _smtp(self, tx: Writes, row: OutboxRow) -> None:
+        if self.smtp is None:
+            self._retry(tx, row, HOLD_DELAY, "no SMTP server configured")
+            return
+        from bridge.deliver import smtp as mail
+
+        if row.payload.get("type") == "reply" and row.payload.get("rows"):
+            from bridge.xmltx import final_results
+
+            rows = await self.store.outbox_results(list(row.payload["rows"]))
+            results = final_results(dict(row.payload), rows)
+            if results is None:  # an action's call is still waiting: answer when settled
+                # Not before the earliest moment the waiting calls can settle (a call in
+                # flight elsewhere gets a second).
+                now = self.clock()
+                waits = [r["next_attempt_at"] if r["state"] == "pending" else now + 1.0
+                         for r in rows.values() if r["state"] in ("pending", "in_flight")]
+                tx.outbox_retry(row.id, max([now, *waits]),
+                                "waiting for the transaction's calls")
+                return
+            row = replace(row, payload={**row.payload, "final": results})
+        try:
+            msg = await self._compose(row, mail)
+        except mail.ComposeError as exc:  # e.g. a reply address from untrusted XML
+            tx.outbox_dead(row.id, f"cannot compose the mail: {exc}")
+            return
+        result = await self.smtp.send(msg)
+        p = row.payload
+        tx.event("mailed", row.message_ref, None, result.verdict, outbox=row.id,
+                 type=p.get("type"), to=p.get("to"), detail=result.detail)
+        if result.verdict == "ok":
+            tx.outbox_done(row.id, {"sent_to": p.get("to")})
+        elif getattr(result, "config_error", False):
+            # Our SMTP settings are wrong (certificate, login): hold everything, do not
+            # dead-letter every message one by one; the admin fixes the config and reloads.
+            if self.runtime is not None:
+                _call(self.runtime, "smtp_problem", result.detail)
+            self._retry(tx, row, HOLD_DELAY, f"SMTP configuration problem: {result.detail}")
+        elif result.verdict == "permanent":
+            tx.outbox_dead(row.id, f"SMTP refused: {result.detail}")
+        else:
+            self._retry(tx, row, backoff(row.attempts), f"SMTP: {result.detail}")
+
+    async def _compose(self, row: OutboxRow, mail: Any) -> Any:
+        p = row.payload
+        from_address = self.settings.smtp.from_address if self.settings.smtp else "mailbridge"
+        if p.get("type") == "forward":
+            raw = await self.store.message_raw(row.message_ref) or b""
+            from bridge.parse.mime import parse
+
+            msg = mail.compose_forward(raw, parse(raw), p["to"], p.get("note", ""),
+                                       from_address)
+        elif p.get("type") == "reply":
+            from bridge.parse.xmlapi import build_response, response_text
+
+            final = p.get("final")
+            if final is None:
+                from bridge.xmltx import final_results
+
+                final = final_results(dict(p), {})
+            tx_id = p.get("transaction_id")
+            msg = mail.compose_reply(p["to"], p.get("bcc"), p.get("subject", ""),
+                                     response_text(tx_id, final or []),
+                                     build_response(tx_id, final or []),
+                                     from_address, p.get("in_reply_to"))
+        else:
+            msg = mail.compose_admin_alert(p["to"], p.get("subject", "mailbridge alert"),
+                                           p.get("text", ""), from_address)
+        return msg
+
+    async def _imap(self, tx: Writes, row: OutboxRow) -> None:
+        await _refile(self, tx, row)
+
+    # -- webhooks -----------------------------------------------------------------------------
+
+    async def _webhook(self, tx: Writes, row: OutboxRow) -> None:
+        name = str(row.payload.get("target", ""))
+        target = self.webhooks.get(name)
+        if target is None:
+            tx.outbox_dead(row.id, f"no webhook target named {name!r}")
+            return
+        fields = dict(row.payload.get("fields", {}))
+        result = await target.send(fields)
+        tx.event("webhook", row.message_ref, row.ordering_key, result.verdict,
+                 outbox=row.id, target=name, status=result.status,
+                 detail=result.detail)
+        if result.verdict == "ok":
+            tx.outbox_done(row.id, {"status": result.status})
+        elif result.verdict == "permanent":
+            tx.outbox_dead(row.id, f"webhook {name}: {result.detail}")
+        else:
+            self._retry(tx, row, backoff(row.attempts), f"webhook {name}: {result.detail}")
+
+
+def _call(obj: Any, name: str, *args: Any) -> None:
+    fn = getattr(obj, name, None)
+    if callable(fn):
+        fn(*args)
+
+
+async def _refile(delivery: Delivery, tx: Writes, row: OutboxRow) -> None:
+    source = delivery.mailboxes.get(str(row.payload.get("source")))
+    folder = str(row.payload.get("folder"))
+    if source is None:
+        tx.outbox_dead(row.id, f"no IMAP source {row.payload.get('source')!r}")
+        return
+    rows = await delivery.store.query("SELECT message_id FROM messages WHERE id=?",
+                                      [row.message_ref])
+    message_id = rows[0]["message_id"] if rows else None
+    if not message_id:
+        tx.outbox_done(row.id, {"moved": 0, "why": "no Message-ID"})
+        return
+    try:
+        moved = await source.refile(message_id, folder)
+    except Exception as exc:  # IMAP down: try again later, like any other delivery
+        delivery._retry(tx, row, backoff(row.attempts), f"IMAP move: {exc}")
+        return
+    tx.event("refiled", row.message_ref, None, None, folder=folder,
+             moved=moved)
+    tx.outbox_done(row.id, {"moved": moved, "folder": folder})

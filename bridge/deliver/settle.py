@@ -1,0 +1,79 @@
+"""How a delivered outbox row is settled: the writes it causes, its payload, its next wait.
+
+`Writes` records the store writes one delivery causes and applies them in one transaction;
+`with_occurrences` is the payload to send (an append covering several occurrences says so);
+`backoff` is the wait before the next attempt (Retry-After when given, else exponential with
+jitter); the constants are the worker's limits and hold times. Used by `Delivery`
+(`bridge.deliver.outbox`, which re-exports these names) and its target handlers.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Callable
+
+from bridge.deliver.psa_wire import truncate
+from bridge.store.db import OutboxRow
+
+CRASH_LIMIT = 5          # unexpected exceptions before a row goes dead
+RETRY_CAP = 15 * 60.0    # longest wait between two attempts of a temporary failure
+HOLD_DELAY = 5 * 60.0    # 409: the partner may re-enable the integration; ask slowly
+AUTH_RECHECK = 10 * 60.0 # credentials refused: try again now and then even without a reload
+
+
+class Writes:
+    """The store writes one delivery causes, recorded and then applied in one transaction
+    on the store's thread (a call used to cost four or five separate commits)."""
+
+    WRITE_OPS = frozenset({"event", "outbox_done", "outbox_dead", "outbox_retry",
+                           "set_outcome", "confirm_correlation", "close_correlation",
+                           "void_correlation"})
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name not in self.WRITE_OPS:
+            raise AttributeError(name)
+
+        def record(*args: Any, **kwargs: Any) -> None:
+            self.ops.append((name, args, kwargs))
+        return record
+
+    def apply(self, store: Any) -> None:
+        if not self.ops:
+            return
+        with store.write():
+            for name, args, kwargs in self.ops:
+                getattr(store, name)(*args, **kwargs)
+
+
+PSA_OUTCOME = {"created": "created", "updated": "appended", "closed": "resolved",
+               "suppressed": "suppressed"}
+
+
+def with_occurrences(row: OutboxRow, limit: int | None = None) -> dict[str, Any]:
+    """The payload to send; an append that covers several occurrences says so.
+
+    The note goes at the end of the summary; when `limit` (the PSA client's summary length) is
+    given, the alert's own text is shortened instead, so the client's cut never drops the note."""
+    data = dict(row.payload)
+    if row.occurrences > 1 and row.first_arrived_at and row.last_arrived_at:
+        first = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.first_arrived_at))
+        last = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.last_arrived_at))
+        note = (f"\n\n[mailbridge] This update covers {row.occurrences} occurrences,"
+                f" first {first} UTC, last {last} UTC.")
+        summary = str(data.get("summary", ""))
+        if limit is not None and len(summary) + len(note) > limit:
+            summary = truncate(summary, max(limit - len(note), 1))
+        data["summary"] = summary + note
+    return data
+
+
+def backoff(attempts: int, retry_after: float | None = None, cap: float = RETRY_CAP) -> float:
+    """Seconds to wait: the server's Retry-After when given, else exponential with jitter."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), cap)
+    base = min(cap, 2.0 ** min(attempts, 20))
+    return base * random.uniform(0.5, 1.0)
