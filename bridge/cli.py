@@ -299,14 +299,18 @@ def outbox(ctx: click.Context, config_path: str, as_json: bool) -> None:
                                                  "state", "attempts", "last_error"]))
 
 
+def _outbox_change(config_path: str, row_id: int, change: str, done: str) -> None:
+    ok = getattr(_store(_settings(config_path)), change)(row_id)
+    click.echo(f"row {row_id} {done if ok else 'not found (or already done)'}")
+    sys.exit(0 if ok else 1)
+
+
 @outbox.command("retry")
 @click.argument("row_id", type=int)
 @click.pass_obj
 def outbox_retry(config_path: str, row_id: int) -> None:
     """Send a dead or waiting row again now."""
-    ok = _store(_settings(config_path)).outbox_requeue(row_id)
-    click.echo(f"row {row_id} {'queued again' if ok else 'not found (or already done)'}")
-    sys.exit(0 if ok else 1)
+    _outbox_change(config_path, row_id, "outbox_requeue", "queued again")
 
 
 @outbox.command("drop")
@@ -314,9 +318,7 @@ def outbox_retry(config_path: str, row_id: int) -> None:
 @click.pass_obj
 def outbox_drop(config_path: str, row_id: int) -> None:
     """Give up on a row (its message ends failed)."""
-    ok = _store(_settings(config_path)).outbox_drop(row_id)
-    click.echo(f"row {row_id} {'dropped' if ok else 'not found (or already done)'}")
-    sys.exit(0 if ok else 1)
+    _outbox_change(config_path, row_id, "outbox_drop", "dropped")
 
 
 @main.command("test-alert")

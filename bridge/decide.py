@@ -75,7 +75,7 @@ def decide(alert: Alert, ctx: AlertContext | CorrelationView | None,
         ctx = AlertContext(arrived_at=0.0, open_correlation=ctx)
     if alert.coalesce_window is not None:  # the detection rule's own window wins
         policy = policy.model_copy(update={"coalesce_window": alert.coalesce_window})
-    key, t = alert.alert_key, ctx.arrived_at
+    t = ctx.arrived_at
     corr = ctx.open_correlation
     stale: str | None = None
     if corr is not None and t - corr.opened_at > policy.max_open_age_days * 86400:
@@ -251,3 +251,20 @@ def _grouped(alert: Alert, ctx: AlertContext, policy: StormSettings) -> Decision
                                        storm.correlation_id, not_before=(
                                            ctx.storm_pending_update.due_at
                                            if ctx.storm_pending_update else None)),))
+
+
+def with_webhooks(decision: Decision, alert: Alert, targets: list[str]) -> Decision:
+    """Each PSA call is mirrored to every configured webhook target, in its own ordered lane."""
+    extra = []
+    for item in decision.outbox if targets else ():
+        if item.kind != "psa":
+            continue
+        fields = {"title": alert.title, "summary": alert.summary, "account_id": alert.account_id,
+                  "product_group": alert.product_group, "alert_type": alert.alert_type,
+                  "status": item.action, "alert_key": alert.alert_key,
+                  "correlation_id": item.correlation_id, "device": alert.device or ""}
+        for name in targets:
+            extra.append(OutboxItem("webhook", f"webhook:{name}:{alert.alert_key}",
+                                    {"target": name, "fields": fields}, item.action,
+                                    item.correlation_id))
+    return replace(decision, outbox=decision.outbox + tuple(extra)) if extra else decision

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable
 
 from bridge.config import Settings
-from bridge.decide import decide, new_correlation_id, psa_data
+from bridge.decide import decide, new_correlation_id, with_webhooks
 from bridge.models import Classification, Decision, Kind, OutboxItem, Outcome, ParsedMessage
 from bridge.store.db import StagedRow, Store
 
@@ -120,7 +119,8 @@ class Pipeline:
             assert c is not None and c.alert is not None
             ctx = self.store.alert_context(c.alert, row.arrived_at, self.settings.storm)
             decision = decide(c.alert, ctx, self.new_id, self.settings.storm)
-            decision = with_webhooks(decision, c.alert, self.settings)
+            decision = with_webhooks(decision, c.alert,
+                                     [w.name for w in self.settings.webhook])
         meta = None
         if c is not None and c.alert is not None:
             a = c.alert
@@ -219,21 +219,3 @@ def preview_payloads(decision: Decision | None) -> list[dict[str, Any]]:
             out.append({"kind": item.kind, **dict(item.payload)})
     return out
 
-
-def with_webhooks(decision: Decision, alert: Any, settings: Settings) -> Decision:
-    """Each PSA call is mirrored to every configured webhook target, in its own ordered lane."""
-    if not settings.webhook:
-        return decision
-    extra = []
-    for item in decision.outbox:
-        if item.kind != "psa":
-            continue
-        fields = {"title": alert.title, "summary": alert.summary, "account_id": alert.account_id,
-                  "product_group": alert.product_group, "alert_type": alert.alert_type,
-                  "status": item.action, "alert_key": alert.alert_key,
-                  "correlation_id": item.correlation_id, "device": alert.device or ""}
-        for hook in settings.webhook:
-            extra.append(OutboxItem("webhook", f"webhook:{hook.name}:{alert.alert_key}",
-                                    {"target": hook.name, "fields": fields}, item.action,
-                                    item.correlation_id))
-    return replace(decision, outbox=decision.outbox + tuple(extra))

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from bridge.config import Settings
-from bridge.decide import decide
+from bridge.decide import decide, with_webhooks
 from bridge.models import Alert, Decision, OutboxItem, Outcome, ParsedMessage
 from bridge.parse.xmlapi import (Action, ActionResult, Transaction, XmlApiError, check_password,
                                  looks_like_transaction, parse_transaction)
@@ -89,7 +89,8 @@ def _one_action(tx: Transaction, action: Action, settings: Settings, store: Any,
     alert = Alert(key, action.status, account or "", group or "", alert_type or "", title,
                   action.summary or title, device=action.device)
     ctx = store.alert_context(alert, arrived_at, settings.storm)
-    d = decide(alert, ctx, new_id, settings.storm)
+    d = with_webhooks(decide(alert, ctx, new_id, settings.storm), alert,
+                      [w.name for w in settings.webhook])
     meta = {"account_id": alert.account_id, "product_group": alert.product_group,
             "alert_type": alert.alert_type, "title": alert.title[:255]}
     ids = store.record_effects(message_ref, d, arrived_at=arrived_at, alert_meta=meta)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from bridge.classify import classify, load_ruleset
 from bridge.classify.account_rule import AccountRule

@@ -12,7 +12,7 @@ from __future__ import annotations
 import unicodedata
 from functools import cached_property
 
-from bridge.classify.text import fold, nfc, words
+from bridge.classify.text import nfc, words
 from bridge.models import AtesToken, ParsedMessage
 
 # Bodies are matched on their first 256 KiB of text: enough for any alert, and a bound on the

@@ -53,8 +53,8 @@ class OutboxMixin:
                                           "action": item.action})
         return row_id
 
-    def claim_outbox(self, now: float, limit: int, kinds: tuple[str, ...] | None = None,
-                     busy_keys: frozenset[str] = frozenset()) -> list[OutboxRow]:
+    def claim_outbox(self, now: float, limit: int,
+                     kinds: tuple[str, ...] | None = None) -> list[OutboxRow]:
         """Take the head row of each ordering key that is due.
 
         Only the oldest unfinished row of a key may go, so an UPDATE never overtakes its OPEN,
@@ -71,11 +71,9 @@ class OutboxMixin:
                 f" AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.ordering_key=o.ordering_key"
                 f"   AND p.kind=o.kind AND p.id < o.id AND p.state IN ('pending','in_flight'))"
                 f" ORDER BY o.next_attempt_at, o.id LIMIT ?",
-                [now, *kinds, limit + len(busy_keys)]).fetchall()
+                [now, *kinds, limit]).fetchall()
             taken: list[OutboxRow] = []
             for r in rows:
-                if r[2] in busy_keys or len(taken) >= limit:
-                    continue
                 conn.execute("UPDATE outbox SET state='in_flight', attempts=attempts+1,"
                              " updated_at=? WHERE id=?", (now, r[0]))
                 taken.append(OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]),
