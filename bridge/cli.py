@@ -76,8 +76,13 @@ def main() -> None:
 @main.command()
 @config_option
 @click.option("--once", is_flag=True, help="drain sources and outbox, then exit (0 done, 3 pending)")
-def run(config_path: str, once: bool) -> None:
+@click.option("--flush", is_flag=True, help="with --once: send held work (coalesced appends,"
+              " delayed resolves) now")
+def run(config_path: str, once: bool, flush: bool) -> None:
     """Run the daemon (or one pass with --once)."""
+    if flush and not once:
+        click.echo("--flush goes with --once", err=True)
+        sys.exit(2)
     settings = _settings(config_path)
     redactor = _setup_logging(settings)
     bridge = _bridge(settings, config_path, redactor=redactor)
@@ -85,7 +90,7 @@ def run(config_path: str, once: bool) -> None:
     async def go() -> int:
         if once:
             try:
-                return await bridge.run_once()
+                return await bridge.run_once(flush=flush)
             finally:
                 await bridge.close()
         return await bridge.run()
@@ -128,19 +133,39 @@ def check(config_path: str, online: bool) -> None:
 @click.option("--mailbox", is_flag=True, help="the messages now in the IMAP mailbox(es),"
               " read-only")
 @click.option("--limit", default=1000, show_default=True, help="with --mailbox: at most")
+@click.option("--fresh", is_flag=True, help="start from an empty state, not the live one")
+@click.option("--at", "at", help="the clock: which holds are due (epoch seconds or ISO time;"
+              " default now)")
+@click.option("--flush", is_flag=True, help="let every hold fall due")
 @json_option
 def simulate(config_path: str, files: tuple[str, ...], mailbox: bool, limit: int,
-             as_json: bool) -> None:
-    """Dry run: what would happen to these messages. Sends and changes nothing."""
+             fresh: bool, at: str | None, flush: bool, as_json: bool) -> None:
+    """`run` without side effects: these messages, in arrival order, through the same parts
+    against a scratch copy of the live state. Sends and changes nothing."""
     from bridge.simulate import simulate_files, simulate_mailbox
 
     settings = _settings(config_path)
+    options: dict[str, Any] = {"fresh": fresh, "flush": flush,
+                               "at": _time_of(at) if at else None}
     if mailbox:
-        sys.exit(simulate_mailbox(settings, as_json, limit, echo=click.echo))
+        sys.exit(simulate_mailbox(settings, as_json, limit, echo=click.echo, **options))
     if not files:
         click.echo("name .eml files, or use --mailbox", err=True)
         sys.exit(2)
-    sys.exit(simulate_files(settings, [Path(f) for f in files], as_json, echo=click.echo))
+    sys.exit(simulate_files(settings, [Path(f) for f in files], as_json, echo=click.echo,
+                            **options))
+
+
+def _time_of(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        from datetime import datetime
+
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is neither epoch seconds nor an ISO time")
 
 
 # -- the simulator and the demo -----------------------------------------------------------------

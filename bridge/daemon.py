@@ -1,17 +1,18 @@
-"""Life cycle of a mailbridge process: build the stages, run them as asyncio tasks, stop well.
+"""Life cycle of a mailbridge process: assemble the parts, run them as asyncio tasks, stop well.
 
-`Bridge` wires the pipeline from settings (dependencies can be passed in, so tests build exactly
-what they need). `Bridge.run()` is the daemon: sources -> staging -> processing -> outbox ->
+`Bridge` holds the store (opened once: its path needs a restart) and the current `Parts` from
+`bridge.assembly`. `Bridge.run()` is the daemon: sources -> staging -> processing -> outbox ->
 delivery, plus the HTTP endpoints. SIGTERM stops intake, lets in-flight calls finish up to a
 deadline and parks the rest (rows in flight are re-sent with the same correlationId at the next
-start, so nothing doubles); SIGHUP reloads rules, accounts and credentials and keeps the old
-rule set when the new one is invalid (uvicorn's life cycle, SPEC §5).
+start, so nothing doubles). SIGHUP, or a rule file saved with `rules.watch`, re-reads the config,
+rules, accounts and credentials, assembles a fresh set of parts and swaps it in between batches
+(in-flight work finishes on the old set); an invalid config or rule set keeps the old parts and
+`status` says why (uvicorn's life cycle, Alertmanager's coordinator, SPEC §5).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import signal
@@ -20,10 +21,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bridge import sdnotify
+from bridge.assembly import Parts, assemble, build_peers
+from bridge.audit import Redactor
 from bridge.config import Settings, load_settings
 from bridge.deliver.outbox import Delivery
 from bridge.models import RawMessage
-from bridge.pipeline import Pipeline, RuleSetHolder
+from bridge.seams import Source
+from bridge.sources import build_sources, sources_signature
+from bridge.status import RuntimeStatus
 from bridge.store.db import AsyncStore, Store
 
 log = logging.getLogger("mailbridge.daemon")
@@ -35,58 +40,47 @@ READY_GRACE = 45.0  # seconds; below the unit's TimeoutStartSec=90
 
 class Bridge:
     def __init__(self, settings: Settings, *, config_path: Path | None = None,
-                 psa: Any = None, smtp: Any = None, worker: str | None = None,
-                 clock: Callable[[], float] = time.time, redactor: Any = None):
-        self.settings = settings
+                 peers: Callable[[Settings], Any] = build_peers, worker: str | None = None,
+                 clock: Callable[[], float] = time.time, redactor: Redactor | None = None):
         self.config_path = config_path
         self.worker = worker or f"{os.uname().nodename}:{os.getpid()}"
         self.clock = clock
+        self._peers = peers
         self.sync_store = Store(settings.store.path, clock=clock)
-        from bridge.audit import Redactor
-
         # One redactor per process: logs and events pass through the same one.
         self.redactor = redactor or Redactor(settings.secrets())
-        self.sync_store.redact = self.redactor.redact  # type: ignore[assignment]
+        self.sync_store.redact = self.redactor.redact  # type: ignore[method-assign]
         self.store = AsyncStore(self.sync_store)
-        self.rules = RuleSetHolder(settings)
-        self.rules.reload()  # raises on an invalid rule set at start-up
+        self.parts: Parts = assemble(settings, peers=peers)  # raises on an invalid rule set
+        self._boot_settings = settings  # what the store, the HTTP bind and logging follow
         self.rules_seen = rules_signature(settings)  # what the loaded set was read from
-        self.pipeline = Pipeline(self.sync_store, settings, self.rules)
-        self.runtime = _make_runtime(self)
-        self.delivery = Delivery(self.store, settings, psa=psa or _make_psa(settings),
-                                 smtp=smtp if smtp is not None else _make_smtp(settings),
-                                 webhooks=_make_webhooks(settings), runtime=self.runtime,
-                                 clock=clock)
-        self.sources = self._make_sources()
-        self.delivery.mailboxes = {s.name: s for s in self.sources if s.name.startswith("imap:")}
+        self.runtime = RuntimeStatus()
+        self.runtime.rules_reloaded(self.parts.version)
+        p = self.parts.peers
+        self.delivery = Delivery(self.store, settings, psa=p.psa, smtp=p.smtp,
+                                 webhooks=dict(p.webhooks), runtime=self.runtime, clock=clock)
+        self.sources: list[Source] = self._build_sources(settings)
         self.processed = asyncio.Event()
         self._stage_signal: asyncio.Event | None = None
+        self._intake: dict[str, tuple[asyncio.Future[None], asyncio.Event]] = {}
+        self._reload_lock = asyncio.Lock()
+        self._reload_task: asyncio.Task[bool] | None = None
+        self.web_app: Any = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.parts.settings
+
+    @property
+    def pipeline(self) -> Any:
+        return self.parts.pipeline
+
+    def _build_sources(self, settings: Settings) -> list[Source]:
+        sources = build_sources(settings, self.stage, self.runtime)
+        self.delivery.mailboxes = {s.name: s for s in sources if s.name.startswith("imap:")}
+        return sources
 
     # -- stages -------------------------------------------------------------------------------
-
-    def _make_sources(self) -> list[Any]:
-        from bridge.sources.maildir import MaildirSource
-
-        sources: list[Any] = []
-        for m in self.settings.maildir:
-            source = MaildirSource(m, self.stage)
-            source.on_polled = functools.partial(self.runtime.source_polled, source.name)
-            self.runtime.source_connected(source.name)
-            sources.append(source)
-        if self.settings.imap:
-            from bridge.sources.imap import ImapSource
-
-            for imap in self.settings.imap:
-                tokens = None
-                if imap.oauth2 is not None:
-                    from bridge.oauth2 import TokenProvider
-
-                    tokens = TokenProvider(imap.oauth2)
-                sources.append(ImapSource(
-                    imap, self.stage, token_provider=tokens,
-                    on_event=functools.partial(self.runtime.on_source_event,
-                                               f"imap:{imap.name}")))
-        return sources
 
     async def stage(self, msgs: list[RawMessage]) -> list[bool]:
         """Durably stage a batch; True for each message that is safe to acknowledge."""
@@ -95,25 +89,31 @@ class Bridge:
             self._stage_signal.set()
         return [True] * len(msgs)
 
-    async def process_pending(self) -> int:
+    async def process_pending(self, only: int | None = None) -> int:
         total = 0
         while True:
-            n = await self.store.run(self.pipeline.process_batch, self.worker)
+            # The parts are read per batch: a reload takes effect at the next batch.
+            pipeline = self.parts.pipeline
+            n = await self.store.run(pipeline.process_batch, self.sync_store, self.worker,
+                                     200, only)
             total += n
-            if n == 0:
+            if n == 0 or only is not None:
                 break
             self.delivery.wake.set()
         return total
 
-    # -- one pass (`--once`, ingest, demo, tests) -----------------------------------------------
+    # -- one pass (`--once`, ingest, replay, demo, tests) ---------------------------------------
 
-    async def run_once(self, deliver: bool = True) -> int:
-        """Take what the sources have now, process it, deliver what can go now."""
+    async def run_once(self, deliver: bool = True, flush: bool = False) -> int:
+        """Take what the sources have now, process it, deliver what can go now (`flush`:
+        held work too)."""
         await self.store.reclaim_in_flight()
         for source in self.sources:
             await source.drain()
         while True:
             processed = await self.process_pending()
+            if flush:
+                await self.store.run(self.sync_store.release_holds)
             sent = await self.delivery.drain() if deliver else 0
             if processed == 0 and sent == 0:
                 break
@@ -128,9 +128,8 @@ class Bridge:
         self._install_signals(loop, stop)
         self._stage_signal = asyncio.Event()
         await self.store.reclaim_in_flight()
-        intake_stop = asyncio.Event()
         ready_sources: set[str] = set()
-        needs_ready = {getattr(s, "name", str(i)) for i, s in enumerate(self.sources)}
+        needs_ready = {s.name for s in self.sources}
 
         def ready_for(name: str) -> Callable[[], None]:
             def mark() -> None:
@@ -146,26 +145,43 @@ class Bridge:
         # and restart it in a loop): after a grace period mailbridge says READY anyway —
         # staging from the other sources, the pipe and the outbox work — and names what waits.
         loop.call_later(READY_GRACE, self._ready_anyway, ready_sources, needs_ready)
-        tasks = [asyncio.ensure_future(s.run(intake_stop, ready_for(getattr(s, "name", str(i)))))
-                 for i, s in enumerate(self.sources)]
+        self._start_intake(self.sources, ready_for)
         delivery_stop = asyncio.Event()
         deliver_task = asyncio.ensure_future(self.delivery.run(delivery_stop))
         process_task = asyncio.ensure_future(self._process_loop(stop))
-        house_task = asyncio.ensure_future(self._housekeeping(stop))
+        from bridge.housekeeping import housekeeping
+
+        house_task = asyncio.ensure_future(housekeeping(self, stop))
         web_task = self._start_web(stop)
         log.info("mailbridge running (%d source(s))", len(self.sources))
         await stop.wait()
         sdnotify.stopping()
         log.info("stopping: intake first, then in-flight work (deadline %.0f s)",
                  shutdown_timeout)
-        intake_stop.set()
         deadline = time.monotonic() + shutdown_timeout
-        await _wait_all(tasks + [process_task, house_task], deadline)
+        await self._stop_intake(deadline)
+        await _wait_all([process_task, house_task], deadline)
+        if self._reload_task is not None:
+            await _wait_all([self._reload_task], deadline)
         delivery_stop.set()
         await _wait_all([deliver_task] + ([web_task] if web_task else []), deadline)
         await self.store.release_claims(self.worker)
         await self.close()
         return EXIT_OK
+
+    def _start_intake(self, sources: list[Source],
+                      ready_for: Callable[[str], Callable[[], None]] | None = None) -> None:
+        for s in sources:
+            stop = asyncio.Event()
+            ready = ready_for(s.name) if ready_for else (lambda: None)
+            self._intake[s.name] = (asyncio.ensure_future(s.run(stop, ready)), stop)
+
+    async def _stop_intake(self, deadline: float) -> None:
+        running = list(self._intake.values())
+        self._intake.clear()
+        for _, stop in running:
+            stop.set()
+        await _wait_all([task for task, _ in running], deadline)
 
     def _ready_anyway(self, ready: set[str], needed: set[str]) -> None:
         missing = sorted(needed - ready)
@@ -198,58 +214,6 @@ class Bridge:
             waiter.cancel()
             stopper.cancel()
 
-    async def _housekeeping(self, stop: asyncio.Event) -> None:
-        """Runtime status for `mailbridge status`, admin alerts, retention."""
-        from bridge.admin import check_and_alert
-        from bridge.audit import prune
-        from bridge.status import save_runtime
-
-        last_check = last_prune = last_reconcile = 0.0
-        while not stop.is_set():
-            now = time.monotonic()
-            try:
-                if self.settings.rules.watch:
-                    if rules_signature(self.settings) != self.rules_seen:
-                        # An admin saved a rule file: reload as on SIGHUP.
-                        log.info("rule files changed on disk: reloading")
-                        await self.reload_rules()
-                await self.store.run(save_runtime, self.sync_store, self.runtime)
-                if now - last_check >= 30:
-                    last_check = now
-                    mailed = await self.store.run(check_and_alert, self.settings,
-                                                  self.runtime, self.sync_store,
-                                                  self.delivery.psa_refused)
-                    if mailed:
-                        self.delivery.wake.set()
-                if now - last_reconcile >= 3600 and self.delivery.psa is not None \
-                        and not self.delivery.psa_refused:
-                    last_reconcile = now
-                    await self._reconcile()
-                if now - last_prune >= 86400:
-                    last_prune = now
-                    s = self.settings.store
-                    pruned = await self.store.run(prune, self.sync_store, s.retention_days,
-                                                  s.correlation_retention_days)
-                    log.info("retention: %s", pruned)
-            except Exception:
-                log.exception("housekeeping pass failed")
-            try:
-                await asyncio.wait_for(stop.wait(), 5.0)
-            except asyncio.TimeoutError:
-                pass
-
-    async def _reconcile(self) -> None:
-        from bridge.reconcile import reconcile
-
-        try:
-            report = await reconcile(self.store, self.delivery.psa, fix=True)
-        except Exception as exc:  # PSA unreachable: the next round will try again
-            log.warning("reconcile skipped: %s", exc)
-            return
-        if report.fixed:
-            log.info("reconcile: %d ticket(s) closed at the PSA, correlations closed here",
-                     report.fixed)
-
     def _start_web(self, stop: asyncio.Event) -> asyncio.Future[Any] | None:
         h = self.settings.http
         if not h.enabled:
@@ -264,11 +228,7 @@ class Bridge:
         return asyncio.ensure_future(serve(self.web_app, h.host, h.port, stop))
 
     def accounts_for_vendor_api(self) -> list[dict[str, Any]]:
-        ruleset = self.rules.ruleset
-        accounts = getattr(ruleset, "accounts", None)
-        if accounts is None or not hasattr(accounts, "all"):
-            return []
-        return [{"id": a.id, "name": a.name} for a in accounts.all()]
+        return [{"id": a.id, "name": a.name} for a in self.parts.ruleset.accounts.all()]
 
     # -- signals and reload -------------------------------------------------------------------
 
@@ -285,56 +245,90 @@ class Bridge:
             except (NotImplementedError, RuntimeError):
                 pass
         try:
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         except (NotImplementedError, RuntimeError):
             pass
 
-    async def reload_rules(self) -> bool:
-        self.rules_seen = rules_signature(self.settings)
-        ok = await self.store.run(self.rules.reload)
-        if not ok:
-            _runtime_call(self.runtime, "rules_reload_failed", self.rules.error)
-            await self.store.event("rules-reload-failed", None, None, None,
-                                   error=self.rules.error)
-        else:
-            _runtime_call(self.runtime, "rules_reloaded", _ruleset_version(self.rules))
-            await self.store.event("rules-reloaded", None, None, None,
-                                   version=_ruleset_version(self.rules))
-        return ok
+    def request_reload(self) -> None:
+        """SIGHUP: one reload task at a time, kept so that its failure is logged, not lost.
+        Reloads asked for while one runs are served by a single follow-up."""
+        previous = self._reload_task
+
+        async def after_previous() -> bool:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            return await self.reload()
+
+        task = asyncio.ensure_future(after_previous())
+        task.add_done_callback(_log_failure)
+        self._reload_task = task
 
     async def reload(self) -> bool:
-        """SIGHUP: rules and accounts, then credentials from the config file."""
-        sdnotify.reloading()
-        ok = await self.reload_rules()
-        if self.config_path is not None:
+        """Re-read config, rules, accounts and credentials; swap in a fresh set of parts."""
+        async with self._reload_lock:
+            sdnotify.reloading()
             try:
-                fresh = load_settings(self.config_path)
-            except Exception as exc:
-                log.error("config reload failed, keeping the previous settings: %s", exc)
-            else:
-                self.settings = fresh
-                self.delivery.settings = fresh
-                self.redactor.update(fresh.secrets())
-                if getattr(self, "web_app", None) is not None:
-                    self.web_app.state.settings = fresh
-                self.delivery.resume_psa(_make_psa(fresh))
-        else:
-            self.delivery.resume_psa()
-        sdnotify.ready()
-        log.info("reloaded (rules %s)", "ok" if ok else "kept the previous set")
-        return ok
+                ok = await self._reload()
+            finally:
+                sdnotify.ready()
+            return ok
+
+    async def _reload(self) -> bool:
+        old = self.parts
+        try:
+            fresh = load_settings(self.config_path) if self.config_path else old.settings
+            parts = await asyncio.to_thread(assemble, fresh, peers=self._peers)
+        except Exception as exc:  # ConfigError, RuleSetError, a broken file of any kind
+            error = self.redactor.redact(str(exc))
+            log.error("rule reload failed, keeping the previous configuration: %s", error)
+            self.runtime.rules_reload_failed(error)
+            await self.store.event("rules-reload-failed", None, None, None, error=error)
+            return False
+        self.rules_seen = rules_signature(fresh)
+        self.redactor.update(fresh.secrets())
+        self.parts = parts
+        self.delivery.use(fresh, parts.peers)  # the old peers close once their calls ended
+        if self.web_app is not None:
+            self.web_app.state.settings = fresh
+        if sources_signature(fresh) != sources_signature(old.settings) and self._intake:
+            # Intake from the old mailboxes stops between batches; what they staged stays.
+            await self._stop_intake(time.monotonic() + 30)
+            for source in self.sources:
+                await source.close()
+            self.sources = self._build_sources(fresh)
+            self._start_intake(self.sources)
+        elif sources_signature(fresh) != sources_signature(old.settings):
+            self.sources = self._build_sources(fresh)
+        self.runtime.restart_needed = restart_needed(self._boot_settings, fresh)
+        self.runtime.rules_reloaded(parts.version)
+        await self.store.event("rules-reloaded", None, None, None, version=parts.version,
+                               restart_needed=self.runtime.restart_needed or None)
+        log.info("reloaded (rule set %s)%s", parts.version,
+                 f"; restart needed for {', '.join(self.runtime.restart_needed)}"
+                 if self.runtime.restart_needed else "")
+        return True
 
     async def close(self) -> None:
-        psa = self.delivery.psa
-        if psa is not None and hasattr(psa, "aclose"):
-            await psa.aclose()
+        await self.delivery.aclose()
         for source in self.sources:
-            if hasattr(source, "close"):
-                try:
-                    await source.close()
-                except Exception:
-                    pass
+            try:
+                await source.close()
+            except Exception:
+                pass
         self.store.close()
+
+
+def restart_needed(started: Settings, fresh: Settings) -> list[str]:
+    """The settings a running process cannot change: they are read once at start."""
+    out = []
+    if Path(started.store.path) != Path(fresh.store.path):
+        out.append("store.path")
+    for name in ("enabled", "host", "port"):
+        if getattr(started.http, name) != getattr(fresh.http, name):
+            out.append(f"http.{name}")
+    if started.log != fresh.log:
+        out.append("log")
+    return out
 
 
 def rules_signature(settings: Settings) -> tuple[tuple[str, float, int], ...]:
@@ -352,6 +346,11 @@ def rules_signature(settings: Settings) -> tuple[tuple[str, float, int], ...]:
     return tuple(out)
 
 
+def _log_failure(task: asyncio.Future[bool]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("reload crashed: %r", task.exception())
+
+
 async def _wait_all(tasks: list[asyncio.Future[Any]], deadline: float) -> None:
     pending = [t for t in tasks if not t.done()]
     if pending:
@@ -360,50 +359,3 @@ async def _wait_all(tasks: list[asyncio.Future[Any]], deadline: float) -> None:
             t.cancel()
         if still:
             await asyncio.wait(still, timeout=5)
-
-
-def _ruleset_version(rules: RuleSetHolder) -> str | None:
-    return getattr(rules.ruleset, "version", None)
-
-
-def _runtime_call(runtime: Any, name: str, *args: Any) -> None:
-    fn = getattr(runtime, name, None)
-    if callable(fn):
-        fn(*args)
-
-
-def _make_runtime(bridge: Bridge) -> Any:
-    from bridge.status import RuntimeStatus
-
-    runtime = RuntimeStatus()
-    _runtime_call(runtime, "rules_reloaded", _ruleset_version(bridge.rules))
-    return runtime
-
-
-def _make_psa(settings: Settings) -> Any:
-    if not settings.psa.enabled:
-        return None
-    from bridge.deliver.psa import PsaClient
-
-    return PsaClient(settings.psa)
-
-
-def _make_smtp(settings: Settings) -> Any:
-    if settings.smtp is None:
-        return None
-    from bridge.deliver.smtp import SmtpSender
-
-    tokens = None
-    if settings.smtp.oauth2 is not None:
-        from bridge.oauth2 import TokenProvider
-
-        tokens = TokenProvider(settings.smtp.oauth2)
-    return SmtpSender(settings.smtp, token_provider=tokens)
-
-
-def _make_webhooks(settings: Settings) -> dict[str, Any]:
-    if not settings.webhook:
-        return {}
-    from bridge.deliver.webhook import WebhookTarget
-
-    return {w.name: WebhookTarget(w) for w in settings.webhook}

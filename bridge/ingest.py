@@ -57,7 +57,7 @@ async def _process(settings: Settings, message_id: int) -> None:
 
     bridge = Bridge(settings)
     try:
-        await bridge.store.run(bridge.pipeline.process_batch, bridge.worker, 1, message_id)
+        await bridge.process_pending(only=message_id)
         await bridge.delivery.drain()
     finally:
         await bridge.close()

@@ -19,31 +19,23 @@ def replay(settings: Settings, message_id: int, echo: Callable[[str], None] = pr
     async def go() -> int:
         bridge = Bridge(settings)
         try:
-            row = bridge.sync_store.query(
-                "SELECT state, outcome, EXISTS (SELECT 1 FROM raw_messages WHERE message_ref=id)"
-                " AS has_raw FROM messages WHERE id=?",
-                [message_id])
-            if not row:
+            row = bridge.sync_store.message_state(message_id)
+            if row is None:
                 echo(f"no message {message_id}")
                 return 1
-            if row[0]["outcome"] not in ("quarantined", "failed", "unmatched"):
-                echo(f"message {message_id} ended {row[0]['outcome'] or row[0]['state']};"
+            if row["outcome"] not in ("quarantined", "failed", "unmatched"):
+                echo(f"message {message_id} ended {row['outcome'] or row['state']};"
                      " only quarantined, failed or unmatched messages are replayed")
                 return 1
-            if not row[0]["has_raw"]:
+            if not row["has_raw"]:
                 echo(f"message {message_id}: its raw bytes were pruned by retention")
                 return 1
-            with bridge.sync_store.write() as conn:
-                conn.execute("UPDATE messages SET state='staged', outcome=NULL, claimed_by=NULL"
-                             " WHERE id=?", (message_id,))
-            bridge.sync_store.event("replayed", message_id, None, None,
-                                    previous=row[0]["outcome"])
-            await bridge.store.run(bridge.pipeline.process_batch, bridge.worker, 1, message_id)
+            await bridge.store.run(bridge.sync_store.requeue_message, message_id)
+            await bridge.process_pending(only=message_id)
             await bridge.delivery.drain()
-            after = bridge.sync_store.query("SELECT state, outcome, reason FROM messages"
-                                            " WHERE id=?", [message_id])[0]
-            echo(f"message {message_id}: {after['outcome'] or after['state']} — "
-                 f"{after['reason']}")
+            after = bridge.sync_store.message_state(message_id) or {}
+            echo(f"message {message_id}: {after.get('outcome') or after.get('state')} — "
+                 f"{after.get('reason')}")
             return 0
         finally:
             await bridge.close()

@@ -1,126 +1,216 @@
-"""`mailbridge simulate`: a dry run over .eml files (seed 000 "alert preview/simulation").
+"""`mailbridge simulate`: `run` without side effects (seed 000 "alert preview/simulation").
 
-Shows, per message, the precedence steps, the deciding rule, the account and how it was found,
-the alert key, the status and the exact sync payload. Reads the correlation store (if there is
-one) to say whether it would create or append, and writes nothing.
+The files are staged, in arrival order (the Date header, else the file's mtime; ties in argument
+order), into a scratch store in a temporary directory that starts as a copy of the live state
+(open correlations, storm members, unfinished outbox rows — not raw mail or events) or empty
+with `fresh`. Then the very parts `run` uses (`bridge.assembly`, with the live settings and
+rules) process and deliver them, except that the peers are dry-run ones: the PSA accepts every
+call, mail and webhooks are not sent, and each records the exact request it would have made.
+The clock is injected: `at` (default now) decides which holds are due; `flush` lets every hold
+fall due. The live store is only read (through a read-only URI); nothing is sent.
 """
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import json
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
+from bridge.assembly import Parts, assemble
 from bridge.config import Settings
-from bridge.decide import decide
-from bridge.pipeline import Pipeline, RuleSetHolder, preview_payloads
+from bridge.deliver.dryrun import DryRunLog, dry_run_peers
+from bridge.deliver.outbox import Delivery
+from bridge.deliver.psa import PsaClient, redact_payload
+from bridge.models import RawMessage
+from bridge.store.db import AsyncStore, Store
+
+# The live state a preview starts from. Unfinished outbox rows bring the message rows they
+# belong to (without their raw bytes), so their outcomes can still settle in the preview.
+_COPY = [
+    "INSERT INTO messages SELECT * FROM live.messages WHERE id IN (SELECT message_ref FROM"
+    " live.outbox WHERE state IN ('pending','in_flight'))",
+    "INSERT INTO correlations SELECT * FROM live.correlations WHERE state='open'",
+    "INSERT INTO storm_members SELECT * FROM live.storm_members WHERE storm_id IN"
+    " (SELECT correlation_id FROM live.correlations WHERE state='open')",
+    "INSERT INTO outbox SELECT * FROM live.outbox WHERE state IN ('pending','in_flight')",
+    "UPDATE outbox SET state='pending' WHERE state='in_flight'",
+]
 
 
-class _ReadOnlyStore:
-    """Enough of a Store for `Pipeline.evaluate` and `decide`: correlations, no writes."""
+def arrival_time(raw: bytes, path: Path) -> float:
+    """When `run` would say the message arrived: its Date header, else the file's mtime."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    for line in head.decode("latin-1").replace("\r\n", "\n").split("\n"):
+        if line.lower().startswith("date:"):
+            try:
+                return email.utils.parsedate_to_datetime(line[5:].strip()).timestamp()
+            except (TypeError, ValueError, IndexError):
+                break
+    return path.stat().st_mtime
 
-    def __init__(self, path: Path):
-        self.store = None
-        if path.exists():
-            from bridge.store import Store
 
-            self.store = Store(path)
-
-    def open_correlation(self, key: str) -> Any:
-        return self.store.open_correlation(key) if self.store else None
+def copy_live_state(scratch: Store, live_path: Path) -> None:
+    if not live_path.exists():
+        return
+    uri = f"file:{live_path.resolve()}?mode=ro"
+    scratch.conn.execute("ATTACH DATABASE ? AS live", (uri,))
+    try:
+        with scratch.write() as conn:
+            for sql in _COPY:
+                conn.execute(sql)
+    finally:
+        scratch.conn.execute("DETACH DATABASE live")
 
 
 def simulate_files(settings: Settings, files: list[Path], as_json: bool,
-                   echo: Callable[[str], None] = print, names: list[str] | None = None) -> int:
-    rules = RuleSetHolder(settings)
+                   echo: Callable[[str], None] = print, names: list[str] | None = None, *,
+                   fresh: bool = False, at: float | None = None, flush: bool = False) -> int:
+    log = DryRunLog()
     try:
-        rules.reload()
+        parts = assemble(settings, peers=lambda s: dry_run_peers(s, log))
     except Exception as exc:
         echo(f"rules are invalid:\n{exc}")
         return 1
-    ro = _ReadOnlyStore(Path(settings.store.path))
-    pipeline = Pipeline(ro, settings, rules)  # type: ignore[arg-type]
-    results = [simulate_one(pipeline, ro, f, names[i] if names else None)
-               for i, f in enumerate(files)]
+    labels = names or [str(f) for f in files]
+    with tempfile.TemporaryDirectory(prefix="mailbridge-simulate-") as tmp:
+        results = asyncio.run(_simulate(parts, files, labels, Path(tmp) / "scratch.db", log,
+                                        fresh=fresh, now=at if at is not None else time.time(),
+                                        flush=flush))
     if as_json:
         echo(json.dumps(results, indent=2, ensure_ascii=False, default=str))
-        return 0
-    for r in results:
-        echo(f"== {r['file']}")
-        echo(f"   subject : {r['subject']}")
-        echo(f"   sender  : {r['sender']}")
-        for step in r["steps"]:
-            echo(f"   step    : {step}")
-        for k in ("rule", "account", "account_how", "alert_key", "status"):
-            if r.get(k):
-                echo(f"   {k:<8}: {r[k]}")
-        echo(f"   outcome : {r['outcome']} — {r['reason']}")
-        for p in r["payloads"]:
-            echo("   payload : " + json.dumps(p, ensure_ascii=False))
-    echo("")
-    width = max((len(r["file"]) for r in results), default=4)
-    echo(f"{'file':<{width}}  {'outcome':<18}  {'rule':<32}  alert key")
-    for r in results:
-        echo(f"{r['file']:<{width}}  {r['outcome']:<18}  {(r['rule'] or '-'):<32}  "
-             f"{r['alert_key'] or '-'}")
+    else:
+        echo(format_results(results))
     return 0
 
 
-def simulate_mailbox(settings: Settings, as_json: bool, limit: int,
-                     echo: Callable[[str], None] = print) -> int:
-    """Dry run over what is in the IMAP mailboxes now; nothing there changes."""
-    import asyncio
-    import tempfile
+async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_path: Path,
+                    log: DryRunLog, *, fresh: bool, now: float, flush: bool) -> list[dict[str, Any]]:
+    clock = _Clock(now)
+    scratch = Store(scratch_path, clock=clock)
+    if not fresh:
+        copy_live_state(scratch, Path(parts.settings.store.path))
+    raws = [(f.read_bytes(), f, label) for f, label in zip(files, labels)]
+    timed = sorted(((arrival_time(raw, f), i, raw, label) for i, (raw, f, label)
+                    in enumerate(raws)), key=lambda t: (t[0], t[1]))
+    staged = scratch.stage_many([RawMessage(raw, "simulate", f"file:{i}", t)
+                                 for t, i, raw, _ in timed])
+    ids = {r.id: label for r, (_, _, _, label) in zip(staged, timed)}
+    while parts.pipeline.process_batch(scratch, "simulate") > 0:
+        pass
+    store = AsyncStore(scratch)
+    p = parts.peers
+    delivery = Delivery(store, parts.settings, psa=p.psa, smtp=p.smtp,
+                        webhooks=dict(p.webhooks), clock=clock)
+    try:
+        if flush:
+            # Every hold falls due: the clock moves past the last one, as time would.
+            while (due := await store.next_outbox_due()) is not None:
+                clock.now = max(clock.now, due)
+                if await delivery.drain() == 0:
+                    break
+        else:
+            await delivery.drain()
+        return [await store.run(_result, scratch, mid, label, log, clock.now, p.psa)
+                for mid, label in ids.items()]
+    finally:
+        await delivery.aclose()
+        store.close()
 
+
+class _Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _result(store: Store, message_id: int, label: str, log: DryRunLog,
+            now: float, psa: PsaClient | None) -> dict[str, Any]:
+    view = store.preview_of(message_id)
+    state, outcome, reason = view["state"], view["outcome"], view["reason"]
+    if state == "pending":
+        holds = [r["next_attempt_at"] for r in view["outbox"] if r["state"] == "pending"]
+        when = min(holds) if holds else None
+        outcome = (f"held until {_fmt(when)}" if when and when > now else "pending")
+    return {
+        "file": label, "message": message_id, "subject": view["subject"],
+        "sender": view["sender"], "kind": view["kind"], "steps": view["steps"],
+        "rule": view["rule"], "account": view["account"], "account_how": view["how"],
+        "alert_key": view["alert_key"], "status": view["status"],
+        "outcome": outcome or state, "reason": reason,
+        "calls": [c for r in view["outbox"] for c in log.by_row(r["id"])],
+        "payloads": [_render(r, psa) for r in view["outbox"]],
+    }
+
+
+def _render(row: dict[str, Any], psa: PsaClient | None) -> dict[str, Any]:
+    """The request an outbox row makes (sent in the preview or still held), secrets masked."""
+    if row["kind"] == "psa" and psa is not None:
+        body = redact_payload(psa.build_payload(row["action"], row["payload"],
+                                                row["correlation_id"]))
+        return {"incidentStatus": row["action"], "correlationId": row["correlation_id"],
+                "data": body["data"], "state": row["state"]}
+    return {"kind": row["kind"], "action": row["action"], "state": row["state"],
+            **row["payload"]}
+
+
+def _fmt(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def format_results(results: list[dict[str, Any]]) -> str:
+    out: list[str] = []
+    for r in results:
+        out.append(f"== {r['file']}")
+        out.append(f"   subject : {r['subject']}")
+        out.append(f"   sender  : {r['sender']}")
+        out += [f"   step    : {step}" for step in r["steps"]]
+        for k in ("rule", "account", "account_how", "alert_key", "status"):
+            if r.get(k):
+                out.append(f"   {k:<8}: {r[k]}")
+        out.append(f"   outcome : {r['outcome']} — {r['reason']}")
+        for c in r["calls"]:
+            out.append("   call    : " + json.dumps(c, ensure_ascii=False))
+    out.append("")
+    width = max((len(r["file"]) for r in results), default=4)
+    out.append(f"{'file':<{width}}  {'outcome':<28}  {'rule':<32}  alert key")
+    for r in results:
+        out.append(f"{r['file']:<{width}}  {r['outcome']:<28}  {(r['rule'] or '-'):<32}  "
+                   f"{r['alert_key'] or '-'}")
+    return "\n".join(out)
+
+
+def simulate_mailbox(settings: Settings, as_json: bool, limit: int,
+                     echo: Callable[[str], None] = print, **options: Any) -> int:
+    """Dry run over what is in the IMAP mailboxes now; nothing there changes."""
     from bridge.sources.imap import ImapSource
 
     if not settings.imap:
         echo("no [[imap]] mailbox is configured")
         return 1
 
-    async def nothing(msgs: list[Any]) -> list[bool]:
+    async def nothing(msgs: list[RawMessage]) -> list[bool]:
         return [False] * len(msgs)
 
-    async def fetch() -> list[tuple[str, bytes, int | None]]:
+    async def fetch() -> list[tuple[str, bytes]]:
         got = []
         for imap in settings.imap:
             for m in await ImapSource(imap, nothing).peek(limit):
-                got.append((f"{m.source}/{m.source_uid}", m.raw, m.oversize))
+                got.append((f"{m.source}/{m.source_uid}", m.raw))
         return got
 
     messages = asyncio.run(fetch())
     with tempfile.TemporaryDirectory() as tmp:
         files = []
-        for i, (name, raw, _) in enumerate(messages):
+        for i, (_, raw) in enumerate(messages):
             path = Path(tmp) / f"{i:05d}.eml"
             path.write_bytes(raw)
             files.append(path)
-        code = simulate_files(settings, files, as_json, echo=echo,
-                              names=[n for n, _, _ in messages])
-    return code
+        return simulate_files(settings, files, as_json, echo=echo,
+                              names=[n for n, _ in messages], **options)
 
-
-def simulate_one(pipeline: Pipeline, store: Any, path: Path,
-                 name: str | None = None) -> dict[str, Any]:
-    preview = pipeline.evaluate(path.read_bytes())
-    c = preview.classification
-    decision = preview.decision
-    outcome, reason = preview.outcome, preview.reason
-    if decision is None and c is not None and c.alert is not None:
-        decision = decide(c.alert, store.open_correlation(c.alert.alert_key),
-                          new_id=lambda: "<new correlationId>")
-        outcome = {"OPEN": "would create", "UPDATE": "would append",
-                   "RESOLVED": "would resolve"}.get(decision.outbox[0].action or "", "pending") \
-            if decision.outbox else (decision.outcome.value if decision.outcome else "pending")
-        reason = decision.reason
-    alert = c.alert if c else None
-    return {
-        "file": name or str(path), "subject": preview.parsed.subject, "sender": preview.parsed.sender,
-        "kind": c.kind.value if c else None, "steps": list(c.steps) if c else [],
-        "rule": c.rule if c else None,
-        "account": alert.account_id if alert else None,
-        "account_how": c.account_how if c else None,
-        "alert_key": alert.alert_key if alert else None,
-        "status": alert.status if alert else None,
-        "outcome": outcome, "reason": reason, "payloads": preview_payloads(decision),
-    }

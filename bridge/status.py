@@ -60,6 +60,9 @@ class RuntimeStatus:
     ruleset_error: str | None = None  # the last reload failure; the previous set stays in force
     admin_alerts: list[AdminAlert] = field(default_factory=list)
     degraded: dict[str, str] = field(default_factory=dict)  # free-form reasons by a short key
+    # Settings a reload read but cannot apply (store path, HTTP bind, logging): not degraded,
+    # but not in force until the next restart either.
+    restart_needed: list[str] = field(default_factory=list)
 
     # -- updates (called by the daemon) ------------------------------------------------------
 

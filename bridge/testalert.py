@@ -11,10 +11,13 @@ import time
 import uuid
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge.decide import decide
+from bridge.decider import SEND_NOW
 from bridge.models import Alert, RawMessage
+
+if TYPE_CHECKING:
+    from bridge.daemon import Bridge
 
 
 def test_message(account: str, resolve: bool) -> bytes:
@@ -28,7 +31,7 @@ def test_message(account: str, resolve: bool) -> bytes:
     return bytes(msg)
 
 
-async def send_test_alert(bridge: Any, account: str, product_group: str, alert_type: str,
+async def send_test_alert(bridge: Bridge, account: str, product_group: str, alert_type: str,
                           resolve: bool = False) -> dict[str, Any]:
     now = time.time()
     raw = test_message(account, resolve)
@@ -43,10 +46,8 @@ async def send_test_alert(bridge: Any, account: str, product_group: str, alert_t
         store = bridge.sync_store
         with store.write():
             store.claim_staged(bridge.worker, limit=1, only=staged.id)
-            ctx = store.alert_context(alert, now, bridge.settings.storm)
-            no_storm = bridge.settings.storm.model_copy(update={"coalesce_window": 0.0,
-                                                                "resolve_delay": 0.0})
-            d = decide(alert, ctx, policy=no_storm)
+            # The one decide path, told to send now: no coalescing, no resolve delay.
+            d = bridge.parts.decider.decide(store, alert, now, override=SEND_NOW)
             store.apply_decision(staged.id, d, arrived_at=now, rule="test-alert",
                                  alert_meta={"account_id": account, "title": alert.title,
                                              "product_group": product_group,
@@ -54,6 +55,6 @@ async def send_test_alert(bridge: Any, account: str, product_group: str, alert_t
 
     await bridge.store.run(record)
     await bridge.delivery.drain()
-    rows = await bridge.store.query(
-        "SELECT state, outcome, reason FROM messages WHERE id=?", [staged.id])
-    return {"message": staged.id, "alert_key": alert.alert_key, **rows[0]}
+    row = bridge.sync_store.message_state(staged.id) or {}
+    return {"message": staged.id, "alert_key": alert.alert_key, "state": row.get("state"),
+            "outcome": row.get("outcome"), "reason": row.get("reason")}

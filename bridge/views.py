@@ -130,6 +130,7 @@ def status_view(store: Store, runtime: RuntimeStatus | None = None,
             "started_at": runtime.started_at,
             "ruleset_version": runtime.ruleset_version,
             "ruleset_error": runtime.ruleset_error,
+            "restart_needed": list(runtime.restart_needed),
             "psa_auth": runtime.psa_auth,
             "psa_auth_message": runtime.psa_auth_message,
             "psa_reachable": runtime.psa_reachable,
@@ -354,6 +355,9 @@ def format_status(data: dict[str, Any]) -> str:
         lines += [f"rule set:     {data['ruleset_version'] or '?'}"
                   + (f" (reload failed: {failed})" if failed else ""),
                   f"PSA auth:     {data['psa_auth']}",
+                  *([f"restart needed: {', '.join(data['restart_needed'])} changed in the"
+                     " config; in force after the next restart"]
+                    if data.get("restart_needed") else []),
                   f"last poll:    {fmt_time(data['last_poll'])}"]
         lines += [f"source {s['name']}: {'connected' if s['connected'] else 'NOT connected'}"
                   + (f" ({s['last_error']})" if s["last_error"] else "") for s in data["sources"]]

@@ -1,8 +1,8 @@
 """An XML transaction ("API by Email", seed 002) -> per-action decisions and a response.
 
-Called by the pipeline, inside the message's write transaction, for a message classified as
-`xml`. The document is parsed by the hardened parser; a refused document, or a wrong or
-missing password, ends the message `rejected` with the reason and is never answered (an
+`read_transaction` (pure, run with the rest of the work on untrusted bytes) reads the document
+with the hardened parser; `apply_transaction` runs in the message's write transaction. A
+refused document, or a wrong or missing password, ends the message `rejected` with the reason and is never answered (an
 attacker learns nothing). Each action becomes an alert decided like any other (so storm control
 and ordering apply); its result is an event. The message's own outcome is `xml`. When the
 document asks for a response and responses are enabled, a reply row goes into the outbox; it is
@@ -13,18 +13,19 @@ times per address.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
+from bridge.classify.accounts import AccountsDirectory
 from bridge.config import Settings
-from bridge.decide import decide, with_webhooks
+from bridge.decider import Decider
 from bridge.models import Alert, Decision, OutboxItem, Outcome, ParsedMessage
+from bridge.seams import StateStore
 from bridge.parse.xmlapi import (Action, ActionResult, Transaction, XmlApiError, check_password,
                                  looks_like_transaction, parse_transaction)
 
 
-def decide_transaction(parsed: ParsedMessage, settings: Settings, store: Any,
-                       message_ref: int | None, arrived_at: float, accounts: Any,
-                       new_id: Callable[[], str]) -> Decision:
+def read_transaction(parsed: ParsedMessage, settings: Settings) -> Transaction | Decision:
+    """The pure half: the document, parsed and its password checked; a refusal is final."""
     xs = settings.xml_api
     part = next(p for p in parsed.xml_parts if looks_like_transaction(p))
     tx = parse_transaction(part, xs.max_bytes)
@@ -35,15 +36,20 @@ def decide_transaction(parsed: ParsedMessage, settings: Settings, store: Any,
         return Decision(outcome=Outcome.REJECTED,
                         reason="XML transaction refused: wrong or missing password"
                                " (not answered)")
-    if not hasattr(store, "record_effects"):  # `simulate`: describe, write nothing
-        kinds = ", ".join(f"{a.kind} {a.alert_id}" for a in tx.actions)
-        return Decision(outcome=Outcome.XML, reason=f"XML transaction from {tx.application}:"
-                        f" would process {len(tx.actions)} action(s): {kinds}")
+    return tx
+
+
+def apply_transaction(tx: Transaction, parsed: ParsedMessage, settings: Settings,
+                      store: StateStore, decider: Decider, message_ref: int,
+                      arrived_at: float, accounts: AccountsDirectory | None) -> Decision:
+    """Each action decided through the one decide path and recorded before the next, so a
+    later action of the same document sees an earlier one's ticket. Runs in the message's
+    write transaction."""
     results: list[dict[str, Any]] = []
     row_ids: list[int] = []
     for action in tx.actions:
-        result, ids = _one_action(tx, action, settings, store, message_ref, arrived_at,
-                                  accounts, new_id)
+        result, ids = _one_action(tx, action, settings, store, decider, message_ref,
+                                  arrived_at, accounts)
         results.append(result)
         row_ids += ids
         store.event("xml-action", message_ref, tx.alert_key(action), result["outcome"],
@@ -56,9 +62,9 @@ def decide_transaction(parsed: ParsedMessage, settings: Settings, store: Any,
                            f" {summary}" + ("" if replies else "; no response sent"))
 
 
-def _one_action(tx: Transaction, action: Action, settings: Settings, store: Any,
-                message_ref: int | None, arrived_at: float, accounts: Any,
-                new_id: Callable[[], str]) -> tuple[dict[str, Any], list[int]]:
+def _one_action(tx: Transaction, action: Action, settings: Settings, store: StateStore,
+                decider: Decider, message_ref: int, arrived_at: float,
+                accounts: AccountsDirectory | None) -> tuple[dict[str, Any], list[int]]:
     key = tx.alert_key(action)
     base = {"index": action.index, "kind": action.kind, "alert_id": action.alert_id}
     known = store.correlation_meta(key) or {}
@@ -88,9 +94,7 @@ def _one_action(tx: Transaction, action: Action, settings: Settings, store: Any,
                          " product group")
     alert = Alert(key, action.status, account or "", group or "", alert_type or "", title,
                   action.summary or title, device=action.device)
-    ctx = store.alert_context(alert, arrived_at, settings.storm)
-    d = with_webhooks(decide(alert, ctx, new_id, settings.storm), alert,
-                      [w.name for w in settings.webhook])
+    d = decider.decide(store, alert, arrived_at)
     meta = {"account_id": alert.account_id, "product_group": alert.product_group,
             "alert_type": alert.alert_type, "title": alert.title[:255]}
     ids = store.record_effects(message_ref, d, arrived_at=arrived_at, alert_meta=meta)
@@ -100,8 +104,8 @@ def _one_action(tx: Transaction, action: Action, settings: Settings, store: Any,
                    "reason": d.reason}, ids
 
 
-def _reply(tx: Transaction, parsed: ParsedMessage, settings: Settings, store: Any,
-           message_ref: int | None, results: list[dict[str, Any]], row_ids: list[int],
+def _reply(tx: Transaction, parsed: ParsedMessage, settings: Settings, store: StateStore,
+           message_ref: int, results: list[dict[str, Any]], row_ids: list[int],
            arrived_at: float) -> tuple[OutboxItem, ...]:
     xs = settings.xml_api
     if not (tx.respond_to and xs.responses) or settings.smtp is None:

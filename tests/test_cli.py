@@ -105,13 +105,13 @@ def test_simulate_shows_steps_rule_key_and_payload_and_sends_nothing(config, psa
     assert result.returncode == 0, result.stderr.decode()
     first, second = json.loads(result.stdout)
     assert first["rule"].startswith("10-nagios.toml:") and first["account"] == "ACME-001"
-    assert first["outcome"] == "would create" and first["steps"]
+    assert first["outcome"] == "created" and first["steps"]  # the words `run` records
     [payload] = first["payloads"]
     assert payload["incidentStatus"] == "OPEN" and payload["data"]["accountId"] == "ACME-001"
     assert second["outcome"] == "regular"
     assert psa_sim.calls() == []
     table = run("simulate", "--config", str(config), str(SAMPLES / "01-nagios-problem.eml"))
-    assert b"10-nagios.toml" in table.stdout and b"would create" in table.stdout
+    assert b"10-nagios.toml" in table.stdout and b"created" in table.stdout
 
 
 def test_views_status_events_tickets_outbox_backup(tmp_path, config, psa_sim):

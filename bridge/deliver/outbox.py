@@ -22,6 +22,7 @@ from typing import Any, Callable
 from bridge.config import Settings
 from bridge.decide import new_correlation_id
 from bridge.deliver.other_targets import OtherTargets
+from bridge.deliver.peers import CURRENT_ROW, Peers
 from bridge.deliver.settle import (AUTH_RECHECK, CRASH_LIMIT, HOLD_DELAY, PSA_OUTCOME,
                                    RETRY_CAP, Writes, backoff, with_occurrences)
 from bridge.store.db import AsyncStore, OutboxRow
@@ -50,8 +51,30 @@ class Delivery(OtherTargets):
         self.psa_refused: str | None = None  # set on 401/403: stop sending until reload
         self._psa_recheck_at = 0.0
         self.wake = asyncio.Event()
+        self._retired: list[Peers] = []  # peers replaced by a reload, closed after their calls
 
     # -- control ------------------------------------------------------------------------------
+
+    def use(self, settings: Settings, peers: Peers) -> None:
+        """A reload's fresh peers and settings, for every row claimed from now on. Calls in
+        flight finish on the old peers, which are closed once the current pass has ended."""
+        self._retired.append(Peers(self.psa, self.smtp, dict(self.webhooks)))
+        self.settings = settings
+        self.smtp = peers.smtp
+        self.webhooks = dict(peers.webhooks)
+        self.resume_psa(peers.psa)
+
+    async def aclose(self) -> None:
+        await self._close_retired()
+        await Peers(self.psa, self.smtp, dict(self.webhooks)).aclose()
+
+    async def _close_retired(self) -> None:
+        retired, self._retired = self._retired, []
+        for peers in retired:
+            try:
+                await peers.aclose()
+            except Exception:  # a peer that fails to close must not stop delivery
+                log.warning("closing the previous PSA/webhook clients failed", exc_info=True)
 
     def resume_psa(self, psa: Any = None) -> None:
         """After SIGHUP with new credentials: start sending again."""
@@ -109,6 +132,8 @@ class Delivery(OtherTargets):
         finally:
             if running:  # cancelled (shutdown): let the calls in flight end, up to the caller
                 await asyncio.gather(*running, return_exceptions=True)
+            if self._retired:
+                await self._close_retired()
             # Rows claimed ahead but not started stay in flight in the store; start-up (or
             # the next `reclaim_in_flight`) hands them back. Hand them back now if we can.
             if ready or replies:
@@ -135,6 +160,7 @@ class Delivery(OtherTargets):
 
     async def deliver(self, row: OutboxRow) -> None:
         # Everything a row's result changes is written in one transaction at the end.
+        CURRENT_ROW.set(row.id)  # this task's row, for the dry-run peers' request log
         tx = Writes()
         try:
             if row.kind == "psa":

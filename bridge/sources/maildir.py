@@ -81,3 +81,6 @@ class MaildirSource:
                 await asyncio.wait_for(stop.wait(), self.settings.poll_interval)
             except asyncio.TimeoutError:
                 pass
+
+    async def close(self) -> None:
+        """Nothing to close: the folder is read afresh on every pass."""

@@ -23,6 +23,7 @@ import sqlite_utils
 
 from bridge.store.decisions import DecisionsMixin
 from bridge.store.outbox import OutboxMixin, OutboxRow
+from bridge.store.reads import ReadsMixin
 from bridge.store.schema import MIGRATIONS
 from bridge.store.staging import StagedRow, StageResult, StagingMixin, message_id_of
 
@@ -36,7 +37,7 @@ TROUBLE_EVENTS = frozenset({"retry", "dead", "rules-reload-failed", "admin-alert
                             "correlation-void", "xml-reply-limited"})
 
 
-class Store(StagingMixin, DecisionsMixin, OutboxMixin):
+class Store(StagingMixin, DecisionsMixin, OutboxMixin, ReadsMixin):
     """Synchronous store. Use from one thread only (see AsyncStore)."""
 
     def __init__(self, path: Path | str, clock: Callable[[], float] = time.time):

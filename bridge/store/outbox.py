@@ -87,6 +87,14 @@ class OutboxMixin:
             return conn.execute("UPDATE outbox SET state='pending' WHERE state='in_flight'"
                                 ).rowcount
 
+    def release_holds(self) -> int:
+        """`run --once --flush`, `simulate --flush`: every held call (coalescing window,
+        resolve delay) is due now."""
+        now = self.clock()
+        with self.write() as conn:
+            return conn.execute("UPDATE outbox SET next_attempt_at=? WHERE state='pending'"
+                                " AND next_attempt_at>?", (now, now)).rowcount
+
     def release_outbox(self, row_ids: list[int]) -> None:
         """Rows claimed but never tried go back to pending, their attempt not counted."""
         with self.write() as conn:

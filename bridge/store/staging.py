@@ -172,6 +172,26 @@ class StagingMixin:
                 self._event(conn, "quarantine-delete", message_ref, None, None, {})
         return bool(n)
 
+    def message_state(self, message_ref: int) -> dict[str, Any] | None:
+        """State, outcome and reason of one message, and whether its raw bytes are kept."""
+        rows = list(self.db.query(
+            "SELECT id, state, outcome, reason, EXISTS (SELECT 1 FROM raw_messages WHERE"
+            " message_ref=id) AS has_raw FROM messages WHERE id=?", [message_ref]))
+        return rows[0] if rows else None
+
+    def requeue_message(self, message_ref: int) -> str | None:
+        """`replay`: back to `staged` for the current rules; the earlier outcome stays in the
+        event history (recorded in the same transaction). Returns the earlier outcome."""
+        with self.write() as conn:
+            row = conn.execute("SELECT outcome FROM messages WHERE id=?",
+                               (message_ref,)).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE messages SET state='staged', outcome=NULL, claimed_by=NULL"
+                         " WHERE id=?", (message_ref,))
+            self._event(conn, "replayed", message_ref, None, None, {"previous": row[0]})
+        return str(row[0])
+
     def message_raw(self, message_ref: int) -> bytes | None:
         return self._get_raws([message_ref]).get(message_ref)
 

@@ -1,0 +1,81 @@
+"""One assembly: validated settings in, one immutable set of components out.
+
+Every command gets its parts from `assemble` — the daemon, `run --once`, `ingest`, `replay`,
+`simulate`, `test-alert`, `demo`, `check --online`, `reconcile`, `tickets --remote` — and no
+component builds another from settings on its own (Alertmanager's config coordinator: one
+place turns a config into the running objects, and a reload builds a fresh set and swaps it
+in whole). Only the peers may be replaced: `simulate` assembles with `DryRunPeers`, which
+accept every call and record the exact request they would have sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from bridge.classify.loader import load_ruleset
+from bridge.classify.ruleset import RuleSet
+from bridge.config import Settings
+from bridge.decide import new_correlation_id
+from bridge.decider import Decider
+from bridge.deliver.peers import Peers
+from bridge.pipeline import Pipeline, classify_context
+
+if TYPE_CHECKING:
+    from bridge.deliver.webhook import WebhookTarget
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The components of one configuration. Immutable: a reload makes a new one."""
+
+    settings: Settings
+    ruleset: RuleSet
+    decider: Decider
+    pipeline: Pipeline
+    peers: Peers
+
+    @property
+    def version(self) -> str:
+        return self.ruleset.version
+
+
+def load_rules(settings: Settings) -> RuleSet:
+    """The rule set the settings name; raises RuleSetError naming every bad file and line."""
+    s = settings.rules
+    return load_ruleset(s.directory, s.accounts, settings.catalogue_map())
+
+
+def build_peers(settings: Settings) -> Peers:
+    psa = None
+    if settings.psa.enabled:
+        from bridge.deliver.psa import PsaClient
+
+        psa = PsaClient(settings.psa)
+    smtp = None
+    if settings.smtp is not None:
+        from bridge.deliver.smtp import SmtpSender
+
+        tokens = None
+        if settings.smtp.oauth2 is not None:
+            from bridge.oauth2 import TokenProvider
+
+            tokens = TokenProvider(settings.smtp.oauth2)
+        smtp = SmtpSender(settings.smtp, token_provider=tokens)
+    webhooks: dict[str, WebhookTarget] = {}
+    if settings.webhook:
+        from bridge.deliver.webhook import WebhookTarget
+
+        webhooks = {w.name: WebhookTarget(w) for w in settings.webhook}
+    return Peers(psa, smtp, webhooks)
+
+
+def assemble(settings: Settings, *, peers: Callable[[Settings], Any] = build_peers,
+             new_id: Callable[[], str] = new_correlation_id,
+             ruleset: RuleSet | None = None) -> Parts:
+    """Build every part from `settings`. Loads the rules first, so an invalid rule set fails
+    here, before any connection is made, and a reload that fails keeps the old parts."""
+    rules = ruleset if ruleset is not None else load_rules(settings)
+    decider = Decider.from_settings(settings, new_id)
+    pipeline = Pipeline(settings, rules, classify_context(settings), decider)
+    return Parts(settings, rules, decider, pipeline, peers(settings))
