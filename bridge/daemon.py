@@ -288,6 +288,8 @@ class Bridge:
         self.redactor.update(fresh.secrets())
         self.parts = parts
         self.delivery.use(fresh, parts.peers)  # the old peers close once their calls ended
+        await self.store.run(self.sync_store.retry_waiting_now)
+        self.delivery.wake.set()
         if self.web_app is not None:
             self.web_app.state.settings = fresh
         if sources_signature(fresh) != sources_signature(old.settings) and self._intake:

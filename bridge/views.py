@@ -120,6 +120,7 @@ def status_view(store: Store, runtime: RuntimeStatus | None = None,
         "failures_last_hour": int(failed_hour or 0) + int(dead_hour or 0),
         "outcomes_24h": outcome_counts(store, now - 86400),
         "open_tickets": store.scalar("SELECT count(*) FROM correlations WHERE state='open'"),
+        "waiting": store.waiting_reasons(),
     }
     if runtime is not None:
         # list(): one atomic copy (the daemon's loop may add a source meanwhile; views run on
@@ -348,6 +349,8 @@ def format_status(data: dict[str, Any]) -> str:
               f" {ob['dead']} dead",
               f"failures:     {data['failures_last_hour']} in the last hour",
               f"open tickets: {data['open_tickets']}",
+              *[f"waiting:      {w['rows']} row(s): {w['reason']}"
+                for w in data.get("waiting", [])],
               "last 24 h:    " + (", ".join(f"{n} {o}" for o, n in
                                             sorted(data["outcomes_24h"].items())) or "nothing")]
     if "psa_auth" in data:

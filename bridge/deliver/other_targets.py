@@ -103,7 +103,10 @@ class OtherTargets:
         name = str(row.payload.get("target", ""))
         target = self.webhooks.get(name)
         if target is None:
-            tx.outbox_dead(row.id, f"no webhook target named {name!r}")
+            # A reload removed or renamed it: hold the row (the admin may restore the target,
+            # or give up with `mailbridge outbox drop ID`), never drop it silently.
+            self._retry(tx, row, HOLD_DELAY, f"held: no webhook target named {name!r} in the"
+                        " configuration (removed by a reload?)")
             return
         fields = dict(row.payload.get("fields", {}))
         result = await target.send(fields)

@@ -95,6 +95,16 @@ class OutboxMixin:
             return conn.execute("UPDATE outbox SET next_attempt_at=? WHERE state='pending'"
                                 " AND next_attempt_at>?", (now, now)).rowcount
 
+    def retry_waiting_now(self) -> int:
+        """After a reload: rows waiting on a failure (refused credentials, an SMTP or webhook
+        setting, a peer that was down) are tried again at once with the new settings. Held
+        work (coalescing windows, resolve delays) keeps its time."""
+        now = self.clock()
+        with self.write() as conn:
+            return conn.execute("UPDATE outbox SET next_attempt_at=? WHERE state='pending'"
+                                " AND last_error IS NOT NULL AND next_attempt_at>?",
+                                (now, now)).rowcount
+
     def release_outbox(self, row_ids: list[int]) -> None:
         """Rows claimed but never tried go back to pending, their attempt not counted."""
         with self.write() as conn:

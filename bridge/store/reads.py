@@ -40,3 +40,11 @@ class ReadsMixin:
             "account": detail.get("account"), "how": detail.get("how"),
             "status": detail.get("status"), "outbox": outbox,
         }
+
+    def waiting_reasons(self, limit: int = 5) -> list[dict[str, Any]]:
+        """Why unsent rows wait (a refused credential, a removed webhook target, a peer down),
+        most common first, for `status`."""
+        return list(self.db.query(
+            "SELECT last_error AS reason, count(*) AS rows FROM outbox WHERE state='pending'"
+            " AND last_error IS NOT NULL GROUP BY last_error ORDER BY count(*) DESC LIMIT ?",
+            [limit]))
