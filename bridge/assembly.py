@@ -10,6 +10,7 @@ accept every call and record the exact request they would have sent.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -19,7 +20,8 @@ from bridge.config import Settings
 from bridge.decide import new_correlation_id
 from bridge.decider import Decider
 from bridge.deliver.peers import Peers
-from bridge.pipeline import Pipeline, classify_context
+from bridge.isolation import WorkerPool
+from bridge.pipeline import Evaluator, Pipeline, classify_context
 
 if TYPE_CHECKING:
     from bridge.deliver.webhook import WebhookTarget
@@ -33,11 +35,17 @@ class Parts:
     ruleset: RuleSet
     decider: Decider
     pipeline: Pipeline
+    evaluator: Evaluator
     peers: Peers
 
     @property
     def version(self) -> str:
         return self.ruleset.version
+
+    async def aclose(self) -> None:
+        """After a swap or at exit: the worker pool finishes its tasks, the peers close."""
+        await asyncio.to_thread(self.evaluator.close)
+        await self.peers.aclose()
 
 
 def load_rules(settings: Settings) -> RuleSet:
@@ -78,4 +86,5 @@ def assemble(settings: Settings, *, peers: Callable[[Settings], Any] = build_pee
     rules = ruleset if ruleset is not None else load_rules(settings)
     decider = Decider.from_settings(settings, new_id)
     pipeline = Pipeline(settings, rules, classify_context(settings), decider)
-    return Parts(settings, rules, decider, pipeline, peers(settings))
+    evaluator = WorkerPool(pipeline, settings.processing)
+    return Parts(settings, rules, decider, pipeline, evaluator, peers(settings))

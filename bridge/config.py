@@ -214,8 +214,18 @@ class LogSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class ProcessingSettings(Section):
+    """The budget of the worker processes that read untrusted bytes (docs/hardening.md)."""
+
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=64)
+    wall_seconds: float = Field(5.0, gt=0)
+    memory_mb: int = Field(512, ge=64)  # address space a worker may add while it works
+    text_chars: int = Field(1024 * 1024, ge=1024)
+
+
 class Settings(Section):
     store: StoreSettings = StoreSettings()
+    processing: ProcessingSettings = ProcessingSettings()
     imap: list[ImapSettings] = []
     maildir: list[MaildirSettings] = []
     smtp: SmtpSettings | None = None

@@ -90,16 +90,22 @@ class Bridge:
         return [True] * len(msgs)
 
     async def process_pending(self, only: int | None = None) -> int:
+        """Claim, evaluate in the worker pool (off the store's thread: staging, delivery and
+        the views go on meanwhile), apply in one short transaction; until nothing is left."""
         total = 0
         while True:
-            # The parts are read per batch: a reload takes effect at the next batch.
-            pipeline = self.parts.pipeline
-            n = await self.store.run(pipeline.process_batch, self.sync_store, self.worker,
-                                     200, only)
-            total += n
-            if n == 0 or only is not None:
+            parts = self.parts  # read per batch: a reload takes effect at the next batch
+            rows = await self.store.run(self.sync_store.claim_staged, self.worker, 200, only,
+                                        False)
+            if not rows:
                 break
+            results = await asyncio.to_thread(parts.evaluator.evaluate,
+                                              self.sync_store.path, rows)
+            await self.store.run(parts.pipeline.apply_batch, self.sync_store, rows, results)
+            total += len(rows)
             self.delivery.wake.set()
+            if only is not None:
+                break
         return total
 
     # -- one pass (`--once`, ingest, replay, demo, tests) ---------------------------------------
@@ -288,6 +294,9 @@ class Bridge:
         self.redactor.update(fresh.secrets())
         self.parts = parts
         self.delivery.use(fresh, parts.peers)  # the old peers close once their calls ended
+        # The old worker pool finishes what it was given, then exits.
+        asyncio.ensure_future(asyncio.to_thread(old.evaluator.close)).add_done_callback(
+            _log_failure)
         await self.store.run(self.sync_store.retry_waiting_now)
         self.delivery.wake.set()
         if self.web_app is not None:
@@ -311,6 +320,7 @@ class Bridge:
         return True
 
     async def close(self) -> None:
+        await asyncio.to_thread(self.parts.evaluator.close)
         await self.delivery.aclose()
         for source in self.sources:
             try:
@@ -348,9 +358,9 @@ def rules_signature(settings: Settings) -> tuple[tuple[str, float, int], ...]:
     return tuple(out)
 
 
-def _log_failure(task: asyncio.Future[bool]) -> None:
+def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("reload crashed: %r", task.exception())
+        log.error("reload task failed: %r", task.exception())
 
 
 async def _wait_all(tasks: list[asyncio.Future[Any]], deadline: float) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from bridge.classify.engine import ClassifyContext, classify
 from bridge.classify.ruleset import RuleSet
@@ -48,6 +49,25 @@ class Evaluation:
     transaction: Transaction | None = None
 
 
+@dataclass(frozen=True)
+class Broken:
+    """A message whose evaluation killed its worker: tried again, up to the poison cap."""
+
+    message_ref: int
+    reason: str
+
+
+Result = Evaluation | Broken
+
+
+class Evaluator(Protocol):
+    """Runs `Pipeline.evaluate` for staged rows somewhere bounded (`bridge.isolation`)."""
+
+    def evaluate(self, store_path: str, rows: list[StagedRow]) -> list[Result]: ...
+
+    def close(self) -> None: ...
+
+
 def quarantine(parsed: ParsedMessage, reason: str) -> Evaluation:
     return Evaluation(parsed, None, Decision(outcome=Outcome.QUARANTINED, reason=reason))
 
@@ -61,14 +81,22 @@ class Pipeline:
 
     # -- batch processing ---------------------------------------------------------------------
 
-    def process_batch(self, store: Store, worker: str, limit: int = 200,
-                      only: int | None = None) -> int:
-        rows = store.claim_staged(worker, limit=limit, only=only)
-        if not rows:
-            return 0
-        evaluated = [(row, self.evaluate_safely(row)) for row in rows]
+    def process_batch(self, store: Store, worker: str, evaluator: Evaluator,
+                      limit: int = 200, only: int | None = None) -> int:
+        """Claim, evaluate, apply — in one thread (simulate, tests). The daemon runs the three
+        steps itself so that the store's thread never waits on the evaluation."""
+        rows = store.claim_staged(worker, limit=limit, only=only, with_raw=False)
+        if rows:
+            self.apply_batch(store, rows, evaluator.evaluate(store.path, rows))
+        return len(rows)
+
+    def apply_batch(self, store: Store, rows: list[StagedRow], results: list[Result]) -> None:
+        """One short write transaction for the batch, a savepoint per message."""
         with store.write() as conn:
-            for row, ev in evaluated:
+            for row, ev in zip(rows, results):
+                if isinstance(ev, Broken):
+                    store.release_message(row.id, ev.reason)
+                    continue
                 conn.execute("SAVEPOINT msg")
                 try:
                     self.apply(store, row, ev)
@@ -81,15 +109,6 @@ class Pipeline:
                         arrived_at=row.arrived_at)
                 conn.execute("RELEASE msg")
         return len(rows)
-
-    def evaluate_safely(self, row: StagedRow) -> Evaluation:
-        try:
-            return self.evaluate(row.raw, oversize=row.oversize, source=row.source,
-                                 message_ref=row.id)
-        except Exception as exc:
-            log.exception("evaluating message %s failed", row.id)
-            return quarantine(ParsedMessage(), f"internal error while processing:"
-                              f" {type(exc).__name__}: {exc}")
 
     def apply(self, store: StateStore, row: StagedRow, ev: Evaluation) -> Decision:
         """Decide what needs the store and record it, in the caller's write transaction."""

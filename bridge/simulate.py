@@ -99,8 +99,11 @@ async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_
     staged = scratch.stage_many([RawMessage(raw, "simulate", f"file:{i}", t)
                                  for t, i, raw, _ in timed])
     ids = {r.id: label for r, (_, _, _, label) in zip(staged, timed)}
-    while parts.pipeline.process_batch(scratch, "simulate") > 0:
-        pass
+    try:
+        while parts.pipeline.process_batch(scratch, "simulate", parts.evaluator) > 0:
+            pass
+    finally:
+        parts.evaluator.close()
     store = AsyncStore(scratch)
     p = parts.peers
     delivery = Delivery(store, parts.settings, psa=p.psa, smtp=p.smtp,

@@ -100,8 +100,8 @@ class StagingMixin:
                 results.append(StageResult(mid_id, False))
         return results
 
-    def claim_staged(self, worker: str, limit: int = 100,
-                     only: int | None = None) -> list[StagedRow]:
+    def claim_staged(self, worker: str, limit: int = 100, only: int | None = None,
+                     with_raw: bool = True) -> list[StagedRow]:
         """Atomically take staged messages for processing; no two workers get the same one.
 
         Rows claimed by a worker that died are taken back after `stale` seconds."""
@@ -119,7 +119,8 @@ class StagingMixin:
                 f" ORDER BY arrived_at, id LIMIT ?)"
                 f" RETURNING id, source, source_uid, arrived_at, oversize",
                 [worker, now, now, *params, limit]).fetchall()
-            raws = self._get_raws([r[0] for r in rows])
+            # Without raw: the pipeline's workers read the bytes themselves (bridge.isolation).
+            raws = self._get_raws([r[0] for r in rows]) if with_raw else {}
         rows.sort(key=lambda r: (r[3], r[0]))
         return [StagedRow(r[0], r[1], r[2], r[3], raws.get(r[0]) or b"", r[4]) for r in rows]
 
@@ -155,6 +156,14 @@ class StagingMixin:
                 with self.conn.blobopen("raw_messages", "raw", ref, readonly=True) as blob:
                     out[ref] = blob.read()
         return out
+
+    def release_message(self, message_ref: int, reason: str) -> None:
+        """Its worker died while reading it: back to `staged` for another try (the poison cap
+        ends the tries), with an event saying why."""
+        with self.write() as conn:
+            conn.execute("UPDATE messages SET state='staged', claimed_by=NULL WHERE id=? AND"
+                         " state='processing'", (message_ref,))
+            self._event(conn, "worker-died", message_ref, None, None, {"reason": reason})
 
     def release_claims(self, worker: str) -> None:
         """Give back messages this worker claimed but did not finish (shutdown)."""

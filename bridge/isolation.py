@@ -1,0 +1,149 @@
+"""Untrusted bytes are read in worker processes, each message under a budget.
+
+Postfix's way: the process that parses what strangers send is a separate, bounded process, and
+nothing another part waits on is held while it works. A pool of workers (pebble, which can kill
+one task's process and replace it — `concurrent.futures` and loky cannot) receives the compiled
+`Pipeline` once, when the pool starts (one pool per set of parts: a reload starts a new one);
+each task names message ids, and the worker reads their raw bytes itself from the store file,
+read-only, so a 50 MB message is not copied through a pipe. Per message:
+
+- wall time: a task over `wall_seconds` is killed; the message is quarantined at once;
+- address space: a worker may grow by `memory_mb` (RLIMIT_AS over its size at start); a
+  `MemoryError` quarantines the message at once;
+- output: title and summary are cut at `text_chars`, and only what `apply` needs comes back;
+- a worker that dies (a crash in a C library, the kernel's OOM killer) is replaced; the message
+  goes back to `staged` and is tried again, up to the store's poison cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import sqlite3
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
+
+import pebble
+
+from bridge.config import ProcessingSettings
+from bridge.models import Classification, ParsedMessage
+from bridge.pipeline import Broken, Evaluation, Pipeline, Result, quarantine
+from bridge.store.staging import StagedRow
+
+log = logging.getLogger("mailbridge.isolation")
+
+# Test-only: a worker that reads a message containing this environment variable's value
+# exits at once, as a crash would. Unset in production, so no mail can trigger it.
+CRASH_HOOK_ENV = "MAILBRIDGE_TEST_CRASH_MARKER"
+
+
+# -- the worker side ------------------------------------------------------------------------
+
+_pipeline: Pipeline | None = None
+_budget: ProcessingSettings | None = None
+_connections: dict[str, sqlite3.Connection] = {}
+
+
+def _start_worker(pipeline: Pipeline, budget: ProcessingSettings) -> None:
+    global _pipeline, _budget
+    # A forked worker inherits the daemon's asyncio signal set-up, whose wakeup fd is shared
+    # with the parent's loop: a SIGTERM that stops this worker would reach the daemon as its
+    # own stop signal. Cut that link first.
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    _pipeline, _budget = pipeline, budget
+    _connections.clear()  # a forked worker must not use its parent's connections
+    with open("/proc/self/statm") as fh:
+        size = int(fh.read().split()[0]) * resource.getpagesize()
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = size + budget.memory_mb * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _read_raw(path: str, message_ref: int) -> bytes:
+    conn = _connections.get(path)
+    if conn is None:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+        _connections[path] = conn
+    row = conn.execute("SELECT raw FROM raw_messages WHERE message_ref=?",
+                       (message_ref,)).fetchone()
+    return bytes(row[0]) if row else b""
+
+
+def _evaluate_in_worker(path: str, refs: list[tuple[int, str, int | None]]) -> list[Result]:
+    assert _pipeline is not None and _budget is not None
+    out: list[Result] = []
+    marker = os.environ.get(CRASH_HOOK_ENV, "").encode()
+    for message_ref, source, oversize in refs:
+        try:
+            raw = _read_raw(path, message_ref)
+            if marker and marker in raw:
+                os._exit(70)
+            ev = _pipeline.evaluate(raw, oversize=oversize, source=source,
+                                    message_ref=message_ref)
+            del raw
+            out.append(_slim(ev, _budget.text_chars))
+        except MemoryError:
+            out.append(quarantine(ParsedMessage(), f"over the memory budget of"
+                                  f" {_budget.memory_mb} MiB while reading the message"))
+        except Exception as exc:  # a bug in a parser: this message only
+            out.append(quarantine(ParsedMessage(), "internal error while processing:"
+                                  f" {type(exc).__name__}: {str(exc)[:300]}"))
+    return out
+
+
+def _slim(ev: Evaluation, text_chars: int) -> Evaluation:
+    """Only what `apply` reads goes back through the pipe: no body, no attachments."""
+    parsed = replace(ev.parsed, body="", attachments=(), xml_parts=())
+    c = ev.classification
+    if c is not None and c.alert is not None and \
+            len(c.alert.summary) + len(c.alert.title) > text_chars:
+        alert = replace(c.alert, title=c.alert.title[:text_chars // 8],
+                        summary=c.alert.summary[:text_chars])
+        c = Classification(c.kind, c.reason, c.rule, alert, c.forward_to, c.account_how,
+                           c.steps)
+    return replace(ev, parsed=parsed, classification=c)
+
+
+# -- the parent side ------------------------------------------------------------------------
+
+class WorkerPool:
+    """The pool of one set of parts. `evaluate` blocks its caller (a worker thread of the
+    daemon's, never the store's thread) until every row has a result."""
+
+    def __init__(self, pipeline: Pipeline, budget: ProcessingSettings):
+        self.budget = budget
+        self._pool = pebble.ProcessPool(max_workers=budget.workers, initializer=_start_worker,
+                                        initargs=(pipeline, budget))
+
+    def evaluate(self, store_path: str, rows: list[StagedRow]) -> list[Result]:
+        wall = self.budget.wall_seconds
+        futures = [self._pool.schedule(_evaluate_in_worker,
+                                       (store_path, [(r.id, r.source, r.oversize)]),
+                                       timeout=wall) for r in rows]
+        out: list[Result] = []
+        for row, future in zip(rows, futures):
+            try:
+                [result] = future.result()
+            except FutureTimeout:
+                result = quarantine(ParsedMessage(), f"over the time budget of {wall:g} s"
+                                    " while reading the message (its worker was stopped)")
+            except pebble.ProcessExpired as exc:
+                result = Broken(row.id, f"its worker process died (exit {exc.exitcode})")
+            except Exception as exc:  # the pool itself failed (closed by a reload, …)
+                result = Broken(row.id, f"the worker pool failed: {type(exc).__name__}: {exc}")
+            out.append(result)
+        return out
+
+    def close(self) -> None:
+        """Graceful: tasks already scheduled finish; then the workers exit."""
+        self._pool.close()
+        self._pool.join(timeout=self.budget.wall_seconds + 5)
+        if self._pool.active:
+            self._pool.stop()
+            self._pool.join()
