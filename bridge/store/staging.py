@@ -198,6 +198,49 @@ class StagingMixin:
         return bool(self.scalar("SELECT 1 FROM messages WHERE id=? AND state='processing' AND"
                                 " claimed_by=?", (message_ref, self.owner or worker)))
 
+    # -- the administrator: `mailbridge processing` ---------------------------------------
+
+    def processing_rows(self) -> list[dict[str, Any]]:
+        """Messages in processing with their claimant and whether it is alive."""
+        rows = self.query("SELECT id, source, arrived_at, claimed_by, claimed_at, claims"
+                          " FROM messages WHERE state='processing' ORDER BY claimed_at, id")
+        for r in rows:
+            alive = self.claimant_alive(r["claimed_by"])
+            r["claimant"] = {True: "alive", False: "gone", None: "no lease"}[alive]
+        return rows
+
+    def processing_release(self, message_ref: int, force: bool = False) -> str | None:
+        """Back to staged (as a suspect, its claim counted). None when done, else why not."""
+        return self._processing_change(message_ref, force, None)
+
+    def processing_quarantine(self, message_ref: int, force: bool = False) -> str | None:
+        return self._processing_change(message_ref, force, "quarantined by the administrator")
+
+    def _processing_change(self, message_ref: int, force: bool, reason: str | None) -> str | None:
+        with self.write() as conn:
+            row = conn.execute("SELECT claimed_by FROM messages WHERE id=? AND"
+                               " state='processing'", (message_ref,)).fetchone()
+            if row is None:
+                return f"message {message_ref} is not in processing"
+            if not force and self.claimant_alive(row[0]):
+                # A live claimant would record its own decision afterwards; refusing keeps
+                # the message from being decided twice.
+                return (f"message {message_ref} is held by a live process ({row[0]});"
+                        " use --force to take it anyway")
+            now = self.clock()
+            if reason is None:
+                conn.execute("UPDATE messages SET state='staged', claimed_by=NULL, suspect=1,"
+                             " updated_at=? WHERE id=?", (now, message_ref))
+                self._event(conn, "processing-release", message_ref, None, None,
+                            {"claimant": row[0]})
+            else:
+                conn.execute("UPDATE messages SET state='done', outcome='quarantined', reason=?,"
+                             " claimed_by=NULL, updated_at=? WHERE id=?",
+                             (reason, now, message_ref))
+                self._event(conn, "outcome", message_ref, None, "quarantined",
+                            {"reason": reason, "claimant": row[0]})
+        return None
+
     # Big messages go through SQLite's incremental blob I/O: a plain INSERT or SELECT builds
     # the whole record in a buffer of SQLite's besides the Python bytes, one more full copy of
     # a 50 MB attachment than needed.
