@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +26,8 @@ from bridge.deliver.outbox import Delivery
 from bridge.models import RawMessage
 from bridge.pipeline import Pipeline, RuleSetHolder
 from bridge.store.db import AsyncStore, Store
+from bridge.store.lease import OwnerConflict, OwnerLease  # h5 (issue 13): claims have owners
+from bridge.store.spool import stage_spooled  # h5 (issue 13): ingest's spool
 
 log = logging.getLogger("mailbridge.daemon")
 
@@ -48,6 +51,9 @@ class Bridge:
         self.redactor = redactor or Redactor(settings.secrets())
         self.sync_store.redact = self.redactor.redact  # type: ignore[assignment]
         self.store = AsyncStore(self.sync_store)
+        # h5 (issue 13): this process as the owner of its claims; registered by run() as the
+        # daemon, by run_once() as a one-shot, released in close().
+        self.lease = OwnerLease(self.sync_store)
         self.rules = RuleSetHolder(settings)
         self.rules.reload()  # raises on an invalid rule set at start-up
         self.rules_seen = rules_signature(settings)  # what the loaded set was read from
@@ -97,6 +103,7 @@ class Bridge:
 
     async def process_pending(self) -> int:
         total = 0
+        await self.store.run(stage_spooled, self.sync_store)  # h5 (issue 13): ingest's spool
         while True:
             n = await self.store.run(self.pipeline.process_batch, self.worker)
             total += n
@@ -109,6 +116,7 @@ class Bridge:
 
     async def run_once(self, deliver: bool = True) -> int:
         """Take what the sources have now, process it, deliver what can go now."""
+        await self.lease.register("once")  # h5 (issue 13)
         await self.store.reclaim_in_flight()
         for source in self.sources:
             await source.drain()
@@ -127,6 +135,13 @@ class Bridge:
         loop = asyncio.get_running_loop()
         self._install_signals(loop, stop)
         self._stage_signal = asyncio.Event()
+        try:  # h5 (issue 13): one daemon per store
+            await self.lease.register("daemon")
+        except OwnerConflict as exc:
+            log.error("%s", exc)
+            sys.stderr.write(f"mailbridge: {exc}\n")
+            await self.close()
+            return EXIT_STARTUP
         await self.store.reclaim_in_flight()
         intake_stop = asyncio.Event()
         ready_sources: set[str] = set()
@@ -334,6 +349,7 @@ class Bridge:
                     await source.close()
                 except Exception:
                     pass
+        await self.lease.release()  # h5 (issue 13): unfinished claims go back uncounted
         self.store.close()
 
 
