@@ -80,6 +80,7 @@ async def _process(settings: Settings, message_ids: list[int]) -> None:
 
     bridge = Bridge(settings)
     try:
+        await bridge.lease.register("once")  # its claims are protected from other reclaims
         for message_id in message_ids:
             await bridge.store.run(bridge.pipeline.process_batch, bridge.worker, 1, message_id)
         await bridge.delivery.drain()

@@ -19,6 +19,7 @@ def replay(settings: Settings, message_id: int, echo: Callable[[str], None] = pr
     async def go() -> int:
         bridge = Bridge(settings)
         try:
+            await bridge.lease.register("once")
             row = bridge.sync_store.query(
                 "SELECT state, outcome, EXISTS (SELECT 1 FROM raw_messages WHERE message_ref=id)"
                 " AS has_raw FROM messages WHERE id=?",
@@ -34,8 +35,9 @@ def replay(settings: Settings, message_id: int, echo: Callable[[str], None] = pr
                 echo(f"message {message_id}: its raw bytes were pruned by retention")
                 return 1
             with bridge.sync_store.write() as conn:
-                conn.execute("UPDATE messages SET state='staged', outcome=NULL, claimed_by=NULL"
-                             " WHERE id=?", (message_id,))
+                # A fresh start: a poison-quarantined message gets its tries again.
+                conn.execute("UPDATE messages SET state='staged', outcome=NULL, claimed_by=NULL,"
+                             " claims=0, suspect=0 WHERE id=?", (message_id,))
             bridge.sync_store.event("replayed", message_id, None, None,
                                     previous=row[0]["outcome"])
             await bridge.store.run(bridge.pipeline.process_batch, bridge.worker, 1, message_id)
