@@ -139,7 +139,7 @@ MIGRATIONS: list[str] = [
         kind         TEXT NOT NULL,           -- daemon | once
         pid          INTEGER NOT NULL,
         host         TEXT NOT NULL,
-        boot_id      TEXT,                    -- the host's boot, so a pid of an earlier boot is dead
+        boot_id      TEXT,                    -- the host's boot: a pid of an earlier boot is dead
         proc_start   TEXT,                    -- the process's start time, so a reused pid is not it
         started_at   REAL NOT NULL,
         heartbeat_at REAL NOT NULL

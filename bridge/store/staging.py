@@ -119,7 +119,7 @@ class StagingMixin:
         with self.write() as conn:
             self._reclaim_messages(conn, now)
             self._quarantine_poison(conn, now, only)
-            where, params = "state='staged'", []
+            where, params = "state='staged'", list[Any]()
             if only is not None:
                 where += " AND id=?"
                 params.append(only)
@@ -166,7 +166,8 @@ class StagingMixin:
 
     def _quarantine_poison(self, conn: sqlite3.Connection, now: float,
                            only: int | None) -> None:
-        extra, params = ("", []) if only is None else (" OR (id=? AND state='staged')", [only])
+        extra, params = ("", list[int]()) if only is None else \
+            (" OR (id=? AND state='staged')", [only])
         rows = conn.execute(
             f"SELECT id, claims FROM messages WHERE (state='staged' AND suspect=1 AND"
             f" claims >= ?){extra}", [CLAIM_LIMIT, *params]).fetchall()
@@ -216,7 +217,8 @@ class StagingMixin:
     def processing_quarantine(self, message_ref: int, force: bool = False) -> str | None:
         return self._processing_change(message_ref, force, "quarantined by the administrator")
 
-    def _processing_change(self, message_ref: int, force: bool, reason: str | None) -> str | None:
+    def _processing_change(self, message_ref: int, force: bool,
+                           reason: str | None) -> str | None:
         with self.write() as conn:
             row = conn.execute("SELECT claimed_by FROM messages WHERE id=? AND"
                                " state='processing'", (message_ref,)).fetchone()
