@@ -5,7 +5,7 @@ keeps it and retries: a message is never both lost and acknowledged. After stagi
 is processed and its outbox rows delivered right here, unless a running daemon (a live owner of
 kind daemon, or its heartbeat in the store is fresh) will do it. Claims are atomic, so both
 never work on one message. Ingest never migrates an existing store, and when the write lock
-does not come within 1.5 s the message goes durably to the spool (`bridge.store.spool`) and
+does not come within 1 s the message goes durably to the spool (`bridge.store.spool`) and
 ingest exits 0 at once: the MTA is never kept waiting behind a long write.
 """
 

@@ -184,3 +184,27 @@ def test_run_once_beside_a_daemon_in_mid_delivery_sends_nothing_twice(tmp_path, 
     mails = collections.Counter(i for m in sink.messages for i in range(4)
                                 if f"<fw{i}.".encode() in m.content)
     assert len(sink.messages) == 4 and mails == {i: 1 for i in range(4)}, mails
+
+
+def test_processing_command_lists_releases_and_quarantines(tmp_path, psa_sim):
+    config = write_config(tmp_path, psa_sim)
+    db = tmp_path / "mailbridge.db"
+    s = filled_store(db)
+    s.stage(RawMessage(RAW % 2, "pipe", None, 2.0))
+    s.close()
+    child = subprocess.Popen([sys.executable, "-c", CLAIMANT, str(db)], stdout=subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline().strip() == b"claimed"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    listed = cli("processing", "--config", str(config), "--json")
+    rows = __import__("json").loads(listed.stdout)
+    assert [(r["id"], r["claimant"], r["claims"]) for r in rows] == [(1, "gone", 1), (2, "gone", 1)]
+    assert cli("processing", "--config", str(config), "release", "1").returncode == 0
+    assert cli("processing", "--config", str(config), "quarantine", "2").returncode == 0
+    again = cli("processing", "--config", str(config), "quarantine", "2")
+    assert again.returncode == 1 and b"not in processing" in again.stderr
+    s = Store(db, readonly=True)
+    assert s.query("SELECT id, state, outcome, reason, suspect FROM messages ORDER BY id") == [
+        {"id": 1, "state": "staged", "outcome": None, "reason": None, "suspect": 1},
+        {"id": 2, "state": "done", "outcome": "quarantined",
+         "reason": "quarantined by the administrator", "suspect": 0}]

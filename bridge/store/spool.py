@@ -22,7 +22,7 @@ from bridge.models import RawMessage
 if TYPE_CHECKING:
     from bridge.store.db import Store
 
-INGEST_BUSY_TIMEOUT = 1.5  # seconds ingest waits for the write lock before it spools
+INGEST_BUSY_TIMEOUT = 1.0  # seconds ingest waits for the write lock before it spools
 
 
 def spool_dir(store_path: str | Path) -> Path:
