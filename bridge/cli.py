@@ -200,11 +200,17 @@ def demo(keep: str | None) -> None:
 # -- audit views ----------------------------------------------------------------------------------
 
 
-def _store(settings: Settings) -> Any:
+def _store(settings: Settings, write: bool = False) -> Any:
+    """Views open the store read-only: no migration, no write lock, so they answer while the
+    pipeline writes. Commands that change something open it for writing, never migrating."""
     from bridge.audit import Redactor
-    from bridge.store import Store
+    from bridge.store.db import Store, StoreNotReady
 
-    store = Store(settings.store.path)
+    try:
+        store = Store(settings.store.path, migrate=False, readonly=not write)
+    except StoreNotReady as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
     store.redact = Redactor(settings.secrets()).redact  # type: ignore[assignment]
     return store
 
@@ -325,7 +331,7 @@ def outbox(ctx: click.Context, config_path: str, as_json: bool) -> None:
 
 
 def _outbox_change(config_path: str, row_id: int, change: str, done: str) -> None:
-    ok = getattr(_store(_settings(config_path)), change)(row_id)
+    ok = getattr(_store(_settings(config_path), write=True), change)(row_id)
     click.echo(f"row {row_id} {done if ok else 'not found (or already done)'}")
     sys.exit(0 if ok else 1)
 
@@ -392,7 +398,7 @@ def reconcile(config_path: str, fix: bool, as_json: bool) -> None:
     settings = _settings(config_path)
 
     async def go() -> Any:
-        store = AsyncStore(_store(settings))
+        store = AsyncStore(_store(settings, write=fix))
         client = PsaClient(settings.psa)
         try:
             return await do_reconcile(store, client, fix=fix)
@@ -466,7 +472,7 @@ def quarantine_release(config_path: str, message_id: int) -> None:
 @click.pass_obj
 def quarantine_delete(config_path: str, message_id: int) -> None:
     """Drop a quarantined message's raw bytes (its row and outcome stay for the audit)."""
-    ok = _store(_settings(config_path)).forget_raw(message_id)
+    ok = _store(_settings(config_path), write=True).forget_raw(message_id)
     click.echo(f"message {message_id}: {'raw bytes deleted' if ok else 'not quarantined'}")
     sys.exit(0 if ok else 1)
 
@@ -479,6 +485,12 @@ def backup(config_path: str, target: str) -> None:
     _store(_settings(config_path)).backup(target)
     click.echo(f"store copied to {target}")
 
+
+# `processing` and `migrate` live in a module of their own (this one is long enough).
+from bridge.cli_claims import migrate, processing  # noqa: E402
+
+main.add_command(processing)
+main.add_command(migrate)
 
 if __name__ == "__main__":
     main()

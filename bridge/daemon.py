@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +31,8 @@ from bridge.seams import Source
 from bridge.sources import build_sources, sources_signature
 from bridge.status import RuntimeStatus
 from bridge.store.db import AsyncStore, Store
+from bridge.store.lease import OwnerConflict, OwnerLease
+from bridge.store.spool import stage_spooled
 
 log = logging.getLogger("mailbridge.daemon")
 
@@ -53,6 +56,9 @@ class Bridge:
         self.store = AsyncStore(self.sync_store)
         self.parts: Parts = assemble(settings, peers=peers)  # raises on an invalid rule set
         self._boot_settings = settings  # what the store, the HTTP bind and logging follow
+        # This process as the owner of its claims: registered by run() as the daemon, by
+        # run_once() as a one-shot, released in close() (docs/architecture.md).
+        self.lease = OwnerLease(self.sync_store)
         self.rules_seen = rules_signature(settings)  # what the loaded set was read from
         self.runtime = RuntimeStatus()
         self.runtime.rules_reloaded(self.parts.version)
@@ -93,6 +99,7 @@ class Bridge:
         """Claim, evaluate in the worker pool (off the store's thread: staging, delivery and
         the views go on meanwhile), apply in one short transaction; until nothing is left."""
         total = 0
+        await self.store.run(stage_spooled, self.sync_store)
         while True:
             parts = self.parts  # read per batch: a reload takes effect at the next batch
             rows = await self.store.run(self.sync_store.claim_staged, self.worker, 200, only,
@@ -101,7 +108,8 @@ class Bridge:
                 break
             results = await asyncio.to_thread(parts.evaluator.evaluate,
                                               self.sync_store.path, rows)
-            await self.store.run(parts.pipeline.apply_batch, self.sync_store, rows, results)
+            await self.store.run(parts.pipeline.apply_batch, self.sync_store, rows, results,
+                                 self.worker)
             total += len(rows)
             self.delivery.wake.set()
             if only is not None:
@@ -113,6 +121,7 @@ class Bridge:
     async def run_once(self, deliver: bool = True, flush: bool = False) -> int:
         """Take what the sources have now, process it, deliver what can go now (`flush`:
         held work too)."""
+        await self.lease.register("once")
         await self.store.reclaim_in_flight()
         for source in self.sources:
             await source.drain()
@@ -133,6 +142,13 @@ class Bridge:
         loop = asyncio.get_running_loop()
         self._install_signals(loop, stop)
         self._stage_signal = asyncio.Event()
+        try:  # one daemon per store
+            await self.lease.register("daemon")
+        except OwnerConflict as exc:
+            log.error("%s", exc)
+            sys.stderr.write(f"mailbridge: {exc}\n")
+            await self.close()
+            return EXIT_STARTUP
         await self.store.reclaim_in_flight()
         ready_sources: set[str] = set()
         needs_ready = {s.name for s in self.sources}
@@ -228,7 +244,7 @@ class Bridge:
 
         path = self.settings.store.path
         # The dashboard reads through its own connection, never queued behind pipeline writes.
-        self.web_app = create_app(lambda: Store(path), self.runtime, self.settings,
+        self.web_app = create_app(lambda: Store(path, readonly=True), self.runtime, self.settings,
                                   accounts_provider=self.accounts_for_vendor_api,
                                   redactor=self.redactor)
         return asyncio.ensure_future(serve(self.web_app, h.host, h.port, stop))
@@ -327,6 +343,7 @@ class Bridge:
                 await source.close()
             except Exception:
                 pass
+        await self.lease.release()  # unfinished claims go back uncounted
         self.store.close()
 
 

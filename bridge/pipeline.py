@@ -87,15 +87,20 @@ class Pipeline:
         steps itself so that the store's thread never waits on the evaluation."""
         rows = store.claim_staged(worker, limit=limit, only=only, with_raw=False)
         if rows:
-            self.apply_batch(store, rows, evaluator.evaluate(store.path, rows))
+            self.apply_batch(store, rows, evaluator.evaluate(store.path, rows), worker)
         return len(rows)
 
-    def apply_batch(self, store: Store, rows: list[StagedRow], results: list[Result]) -> None:
-        """One short write transaction for the batch, a savepoint per message."""
+    def apply_batch(self, store: Store, rows: list[StagedRow], results: list[Result],
+                    worker: str) -> None:
+        """One short write transaction for the batch, a savepoint per message. A message
+        whose claim this process no longer holds (the administrator released or quarantined
+        it meanwhile) is left alone."""
         with store.write() as conn:
             for row, ev in zip(rows, results):
+                if not store.holds_claim(row.id, worker):
+                    continue
                 if isinstance(ev, Broken):
-                    store.release_message(row.id, ev.reason)
+                    store.requeue_crashed(row.id, ev.reason)
                     continue
                 conn.execute("SAVEPOINT msg")
                 try:

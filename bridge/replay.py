@@ -19,6 +19,7 @@ def replay(settings: Settings, message_id: int, echo: Callable[[str], None] = pr
     async def go() -> int:
         bridge = Bridge(settings)
         try:
+            await bridge.lease.register("once")
             row = bridge.sync_store.message_state(message_id)
             if row is None:
                 echo(f"no message {message_id}")

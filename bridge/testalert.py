@@ -33,6 +33,7 @@ def test_message(account: str, resolve: bool) -> bytes:
 
 async def send_test_alert(bridge: Bridge, account: str, product_group: str, alert_type: str,
                           resolve: bool = False) -> dict[str, Any]:
+    await bridge.lease.register("once")
     now = time.time()
     raw = test_message(account, resolve)
     [staged] = await bridge.store.stage_many([RawMessage(raw, "test-alert", None, now)])

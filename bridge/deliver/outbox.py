@@ -4,8 +4,9 @@ Rows of one ordering key go strictly one after another (the store only hands out
 unfinished row of a key), different keys go concurrently up to `psa.concurrency`. What a row's
 result means is decided here, in one table-like `match` per target: permanent errors end the
 message's wait with an outcome, temporary ones reschedule the row with backoff and jitter, and
-nothing is ever dropped because a peer is down. A row whose delivery crashes the worker
-repeatedly goes `dead` with the reason instead of blocking its key for ever. Here: the loops
+nothing is ever dropped because a peer is down. A row whose delivery crashes the worker (or
+dies with it) CRASH_LIMIT times goes `dead` with the reason instead of blocking its key for
+ever; transient retries do not count towards that cap. Here: the loops
 and the PSA; `Writes`, `with_occurrences`, `backoff` and the limits are in `settle`
 (re-exported), mail, webhooks and IMAP moves in `other_targets` (mixed in).
 """
@@ -26,11 +27,13 @@ from bridge.deliver.peers import CURRENT_ROW, Peers
 from bridge.deliver.settle import (AUTH_RECHECK, CRASH_LIMIT, HOLD_DELAY, PSA_OUTCOME,
                                    RETRY_CAP, Writes, backoff, with_occurrences)
 from bridge.store.db import AsyncStore, OutboxRow
+from bridge.store.owners import HEARTBEAT
 
 __all__ = ["AUTH_RECHECK", "CRASH_LIMIT", "HOLD_DELAY", "PSA_OUTCOME", "RETRY_CAP", "Delivery",
            "Writes", "backoff", "with_occurrences"]
 
 log = logging.getLogger("mailbridge.outbox")
+RECLAIM_EVERY = HEARTBEAT  # seconds between two looks for rows left by a dead deliverer
 
 
 class Delivery(OtherTargets):
@@ -134,15 +137,21 @@ class Delivery(OtherTargets):
                 await asyncio.gather(*running, return_exceptions=True)
             if self._retired:
                 await self._close_retired()
-            # Rows claimed ahead but not started stay in flight in the store; start-up (or
-            # the next `reclaim_in_flight`) hands them back. Hand them back now if we can.
+            # Rows claimed ahead but not started stay in flight in the store until this
+            # owner's lease ends (then `reclaim_in_flight` hands them back). Hand them back
+            # now if we can.
             if ready or replies:
                 await self.store.release_outbox([r.id for r in [*ready, *replies]])
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.store.reclaim_in_flight()
+        reclaimed_at = time.monotonic()
         while not stop.is_set():
             try:
+                if time.monotonic() - reclaimed_at >= RECLAIM_EVERY:
+                    # Rows of a one-shot command (or another host) that died meanwhile.
+                    reclaimed_at = time.monotonic()
+                    await self.store.reclaim_in_flight()
                 await self.drain()
             except Exception:  # the store itself failed: wait and try again, never die
                 log.exception("outbox pass failed")
@@ -177,10 +186,11 @@ class Delivery(OtherTargets):
             log.exception("outbox row %s crashed", row.id)
             reason = f"{type(exc).__name__}: {exc}"
             tx = Writes()  # nothing half-done is written
-            if row.attempts >= CRASH_LIMIT:
-                self._dead(tx, row, f"delivery crashed {row.attempts} times; last: {reason}")
+            crashes = row.crashes + 1
+            if crashes >= CRASH_LIMIT:
+                self._dead(tx, row, f"delivery crashed {crashes} times; last: {reason}")
             else:
-                tx.outbox_retry(row.id, self.clock() + backoff(row.attempts), reason)
+                tx.outbox_crashed(row.id, self.clock() + backoff(crashes), reason)
         await self.store.run(tx.apply, self.store.store)
 
     def _dead(self, tx: Writes, row: OutboxRow, reason: str) -> None:

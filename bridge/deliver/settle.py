@@ -15,8 +15,10 @@ from typing import Any, Callable
 
 from bridge.deliver.psa_wire import truncate
 from bridge.store.db import OutboxRow
-
-CRASH_LIMIT = 5          # unexpected exceptions before a row goes dead
+# Crashes of the deliverer on a row (an exception, or the process dying with the row in flight)
+# before it goes dead; counted in the row's own `crashes`, never in `attempts`, so transient
+# retries (503s, timeouts) do not use it up. Defined by the store, which counts the deaths.
+from bridge.store.outbox import CRASH_LIMIT
 RETRY_CAP = 15 * 60.0    # longest wait between two attempts of a temporary failure
 HOLD_DELAY = 5 * 60.0    # 409: the partner may re-enable the integration; ask slowly
 AUTH_RECHECK = 10 * 60.0 # credentials refused: try again now and then even without a reload
@@ -26,7 +28,7 @@ class Writes:
     """The store writes one delivery causes, recorded and then applied in one transaction
     on the store's thread (a call used to cost four or five separate commits)."""
 
-    WRITE_OPS = frozenset({"event", "outbox_done", "outbox_dead", "outbox_retry",
+    WRITE_OPS = frozenset({"event", "outbox_done", "outbox_dead", "outbox_retry", "outbox_crashed",
                            "set_outcome", "confirm_correlation", "close_correlation",
                            "void_correlation"})
 

@@ -17,18 +17,19 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Literal, TypeVar
 
 import sqlite_utils
 
 from bridge.store.decisions import DecisionsMixin
 from bridge.store.outbox import OutboxMixin, OutboxRow
 from bridge.store.reads import ReadsMixin
+from bridge.store.owners import OwnersMixin
 from bridge.store.schema import MIGRATIONS
 from bridge.store.staging import StagedRow, StageResult, StagingMixin, message_id_of
 
 __all__ = ["Store", "AsyncStore", "StagedRow", "StageResult", "OutboxRow", "message_id_of",
-           "events_log", "TROUBLE_EVENTS"]
+           "events_log", "TROUBLE_EVENTS", "StoreNotReady"]
 
 T = TypeVar("T")
 events_log = logging.getLogger("mailbridge.events")
@@ -37,17 +38,38 @@ TROUBLE_EVENTS = frozenset({"retry", "dead", "rules-reload-failed", "admin-alert
                             "correlation-void", "xml-reply-limited"})
 
 
-class Store(StagingMixin, DecisionsMixin, OutboxMixin, ReadsMixin):
+class StoreNotReady(RuntimeError):
+    """The store has no schema yet, or an older one, and this open may not migrate it."""
+
+
+class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin):
     """Synchronous store. Use from one thread only (see AsyncStore)."""
 
-    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time):
+    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time, *,
+                 migrate: bool | Literal["missing"] = True, readonly: bool = False):
+        """`migrate`: True brings the schema up to date (taking the write lock only when it is
+        behind), "missing" only creates a store that has no schema yet (ingest), False never
+        migrates and refuses an out-of-date schema. `readonly` (views, the web) opens the file
+        read-only: never a migration, never the write lock."""
         self.path = str(path)
         self.clock = clock  # injected in tests: due times and windows follow it
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0,
-                               isolation_level=None)
+        self.readonly = readonly
+        # The owner (see bridge.store.lease) under which this connection's claims are recorded;
+        # None: claims without an owner, taken back by any reclaim (the pre-owner behaviour).
+        self.owner: str | None = None
+        if readonly:
+            if not Path(self.path).exists():
+                raise StoreNotReady(f"no store at {self.path} yet: start mailbridge or run"
+                                    " `mailbridge migrate`")
+            conn = sqlite3.connect(Path(self.path).resolve().as_uri() + "?mode=ro", uri=True,
+                                   check_same_thread=False, timeout=30.0, isolation_level=None)
+        else:
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0,
+                                   isolation_level=None)
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
-        conn.execute("PRAGMA journal_mode=WAL")
+        if not readonly:  # already WAL: a no-op that takes no lock
+            conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
@@ -55,17 +77,39 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin, ReadsMixin):
         # indexes of a busy day stay in memory (measured on the backlog benchmark).
         conn.execute("PRAGMA cache_size=-32768")
         conn.execute("PRAGMA temp_store=MEMORY")
-        self._migrate()
+        if readonly:
+            conn.execute("PRAGMA query_only=ON")
+        self._migrate(False if readonly else migrate)
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _migrate(self) -> None:
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self, mode: bool | Literal["missing"]) -> None:
+        # Read the version first, without a lock: a current schema (the usual case) never
+        # waits for a writer. Only a store that is behind takes the write lock.
+        version = self.schema_version()
+        if version >= len(MIGRATIONS) or (mode == "missing" and version > 0):
+            return
+        if mode is False:
+            if version == 0:
+                raise StoreNotReady(f"no store at {self.path} yet: start mailbridge or run"
+                                    " `mailbridge migrate`")
+            raise StoreNotReady(f"the store at {self.path} has schema version {version}, this"
+                                f" mailbridge needs {len(MIGRATIONS)}: run `mailbridge migrate`"
+                                " (or restart the daemon)")
+        self.migrate_now()
+
+    def migrate_now(self) -> tuple[int, int]:
+        """Apply the migrations still missing; (version before, version after)."""
         with self.write():
-            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            version = self.schema_version()
             for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in _split_sql(sql):
                     self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version = {number}")
+        return version, max(version, len(MIGRATIONS))
 
     @contextlib.contextmanager
     def write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:

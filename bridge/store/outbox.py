@@ -2,8 +2,9 @@
 
 `OutboxMixin` is the part of `Store` that owns the `outbox` table: rows are enqueued with a
 decision, claimed head-of-key only (an UPDATE never overtakes its OPEN), settled as done, retried
-or dead, and inspected or requeued by the administrator. It relies on what `Store` provides:
-`conn`, `write()`, `clock`, `query`, `scalar`, `_event`.
+or dead, and inspected or requeued by the administrator. In-flight rows carry their owner and are
+taken back only from a dead one (`reclaim_in_flight`). It relies on what `Store` provides:
+`conn`, `write()`, `clock`, `query`, `scalar`, `_event`, `owner` (and `OwnersMixin`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class OutboxRow:
     first_arrived_at: float | None = None
     last_arrived_at: float | None = None
     correlation_state: str | None = None  # of correlation_id, read with the claim
+    crashes: int = 0  # deliverer crashes and deaths with this row in flight so far
+
+
+CRASH_LIMIT = 3  # deliverer crashes (or deaths with the row in flight) before a row goes dead
 
 
 class OutboxMixin:
@@ -66,7 +71,7 @@ class OutboxMixin:
                 f"SELECT o.id, o.kind, o.ordering_key, o.message_ref, o.action,"
                 f" o.correlation_id, o.payload, o.attempts, o.occurrences, o.first_arrived_at,"
                 f" o.last_arrived_at, (SELECT c.state FROM correlations c"
-                f"   WHERE c.correlation_id = o.correlation_id) FROM outbox o"
+                f"   WHERE c.correlation_id = o.correlation_id), o.crashes FROM outbox o"
                 f" WHERE o.state='pending' AND o.next_attempt_at <= ? AND o.kind IN ({marks})"
                 f" AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.ordering_key=o.ordering_key"
                 f"   AND p.kind=o.kind AND p.id < o.id AND p.state IN ('pending','in_flight'))"
@@ -75,17 +80,53 @@ class OutboxMixin:
             taken: list[OutboxRow] = []
             for r in rows:
                 conn.execute("UPDATE outbox SET state='in_flight', attempts=attempts+1,"
-                             " updated_at=? WHERE id=?", (now, r[0]))
+                             " claimed_by=?, updated_at=? WHERE id=?", (self.owner, now, r[0]))
                 taken.append(OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]),
-                                       r[7] + 1, r[8], r[9], r[10], r[11]))
+                                       r[7] + 1, r[8], r[9], r[10], r[11], r[12]))
         return taken
 
     def reclaim_in_flight(self) -> int:
-        """At start-up: rows left in flight by a crash go back to pending (they are re-sent
-        with the same correlationId, so a create that did succeed is not doubled)."""
+        """Rows left in flight by a deliverer that is gone go back to pending (they are re-sent
+        with the same correlationId, so a create that did succeed is not doubled). Only rows of
+        a dead owner (or claimed without one) are taken: a live daemon's calls are its own.
+        Each counts as a crash; at CRASH_LIMIT the row goes dead instead of being sent again."""
+        now = self.clock()
         with self.write() as conn:
-            return conn.execute("UPDATE outbox SET state='pending' WHERE state='in_flight'"
-                                ).rowcount
+            claimants = [r[0] for r in conn.execute(
+                "SELECT DISTINCT claimed_by FROM outbox WHERE state='in_flight'").fetchall()]
+            if not claimants:
+                return 0
+            gone, unregistered = self.gone_claimants(claimants)
+            taken = [c for c in (gone | unregistered) if c is not None]
+            marks = ",".join("?" * len(taken)) or "NULL"
+            null = " OR claimed_by IS NULL" if None in unregistered else ""
+            rows = conn.execute(
+                f"UPDATE outbox SET state='pending', claimed_by=NULL, crashes=crashes+1,"
+                f" updated_at=? WHERE state='in_flight' AND (claimed_by IN ({marks}){null})"
+                f" RETURNING id, crashes, message_ref, ordering_key", [now, *taken]).fetchall()
+            for row_id, crashes, message_ref, key in rows:
+                if crashes < CRASH_LIMIT:
+                    continue
+                reason = (f"the deliverer crashed or died with this row in flight {crashes}"
+                          " times")
+                conn.execute("UPDATE outbox SET state='dead', last_error=? WHERE id=?",
+                             (reason, row_id))
+                if message_ref is not None:
+                    conn.execute("UPDATE messages SET state='done', outcome='failed', reason=?,"
+                                 " updated_at=? WHERE id=? AND state='pending'",
+                                 (reason, now, message_ref))
+                    self._event(conn, "outcome", message_ref, None, "failed", {"reason": reason})
+                self._event(conn, "dead", message_ref, key, "failed",
+                            {"outbox": row_id, "reason": reason})
+            self._prune_owners(conn, gone)
+        return len(rows)
+
+    def outbox_crashed(self, row_id: int, next_at: float, error: str) -> None:
+        """The deliverer crashed on this row (an exception): counted apart from retries."""
+        with self.write() as conn:
+            conn.execute("UPDATE outbox SET state='pending', claimed_by=NULL, crashes=crashes+1,"
+                         " next_attempt_at=?, last_error=?, updated_at=? WHERE id=?",
+                         (next_at, error, self.clock(), row_id))
 
     def release_holds(self) -> int:
         """`run --once --flush`, `simulate --flush`: every held call (coalescing window,
@@ -108,7 +149,8 @@ class OutboxMixin:
     def release_outbox(self, row_ids: list[int]) -> None:
         """Rows claimed but never tried go back to pending, their attempt not counted."""
         with self.write() as conn:
-            conn.executemany("UPDATE outbox SET state='pending', attempts=attempts-1 WHERE id=?"
+            conn.executemany("UPDATE outbox SET state='pending', attempts=attempts-1,"
+                             " claimed_by=NULL WHERE id=?"
                              " AND state='in_flight'", [(i,) for i in row_ids])
 
     def outbox_done(self, row_id: int, result: dict[str, Any]) -> None:
@@ -118,8 +160,9 @@ class OutboxMixin:
 
     def outbox_retry(self, row_id: int, next_at: float, error: str) -> None:
         with self.write() as conn:
-            conn.execute("UPDATE outbox SET state='pending', next_attempt_at=?, last_error=?,"
-                         " updated_at=? WHERE id=?", (next_at, error, self.clock(), row_id))
+            conn.execute("UPDATE outbox SET state='pending', claimed_by=NULL, next_attempt_at=?,"
+                         " last_error=?, updated_at=? WHERE id=?",
+                         (next_at, error, self.clock(), row_id))
 
     def outbox_dead(self, row_id: int, reason: str) -> None:
         with self.write() as conn:
@@ -145,7 +188,7 @@ class OutboxMixin:
         """`mailbridge outbox retry`: a dead or waiting row goes out again now."""
         with self.write() as conn:
             n = conn.execute("UPDATE outbox SET state='pending', next_attempt_at=?, attempts=0,"
-                             " updated_at=? WHERE id=? AND state IN ('dead','pending')",
+                             " crashes=0, updated_at=? WHERE id=? AND state IN ('dead','pending')",
                              (self.clock(), self.clock(), row_id)).rowcount
             if n:
                 self._event(conn, "outbox-retry", None, None, None, {"outbox": row_id})

@@ -128,4 +128,27 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outbox_unfinished_key ON outbox(ordering_key, kind, id)
         WHERE state IN ('pending', 'in_flight');
     """,
+    # 6: claims have owners and poison caps. `owners` holds each process that claims work, with a
+    # heartbeat lease; a claim is taken back only when its owner is gone. `claims` counts how
+    # often a message was handed out without an outcome, `suspect` marks one taken back from a
+    # claimant that died (handed out alone next), `crashes` counts deliverer crashes and deaths
+    # of an outbox row (transient retries count in `attempts` only).
+    """
+    CREATE TABLE owners (
+        id           TEXT PRIMARY KEY,
+        kind         TEXT NOT NULL,           -- daemon | once
+        pid          INTEGER NOT NULL,
+        host         TEXT NOT NULL,
+        boot_id      TEXT,                    -- the host's boot: a pid of an earlier boot is dead
+        proc_start   TEXT,                    -- the process's start time, so a reused pid is not it
+        started_at   REAL NOT NULL,
+        heartbeat_at REAL NOT NULL
+    );
+    ALTER TABLE messages ADD COLUMN claims INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    CREATE INDEX outbox_in_flight ON outbox(claimed_by) WHERE state = 'in_flight';
+    CREATE INDEX messages_suspect ON messages(arrived_at, id) WHERE suspect = 1;
+    """,
 ]

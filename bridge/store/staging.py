@@ -3,17 +3,23 @@
 `StagingMixin` is the part of `Store` that owns the `messages` and `raw_messages` tables:
 staging with duplicate detection by (source, uid) or Message-ID and hash, big raw bodies
 through incremental blob I/O, claims by pipeline workers, and the final outcome of a message.
-It relies on what `Store` provides: `conn`, `write()`, `clock`, `scalar`, `_event` (and
-`outbox_pending_count` from `OutboxMixin`).
+Claims have owners and a poison cap (see `claim_staged`). It relies on what `Store` provides:
+`conn`, `write()`, `clock`, `scalar`, `_event`, `owner` (and `outbox_pending_count` from
+`OutboxMixin`, `gone_claimants` and `_prune_owners` from `OwnersMixin`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from bridge.models import RawMessage
+
+
+CLAIM_LIMIT = 3         # hand-outs without an outcome before a message is quarantined as poison
+LEGACY_STALE = 300.0    # seconds: a claim made without an owner is taken back after this
 
 
 @dataclass(frozen=True)
@@ -104,25 +110,139 @@ class StagingMixin:
                      with_raw: bool = True) -> list[StagedRow]:
         """Atomically take staged messages for processing; no two workers get the same one.
 
-        Rows claimed by a worker that died are taken back after `stale` seconds."""
+        Claims are recorded under the store's owner (else `worker`). First, messages whose
+        claimant is gone go back to staged as suspects (`reclaim_messages`); a message handed
+        out CLAIM_LIMIT times without an outcome is quarantined instead of handed out again;
+        while suspects wait, they are handed out alone, one per claim, so a poison message
+        charges no batch around it."""
         now = self.clock()
-        stale = now - 300
         with self.write() as conn:
-            where = "(state='staged' OR (state='processing' AND claimed_at < ?))"
-            params: list[Any] = [stale]
+            self._reclaim_messages(conn, now)
+            self._quarantine_poison(conn, now, only)
+            where, params = "state='staged'", list[Any]()
             if only is not None:
                 where += " AND id=?"
                 params.append(only)
+            elif conn.execute("SELECT 1 FROM messages WHERE state='staged' AND suspect=1"
+                              " LIMIT 1").fetchone():
+                where, limit = "state='staged' AND suspect=1", 1
             rows = conn.execute(
                 f"UPDATE messages SET state='processing', claimed_by=?, claimed_at=?,"
-                f" updated_at=? WHERE id IN (SELECT id FROM messages WHERE {where}"
-                f" ORDER BY arrived_at, id LIMIT ?)"
+                f" updated_at=?, claims=claims+1 WHERE id IN (SELECT id FROM messages WHERE"
+                f" {where} ORDER BY arrived_at, id LIMIT ?)"
                 f" RETURNING id, source, source_uid, arrived_at, oversize",
-                [worker, now, now, *params, limit]).fetchall()
+                [self.owner or worker, now, now, *params, limit]).fetchall()
             # Without raw: the pipeline's workers read the bytes themselves (bridge.isolation).
             raws = self._get_raws([r[0] for r in rows]) if with_raw else {}
         rows.sort(key=lambda r: (r[3], r[0]))
         return [StagedRow(r[0], r[1], r[2], r[3], raws.get(r[0]) or b"", r[4]) for r in rows]
+
+    def reclaim_messages(self) -> int:
+        """Messages in processing whose claimant is gone go back to staged (as suspects)."""
+        with self.write() as conn:
+            return self._reclaim_messages(conn, self.clock())
+
+    def _reclaim_messages(self, conn: sqlite3.Connection, now: float) -> int:
+        claimants = [r[0] for r in conn.execute(
+            "SELECT DISTINCT claimed_by FROM messages WHERE state='processing'").fetchall()]
+        if not claimants:
+            return 0
+        gone, unregistered = self.gone_claimants(claimants)
+        # A claimant without an owner row (a process without a lease) keeps the old rule: its
+        # claim is taken back LEGACY_STALE seconds after it was made.
+        stale = [c for c in unregistered if c is not None]
+        marks = ",".join("?" * len(gone)) or "NULL"
+        smarks = ",".join("?" * len(stale)) or "NULL"
+        rows = conn.execute(
+            f"UPDATE messages SET state='staged', claimed_by=NULL, suspect=1, updated_at=?"
+            f" WHERE state='processing' AND (claimed_by IN ({marks}) OR ((claimed_by IS NULL"
+            f" OR claimed_by IN ({smarks})) AND claimed_at < ?))"
+            f" RETURNING id, claims",
+            [now, *gone, *stale, now - LEGACY_STALE]).fetchall()
+        for mid, claims in rows:
+            self._event(conn, "reclaimed", mid, None, None,
+                        {"claims": claims, "why": "its claimant is gone"})
+        self._prune_owners(conn, gone)
+        return len(rows)
+
+    def _quarantine_poison(self, conn: sqlite3.Connection, now: float,
+                           only: int | None) -> None:
+        extra, params = ("", list[int]()) if only is None else \
+            (" OR (id=? AND state='staged')", [only])
+        rows = conn.execute(
+            f"SELECT id, claims FROM messages WHERE (state='staged' AND suspect=1 AND"
+            f" claims >= ?){extra}", [CLAIM_LIMIT, *params]).fetchall()
+        for mid, claims in rows:
+            if claims < CLAIM_LIMIT:
+                continue
+            reason = (f"processing crashed or was killed {claims} times (its worker or the"
+                      " whole process died while handling this message); not tried again")
+            conn.execute("UPDATE messages SET state='done', outcome='quarantined', reason=?,"
+                         " claimed_by=NULL, updated_at=? WHERE id=?", (reason, now, mid))
+            self._event(conn, "poison", mid, None, "quarantined", {"claims": claims})
+            self._event(conn, "outcome", mid, None, "quarantined", {"reason": reason})
+
+    def requeue_crashed(self, message_ref: int, error: str) -> None:
+        """A worker crashed on this message (not a budget overrun): back to staged as a
+        suspect, its claim counted, so it is tried alone and quarantined at CLAIM_LIMIT."""
+        with self.write() as conn:
+            n = conn.execute("UPDATE messages SET state='staged', claimed_by=NULL, suspect=1,"
+                             " updated_at=? WHERE id=? AND state='processing'",
+                             (self.clock(), message_ref)).rowcount
+            if n:
+                self._event(conn, "processing-crashed", message_ref, None, None,
+                            {"error": error})
+
+    def holds_claim(self, message_ref: int, worker: str) -> bool:
+        """Whether this store (its owner, else `worker`) still holds the message's claim: a
+        decision is recorded only then (the administrator may have released or quarantined
+        it, or a reclaim may have handed it on)."""
+        return bool(self.scalar("SELECT 1 FROM messages WHERE id=? AND state='processing' AND"
+                                " claimed_by=?", (message_ref, self.owner or worker)))
+
+    # -- the administrator: `mailbridge processing` ---------------------------------------
+
+    def processing_rows(self) -> list[dict[str, Any]]:
+        """Messages in processing with their claimant and whether it is alive."""
+        rows = self.query("SELECT id, source, arrived_at, claimed_by, claimed_at, claims"
+                          " FROM messages WHERE state='processing' ORDER BY claimed_at, id")
+        for r in rows:
+            alive = self.claimant_alive(r["claimed_by"])
+            r["claimant"] = {True: "alive", False: "gone", None: "no lease"}[alive]
+        return rows
+
+    def processing_release(self, message_ref: int, force: bool = False) -> str | None:
+        """Back to staged (as a suspect, its claim counted). None when done, else why not."""
+        return self._processing_change(message_ref, force, None)
+
+    def processing_quarantine(self, message_ref: int, force: bool = False) -> str | None:
+        return self._processing_change(message_ref, force, "quarantined by the administrator")
+
+    def _processing_change(self, message_ref: int, force: bool,
+                           reason: str | None) -> str | None:
+        with self.write() as conn:
+            row = conn.execute("SELECT claimed_by FROM messages WHERE id=? AND"
+                               " state='processing'", (message_ref,)).fetchone()
+            if row is None:
+                return f"message {message_ref} is not in processing"
+            if not force and self.claimant_alive(row[0]):
+                # A live claimant would record its own decision afterwards; refusing keeps
+                # the message from being decided twice.
+                return (f"message {message_ref} is held by a live process ({row[0]});"
+                        " use --force to take it anyway")
+            now = self.clock()
+            if reason is None:
+                conn.execute("UPDATE messages SET state='staged', claimed_by=NULL, suspect=1,"
+                             " updated_at=? WHERE id=?", (now, message_ref))
+                self._event(conn, "processing-release", message_ref, None, None,
+                            {"claimant": row[0]})
+            else:
+                conn.execute("UPDATE messages SET state='done', outcome='quarantined', reason=?,"
+                             " claimed_by=NULL, updated_at=? WHERE id=?",
+                             (reason, now, message_ref))
+                self._event(conn, "outcome", message_ref, None, "quarantined",
+                            {"reason": reason, "claimant": row[0]})
+        return None
 
     # Big messages go through SQLite's incremental blob I/O: a plain INSERT or SELECT builds
     # the whole record in a buffer of SQLite's besides the Python bytes, one more full copy of
@@ -157,19 +277,12 @@ class StagingMixin:
                     out[ref] = blob.read()
         return out
 
-    def release_message(self, message_ref: int, reason: str) -> None:
-        """Its worker died while reading it: back to `staged` for another try (the poison cap
-        ends the tries), with an event saying why."""
-        with self.write() as conn:
-            conn.execute("UPDATE messages SET state='staged', claimed_by=NULL WHERE id=? AND"
-                         " state='processing'", (message_ref,))
-            self._event(conn, "worker-died", message_ref, None, None, {"reason": reason})
-
     def release_claims(self, worker: str) -> None:
         """Give back messages this worker claimed but did not finish (shutdown)."""
         with self.write() as conn:
-            conn.execute("UPDATE messages SET state='staged', claimed_by=NULL WHERE"
-                         " state='processing' AND claimed_by=?", (worker,))
+            conn.execute("UPDATE messages SET state='staged', claimed_by=NULL,"
+                         " claims=max(claims-1, 0) WHERE state='processing' AND claimed_by=?",
+                         (self.owner or worker,))
 
     def forget_raw(self, message_ref: int) -> bool:
         """`quarantine delete`: the raw bytes go, the row and its outcome stay (audit)."""
@@ -196,8 +309,9 @@ class StagingMixin:
                                (message_ref,)).fetchone()
             if row is None:
                 return None
-            conn.execute("UPDATE messages SET state='staged', outcome=NULL, claimed_by=NULL"
-                         " WHERE id=?", (message_ref,))
+            # A fresh start: a poison-quarantined message gets its tries again.
+            conn.execute("UPDATE messages SET state='staged', outcome=NULL, claimed_by=NULL,"
+                         " claims=0, suspect=0 WHERE id=?", (message_ref,))
             self._event(conn, "replayed", message_ref, None, None, {"previous": row[0]})
         return str(row[0])
 

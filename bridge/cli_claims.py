@@ -1,0 +1,89 @@
+"""`mailbridge processing [release|quarantine ID]` and `mailbridge migrate`.
+
+`processing` lists the messages in processing with their claimant (alive, gone, or a process
+without a lease) and acts on one: `release` puts it back to staged (it is then handed out
+alone, its claim counted), `quarantine` ends it quarantined "by the administrator". A message
+held by a live process is refused without `--force`, since that process would record its own
+decision afterwards. `migrate` brings the store's schema up to date: the only commands that
+migrate are this one and `run` (daemon and `--once`); views and the web never do.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+
+import click
+
+from bridge.cli import _dump, _settings, _store, config_option, json_option
+
+
+@click.group(invoke_without_command=True)
+@config_option
+@json_option
+@click.pass_context
+def processing(ctx: click.Context, config_path: str, as_json: bool) -> None:
+    """Messages in processing and who holds them (subcommands: release ID, quarantine ID)."""
+    ctx.obj = config_path
+    if ctx.invoked_subcommand is None:
+        from bridge import views
+
+        rows = _store(_settings(config_path)).processing_rows()
+        if as_json:
+            _dump(rows)
+        else:
+            click.echo(views.format_table(rows, ["id", "source", "claimed_by", "claimant",
+                                                 "claimed_at", "claims"]))
+
+
+def _change(config_path: str, message_id: int, change: str, force: bool, done: str) -> None:
+    store = _store(_settings(config_path), write=True)
+    if change == "release":
+        refused = store.processing_release(message_id, force)
+    else:
+        refused = store.processing_quarantine(message_id, force)
+    click.echo(refused or f"message {message_id} {done}", err=bool(refused))
+    sys.exit(1 if refused else 0)
+
+
+force_option = click.option("--force", is_flag=True,
+                            help="even when a live process holds the claim")
+
+
+@processing.command("release")
+@click.argument("message_id", type=int)
+@force_option
+@click.pass_obj
+def processing_release(config_path: str, message_id: int, force: bool) -> None:
+    """Put a message back to staged (it is processed again, alone)."""
+    _change(config_path, message_id, "release", force, "back to staged")
+
+
+@processing.command("quarantine")
+@click.argument("message_id", type=int)
+@force_option
+@click.pass_obj
+def processing_quarantine(config_path: str, message_id: int, force: bool) -> None:
+    """Quarantine a message in processing ("quarantined by the administrator")."""
+    _change(config_path, message_id, "quarantine", force, "quarantined")
+
+
+@click.command()
+@config_option
+def migrate(config_path: str) -> None:
+    """Bring the store's schema up to date (`run` and `run --once` do it too)."""
+    from bridge.store.db import Store
+
+    settings = _settings(config_path)
+    path = settings.store.path
+    before = 0
+    if Path(path).exists():
+        probe = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+        before = int(probe.execute("PRAGMA user_version").fetchone()[0])
+        probe.close()
+    store = Store(path)  # migrates what is missing (creates a new store)
+    after = store.schema_version()
+    store.close()
+    click.echo(f"store {path}: schema version {after}"
+               + ("" if before == after else f" (was {before})"))
