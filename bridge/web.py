@@ -100,7 +100,7 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -115,7 +115,7 @@ def host_allowed(header: str, http: HttpSettings) -> bool:
         return True
     host = header.rsplit(":", 1)[0] if not header.endswith("]") else header
     host = host.strip("[]").rstrip(".").lower()
-    if _is_loopback(host):
+    if is_loopback(host):
         return True
     bound = http.host.strip("[]").lower()
     if host == bound and bound not in ("0.0.0.0", "::", ""):

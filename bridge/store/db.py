@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import sqlite_utils
 
+from bridge.store import files
 from bridge.store.decisions import DecisionsMixin
 from bridge.store.outbox import OutboxMixin, OutboxRow
 from bridge.store.schema import MIGRATIONS
@@ -42,6 +43,8 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin):
     def __init__(self, path: Path | str, clock: Callable[[], float] = time.time):
         self.path = str(path)
         self.clock = clock  # injected in tests: due times and windows follow it
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            files.create_private(self.path)  # 0600 whatever the umask: it holds every raw mail
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0,
                                isolation_level=None)
         self.conn = conn
@@ -132,11 +135,9 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin):
 
     # -- maintenance --------------------------------------------------------------------------
 
-    def backup(self, target: Path | str) -> None:
-        dest = sqlite3.connect(str(target))
-        with dest:
-            self.conn.backup(dest)
-        dest.close()
+    def backup(self, target: Path | str, force: bool = False) -> None:
+        """A 0600 copy at `target`; files.BackupError says why it could not be made."""
+        files.backup(self.conn, target, force)
 
 
 def _split_sql(script: str) -> list[str]:
