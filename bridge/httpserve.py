@@ -171,7 +171,6 @@ def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
     connection is busy with a request). So slow clients push each other out while a client that
     sends its request at once — /healthz, a scrape — still gets through during a flood."""
     cap = limits.connection_cap()
-    waiting: dict[H11Protocol, None] = {}  # insertion-ordered: oldest first
 
     class GuardedH11(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
@@ -213,6 +212,7 @@ def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
             self._disarm()
             super().connection_lost(exc)
 
+    waiting: dict[GuardedH11, None] = {}  # insertion-ordered: oldest first
     return GuardedH11
 
 
