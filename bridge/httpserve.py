@@ -139,7 +139,9 @@ class _Throttle(logging.Filter):
         self._dropped: dict[str, int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = str(record.msg)
+        # asyncio's message goes on with the socket's repr, which differs each time: the first
+        # line is the template.
+        key = str(record.msg).split("\n", 1)[0][:200]
         now = time.monotonic()
         if now - self._last.get(key, -self.interval) < self.interval:
             self._dropped[key] = self._dropped.get(key, 0) + 1
@@ -204,9 +206,9 @@ def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
                 self._disarm()  # a whole request arrived: the app's time is not the client's
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
             if not self.transport.is_closing():
                 self._arm()  # the next request must come within the deadline too
+            super().on_response_complete()  # may run a pipelined request: that disarms again
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()

@@ -95,3 +95,24 @@ def test_html_with_nul_bytes_and_garbage_does_not_lose_the_mail() -> None:
     msg = parse(html_mail("\x00<p>Disk \x00full</p><<<>>></broken"))
     assert "Disk full" in msg.body
     assert msg.parse_error is None
+
+
+def test_nested_list_mails_go_through_ingest_in_seconds(tmp_path, psa_sim) -> None:
+    """The real CLI and store: each hostile mail gets its outcome at once and the alert after it
+    still becomes a ticket (before, the 144 KB mail alone held the store for 130 s)."""
+    from tests.helpers import SAMPLES, cli, outcomes, write_config
+
+    config = write_config(tmp_path, psa_sim)
+    for n in (16000, 120000):
+        started = time.monotonic()
+        done = cli("ingest", "--config", str(config),
+                   stdin=html_mail("<ol>" * n + "<li>x" * n), timeout=30)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        assert time.monotonic() - started < 10
+    done = cli("ingest", "--config", str(config),
+               stdin=(SAMPLES / "05-zabbix-problem.eml").read_bytes(), timeout=30)
+    assert done.returncode == 0
+    got = list(outcomes(tmp_path / "mailbridge.db").values())
+    assert len(got) == 3 and got[2][0] == "created"
+    assert all(o is not None and o != "quarantined" for o, _ in got[:2])
+    assert len(psa_sim.tickets()) == 1

@@ -195,10 +195,16 @@ def test_raise_nofile_limit_raises_the_soft_limit_to_the_hard_one() -> None:
 
 def test_accept_errors_are_logged_at_most_once_a_second() -> None:
     throttle = _Throttle(interval=1.0)
-    record = lambda: logging.LogRecord("asyncio", logging.ERROR, __file__, 1,  # noqa: E731
-                                       "socket.accept() out of system resource", None, None)
-    passed = [throttle.filter(record()) for _ in range(10_000)]
+    def record(n: int) -> logging.LogRecord:
+        # asyncio's message: a fixed first line, then the socket's repr (differs each time).
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1,
+                                 f"socket.accept() out of system resource\nsocket: <fd={n}>",
+                                 None, None)
+    passed = [throttle.filter(record(n)) for n in range(10_000)]
     assert passed.count(True) == 1
+    other = logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1,
+                              "Invalid HTTP request received.", None, None)
+    assert throttle.filter(other)  # another message has its own allowance
 
 
 def test_host_check_stays_on_whatever_the_bind_address() -> None:
