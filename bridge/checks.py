@@ -38,6 +38,23 @@ def config_problems(settings: Settings) -> list[str]:
     return out
 
 
+def exposure_warnings(settings: Settings) -> list[str]:
+    """What is reachable or readable by more than the administrator (docs/hardening.md)."""
+    from bridge.store.files import readable_by_others
+    from bridge.web import is_loopback
+
+    out: list[str] = []
+    h = settings.http
+    if h.enabled and not is_loopback(h.host):
+        allowed = ", ".join(h.allowed_hosts) or "loopback names only"
+        out.append(f"http.host: {h.host} is not a loopback address: the dashboard, /healthz and"
+                   f" /metrics can be reached from the network (they answer to Host: {allowed})")
+    for name in readable_by_others(settings.store.path):
+        out.append(f"store.path: {name} can be read by other users (it holds every raw mail):"
+                   " chmod 600 it")
+    return out
+
+
 def run_checks(settings: Settings, online: bool = False,
                echo: Callable[[str], None] = print) -> int:
     from bridge.classify.loader import check_ruleset
@@ -46,6 +63,8 @@ def run_checks(settings: Settings, online: bool = False,
     for problem in config_problems(settings):
         echo(f"config: {problem}")
         errors += 1
+    for warning in exposure_warnings(settings):
+        echo(f"warning: {warning}")
     for hook in settings.webhook:
         from bridge.deliver.webhook import WebhookConfigError, WebhookTarget
 

@@ -480,9 +480,16 @@ def quarantine_delete(config_path: str, message_id: int) -> None:
 @main.command()
 @config_option
 @click.argument("target", type=click.Path(dir_okay=False))
-def backup(config_path: str, target: str) -> None:
-    """Online copy of the store (SQLite backup API)."""
-    _store(_settings(config_path)).backup(target)
+@click.option("--force", is_flag=True, help="replace an existing TARGET")
+def backup(config_path: str, target: str, force: bool) -> None:
+    """Online copy of the store (SQLite backup API), readable by its owner only."""
+    from bridge.store.files import BackupError
+
+    try:
+        _store(_settings(config_path)).backup(target, force=force)
+    except BackupError as exc:
+        click.echo(f"backup: {exc}", err=True)
+        sys.exit(1)
     click.echo(f"store copied to {target}")
 
 

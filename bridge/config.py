@@ -100,6 +100,7 @@ class MaildirSettings(Section):
     name: str = "maildir"
     path: Path
     poll_interval: float = Field(2.0, gt=0)
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
 
 class SmtpSettings(Section):
@@ -207,6 +208,11 @@ class HttpSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8025, ge=0, le=65535)
     vendor_api_key: SecretField | None = None
+    # Host names the dashboard and /metrics answer to besides loopback ones (DNS rebinding).
+    allowed_hosts: list[str] = []
+    max_connections: int = Field(100, ge=1)
+    header_timeout: float = Field(10.0, gt=0)
+    keepalive_timeout: float = Field(5.0, gt=0)
 
 
 class LogSettings(Section):

@@ -139,6 +139,9 @@ class Bridge:
 
     async def run(self, stop: asyncio.Event | None = None, shutdown_timeout: float = 20.0) -> int:
         stop = stop or asyncio.Event()
+        from bridge.httpserve import raise_nofile_limit
+
+        raise_nofile_limit()  # before any source, client or listener opens a descriptor
         loop = asyncio.get_running_loop()
         self._install_signals(loop, stop)
         self._stage_signal = asyncio.Event()
@@ -240,6 +243,7 @@ class Bridge:
         h = self.settings.http
         if not h.enabled:
             return None
+        from bridge.httpserve import HttpLimits
         from bridge.web import create_app, serve
 
         path = self.settings.store.path
@@ -247,7 +251,8 @@ class Bridge:
         self.web_app = create_app(lambda: Store(path, readonly=True), self.runtime, self.settings,
                                   accounts_provider=self.accounts_for_vendor_api,
                                   redactor=self.redactor)
-        return asyncio.ensure_future(serve(self.web_app, h.host, h.port, stop))
+        return asyncio.ensure_future(serve(self.web_app, h.host, h.port, stop,
+                                           limits=HttpLimits.from_settings(h)))
 
     def accounts_for_vendor_api(self) -> list[dict[str, Any]]:
         return [{"id": a.id, "name": a.name} for a in self.parts.ruleset.accounts.all()]

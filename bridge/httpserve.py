@@ -4,12 +4,20 @@ of the project: the simulator, /metrics, the dashboard and the vendor API all us
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import resource
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from bridge.config import HttpSettings
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -79,3 +87,141 @@ class ThreadedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- limits for the daemon's own HTTP server (issue 13: slow clients) -------------------------
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one HTTP client may hold. uvicorn has a keep-alive timeout and `limit_concurrency`
+    (503 once too many requests run) but no deadline for reading a request and no cap on open
+    connections, so slow clients could hold every descriptor of the process."""
+
+    max_connections: int = 100       # open connections; more evict the oldest idle one
+    header_timeout: float = 10.0     # from connect (or the previous response) to a full request
+    keepalive_timeout: float = 5.0   # idle time between two requests on one connection
+
+    @classmethod
+    def from_settings(cls, http: HttpSettings) -> "HttpLimits":
+        return cls(http.max_connections, http.header_timeout, http.keepalive_timeout)
+
+    def connection_cap(self) -> int:
+        """max_connections, but never more than a quarter of the descriptors the process may
+        open: the store, the sources and the deliverers need the rest."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(8, min(self.max_connections, soft // 4))
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (the daemon calls this at start; systemd's
+    default soft limit is 1,024 while the hard one is far higher). Returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # some kernels cap RLIM_INFINITY lower: keep what we have
+            pass
+    return int(soft)
+
+
+class _Throttle(logging.Filter):
+    """Lets one record per message template through each `interval` seconds and counts the
+    rest, so an accept() storm (EMFILE) or a flood of malformed requests cannot fill the log."""
+
+    def __init__(self, interval: float = 1.0):
+        super().__init__()
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._dropped: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # asyncio's message goes on with the socket's repr, which differs each time: the first
+        # line is the template.
+        key = str(record.msg).split("\n", 1)[0][:200]
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            self._dropped[key] = self._dropped.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        dropped = self._dropped.pop(key, 0)
+        if dropped:
+            record.msg = f"{record.msg} ({dropped} more like this in the last second not logged)"
+        return True
+
+
+_THROTTLE = _Throttle()
+
+
+def throttle_server_logs() -> None:
+    """Rate-limit the loggers a connection flood writes to: asyncio's ("socket.accept() out of
+    system resource", with a traceback) and uvicorn's ("Invalid HTTP request received.")."""
+    for name in ("asyncio", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if _THROTTLE not in logger.filters:
+            logger.addFilter(_THROTTLE)
+
+
+def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
+    """An h11 protocol class for one server with a request-read deadline and a connection cap.
+
+    Connections that have not yet sent a whole request are kept in arrival order; when a new
+    connection goes over the cap, the oldest of them is closed (or the new one, if every open
+    connection is busy with a request). So slow clients push each other out while a client that
+    sends its request at once — /healthz, a scrape — still gets through during a flood."""
+    cap = limits.connection_cap()
+
+    class GuardedH11(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+            if len(self.connections) > cap:
+                victim = next(iter(waiting))  # self is in it, so it is never empty
+                victim._expire()
+
+        def _arm(self) -> None:
+            self._disarm()
+            waiting[self] = None
+            self._deadline = self.loop.call_later(limits.header_timeout, self._expire)
+
+        def _disarm(self) -> None:
+            waiting.pop(self, None)
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self.transport.abort()  # no lingering: the descriptor is what we are short of
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+                self._disarm()  # a whole request arrived: the app's time is not the client's
+
+        def on_response_complete(self) -> None:
+            if not self.transport.is_closing():
+                self._arm()  # the next request must come within the deadline too
+            super().on_response_complete()  # may run a pipelined request: that disarms again
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    waiting: dict[GuardedH11, None] = {}  # insertion-ordered: oldest first
+    return GuardedH11
+
+
+def server_config(app: Any, limits: HttpLimits, **options: Any) -> uvicorn.Config:
+    """A uvicorn Config that applies `limits` (h11 only: the one protocol we guard). uvicorn's
+    `limit_concurrency` counts open connections too, which our cap already bounds, so it is set
+    above the cap: it is the second line (503) for requests, not the first."""
+    return uvicorn.Config(app, http=guarded_protocol(limits),
+                          limit_concurrency=2 * limits.connection_cap(),
+                          timeout_keep_alive=max(1, round(limits.keepalive_timeout)), **options)

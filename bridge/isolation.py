@@ -18,6 +18,7 @@ read-only, so a 50 MB message is not copied through a pipe. Per message:
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import resource
 import signal
@@ -48,12 +49,9 @@ _connections: dict[str, sqlite3.Connection] = {}
 
 def _start_worker(pipeline: Pipeline, budget: ProcessingSettings) -> None:
     global _pipeline, _budget
-    # A forked worker inherits the daemon's asyncio signal set-up, whose wakeup fd is shared
-    # with the parent's loop: a SIGTERM that stops this worker would reach the daemon as its
-    # own stop signal. Cut that link first.
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL)
+    # The daemon's stop and reload signals are the daemon's: a worker stops when told by
+    # the pool (SIGTERM, default action) and ignores a terminal's Ctrl-C sent to the group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pipeline, _budget = pipeline, budget
     _connections.clear()  # a forked worker must not use its parent's connections
     with open("/proc/self/statm") as fh:
@@ -118,8 +116,13 @@ class WorkerPool:
 
     def __init__(self, pipeline: Pipeline, budget: ProcessingSettings):
         self.budget = budget
+        # forkserver, not fork: a worker (started lazily, or as a replacement at any time)
+        # must not inherit the daemon's descriptors — an inherited client socket would keep
+        # a connection the daemon closed open for the peer — nor its signal set-up.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["bridge.isolation"])
         self._pool = pebble.ProcessPool(max_workers=budget.workers, initializer=_start_worker,
-                                        initargs=(pipeline, budget))
+                                        initargs=(pipeline, budget), context=context)
 
     def evaluate(self, store_path: str, rows: list[StagedRow]) -> list[Result]:
         wall = self.budget.wall_seconds

@@ -9,9 +9,6 @@ though events were redacted when written: secrets added to the config later are 
 
 from __future__ import annotations
 
-import email
-import email.header
-import email.policy
 import json
 import time
 from datetime import datetime
@@ -19,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 from bridge.audit import Redactor
 from bridge.models import Outcome
+from bridge.parse.mime.display import header_fields, part_views
 from bridge.status import RuntimeStatus, health, load_runtime
 from bridge.store.db import Store
 
@@ -35,36 +33,10 @@ def _r(redactor: Redactor | None) -> Redactor:
 # -- headers ----------------------------------------------------------------------------------
 
 
-def _head(raw: bytes | None) -> bytes:
-    if not raw:
-        return b""
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        end = raw.find(sep)
-        if end >= 0:
-            return raw[:end + len(sep)]
-    return raw
-
-
-def _decode(value: str) -> str:
-    """RFC 2047 decoding that never raises: unknown charsets and broken words stay as text.
-    Raw 8-bit bytes (unencoded UTF-8 subjects are common) arrive surrogate-escaped: undo that
-    first, so the text is printable and encodable."""
-    data = value.encode("utf-8", "surrogateescape")
-    try:
-        value = data.decode("utf-8")
-    except UnicodeDecodeError:  # 8-bit but not UTF-8: Latin-1 at least keeps every byte
-        value = data.decode("latin-1")
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except Exception:
-        return value
-
-
 def read_headers(raw: bytes | None) -> list[tuple[str, str]]:
-    """All header fields of a message's header block, decoded, in order."""
-    msg = email.message_from_bytes(_head(raw), policy=email.policy.compat32)
-    # raw_items: the values as received (items() would wrap 8-bit ones in Header objects).
-    return [(name, " ".join(_decode(str(value)).split())) for name, value in msg.raw_items()]
+    """All header fields of a message's header block, decoded, in order (the pipeline's
+    bounded decoder: allowed codecs only, never raises)."""
+    return header_fields(raw)
 
 
 def subject_and_sender(raw: bytes | None) -> tuple[str, str]:
@@ -275,31 +247,17 @@ def quarantine_show(store: Store, message_id: int, redactor: Redactor | None = N
 
 
 def _parts(raw: bytes, red: Redactor, max_chars: int) -> list[dict[str, Any]]:
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     parts: list[dict[str, Any]] = []
     budget = max_chars
-    for part in msg.walk():
-        if part.is_multipart():
-            continue
-        ctype = part.get_content_type()
-        name = part.get_filename()
-        info: dict[str, Any] = {"content_type": ctype,
-                                "filename": red.redact(_decode(name)) if name else None}
-        try:
-            payload = part.get_payload(decode=True)
-            data = payload if isinstance(payload, bytes) else b""
-        except Exception:
-            data = str(part.get_payload()).encode("utf-8", "replace")
-        info["size"] = len(data)
-        if ctype.startswith("text/") or ctype == "application/xml":
-            charset = part.get_content_charset() or "utf-8"
-            try:
-                text = data.decode(charset, "replace")
-            except LookupError:  # unknown charset name
-                text = data.decode("utf-8", "replace")
+    for part in part_views(raw, max_chars):
+        info: dict[str, Any] = {"content_type": part.content_type,
+                                "filename": red.redact(part.filename) if part.filename else None,
+                                "size": part.size}
+        if part.text is not None:
+            text = part.text
             # Redact before cutting, with some room: a secret cut in two would not match.
             info["text"] = red.redact(text[:budget + 4096])[:budget]
-            info["truncated"] = len(text) > budget
+            info["truncated"] = part.truncated or len(text) > budget
             budget = max(0, budget - len(text))
         parts.append(info)
     return parts

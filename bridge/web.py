@@ -28,8 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import metrics, views
 from bridge.dashboard import render_dashboard
+from bridge.httpserve import HttpLimits, raise_nofile_limit, server_config, throttle_server_logs
 from bridge.audit import Redactor
-from bridge.config import Settings
+from bridge.config import HttpSettings, Settings
 from bridge.status import RuntimeStatus, health
 from bridge.store.db import AsyncStore, Store
 
@@ -99,13 +100,27 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def host_allowed(header: str, http: HttpSettings) -> bool:
+    """Whether a request's Host header names this server (see `create_app`)."""
+    if not header:  # HTTP/1.0 probes: no Host at all cannot be a browser's rebinding attempt
+        return True
+    host = header.rsplit(":", 1)[0] if not header.endswith("]") else header
+    host = host.strip("[]").rstrip(".").lower()
+    if is_loopback(host):
+        return True
+    bound = http.host.strip("[]").lower()
+    if host == bound and bound not in ("0.0.0.0", "::", ""):
+        return True
+    return host in {h.strip("[]").rstrip(".").lower() for h in http.allowed_hosts}
 
 
 def create_app(store: AsyncStore | Callable[[], Store], runtime: RuntimeStatus | None,
@@ -118,15 +133,12 @@ def create_app(store: AsyncStore | Callable[[], Store], runtime: RuntimeStatus |
     `app.state.settings` to the new settings (vendor API key, catalogue)."""
     reader = _Reader(store)
     red = redactor or Redactor(settings.secrets())
-    # A dashboard bound to loopback answers only to loopback host names, so a web page the
-    # admin visits cannot read it through DNS rebinding. The vendor API has its key instead.
-    local_only = _is_loopback(settings.http.host)
+    # The dashboard, /healthz and /metrics answer only to loopback host names, the address
+    # the server is bound to and `[http] allowed_hosts`, whatever the bind address, so a web
+    # page the admin visits cannot read them through DNS rebinding. The vendor API has its key.
 
     def host_ok(request: Request) -> bool:
-        host = request.headers.get("host", "")
-        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        # No Host header at all (HTTP/1.0 probes) cannot be a browser's rebinding attempt.
-        return not local_only or not host or _is_loopback(host)
+        return host_allowed(request.headers.get("host", ""), request.app.state.settings.http)
 
     async def healthz(request: Request) -> Response:
         if not host_ok(request):
@@ -222,10 +234,13 @@ class _Server(uvicorn.Server):
 
 
 async def serve(app: ASGIApp, host: str, port: int, stop: asyncio.Event,
-                on_listening: Callable[[int], None] | None = None) -> None:
+                on_listening: Callable[[int], None] | None = None, *,
+                limits: HttpLimits | None = None) -> None:
     """Serve `app` until `stop` is set. The socket is bound here first, so a port in use raises
     OSError at once (uvicorn would call sys.exit inside the loop). `on_listening` gets the
-    bound port (useful with port 0)."""
+    bound port (useful with port 0). `limits` bound what slow clients can hold
+    (`HttpLimits.from_settings(settings.http)`; docs/hardening.md)."""
+    raise_nofile_limit()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say TCP; without it
     # each response waits ~40 ms for a delayed ACK (Nagle).
@@ -234,9 +249,10 @@ async def serve(app: ASGIApp, host: str, port: int, stop: asyncio.Event,
     sock.bind((host, port))
     sock.listen(128)
     bound = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                            proxy_headers=False, server_header=False,
-                            timeout_graceful_shutdown=5)
+    throttle_server_logs()
+    config = server_config(app, limits or HttpLimits(), log_config=None, access_log=False,
+                           lifespan="on", proxy_headers=False, server_header=False,
+                           timeout_graceful_shutdown=5)
     server = _Server(config)
 
     async def run() -> None:

@@ -125,7 +125,7 @@ MDWE_PROBE = textwrap.dedent("""
     except OSError:
         pass
     import asyncio, sqlite3, ssl
-    import lxml.etree, html2text, httpx, pydantic, aiosmtplib
+    import lxml.etree, html_text, httpx, pydantic, aiosmtplib
     import bridge.config, bridge.deliver.smtp, bridge.sdnotify
     ssl.create_default_context()
     sqlite3.connect(":memory:").execute("create table t(x)")

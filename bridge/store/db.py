@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Literal, TypeVar
 
 import sqlite_utils
 
+from bridge.store import files
 from bridge.store.decisions import DecisionsMixin
 from bridge.store.outbox import OutboxMixin, OutboxRow
 from bridge.store.reads import ReadsMixin
@@ -64,6 +65,8 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin):
             conn = sqlite3.connect(Path(self.path).resolve().as_uri() + "?mode=ro", uri=True,
                                    check_same_thread=False, timeout=30.0, isolation_level=None)
         else:
+            if self.path != ":memory:" and not self.path.startswith("file:"):
+                files.create_private(self.path)  # 0600 whatever the umask: every raw mail
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0,
                                    isolation_level=None)
         self.conn = conn
@@ -177,11 +180,9 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin):
 
     # -- maintenance --------------------------------------------------------------------------
 
-    def backup(self, target: Path | str) -> None:
-        dest = sqlite3.connect(str(target))
-        with dest:
-            self.conn.backup(dest)
-        dest.close()
+    def backup(self, target: Path | str, force: bool = False) -> None:
+        """A 0600 copy at `target`; files.BackupError says why it could not be made."""
+        files.backup(self.conn, target, force)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -19,7 +19,8 @@ class MimeLimits:
     max_depth: int = 16                  # multipart nesting
     max_parts: int = 500                 # leaves and containers together
     max_text_bytes: int = 4 * 1024 * 1024  # decoded bytes kept per text part
-    max_html_chars: int = 512 * 1024     # HTML handed to html2text (pure Python, ~1 s per MiB)
+    max_html_chars: int = 512 * 1024     # HTML handed to the HTML-to-text conversion
+    max_body_chars: int = 1024 * 1024    # text of `body` kept (what rules and templates read)
     max_attachment_bytes: int = 1024 * 1024  # larger attachments are listed without data
     max_xml_bytes: int = 4 * 1024 * 1024   # XML parts are cut just past this (xmlsafe then refuses)
     max_recipients: int = 1000
