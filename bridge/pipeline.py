@@ -52,6 +52,7 @@ class RuleSetHolder:
 
 def classify_context(settings: Settings) -> Any:
     from bridge.classify.engine import ClassifyContext
+    from bridge.classify.safety import own_addresses
 
     pw = settings.ates.password.get_secret_value() if settings.ates.password else None
     return ClassifyContext(
@@ -59,7 +60,8 @@ def classify_context(settings: Settings) -> Any:
         ates_password=pw, authserv_ids=frozenset(settings.auth.authserv_ids),
         trusted_relays=frozenset(settings.auth.trusted_relays),
         xml_enabled=settings.xml_api.enabled,
-        internal_address=settings.routing.internal_address)
+        internal_address=settings.routing.internal_address,
+        own_addresses=own_addresses(settings))
 
 
 @dataclass
