@@ -53,13 +53,15 @@ def wire_size(segments: Sequence[Segment]) -> int:
         size += len(seg) + sum(1 for _ in _BARE.finditer(seg))
         if len(seg):
             last = bytes(seg[-1:])
-    return size if last == b"\n" else size + 2
+    # A final bare CR was counted as CR LF already; anything else gets a CR LF added.
+    return size if last in (b"\n", b"\r") else size + 2
 
 
 def data_chunks(segments: Sequence[Segment], chunk: int = CHUNK) -> Iterator[bytes]:
     """The DATA payload including the final `.` line, in pieces of about `chunk` bytes."""
     carry = b""
     line_start = True
+    sent = False
     for seg in segments:
         view = memoryview(seg)
         for offset in range(0, len(view), chunk):
@@ -73,8 +75,9 @@ def data_chunks(segments: Sequence[Segment], chunk: int = CHUNK) -> Iterator[byt
             if line_start and out.startswith(b"."):
                 out = b"." + out
             line_start = out.endswith(b"\n")
+            sent = True
             yield out
-    if carry:
+    if carry or not sent:
         yield b"\r\n"
         line_start = True
     if not line_start:
