@@ -9,7 +9,6 @@ and never dead. Real CLI (`mailbridge ingest`), real aiosmtpd.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess

@@ -153,7 +153,8 @@ def redact(raw: bytes, known: Iterable[str] = ()) -> Redaction:
             parts += 1
     forms = sorted({f.encode("utf-8", "surrogateescape") for s in secrets for f in variants(s)},
                    key=len, reverse=True)
-    gaps, pos = [], 0
+    gaps: list[tuple[int, int]] = []
+    pos = 0
     for start, end, _ in sorted(changes):
         gaps.append((pos, start))
         pos = end

@@ -21,6 +21,7 @@ from email.message import EmailMessage
 from typing import Any, Literal, Protocol
 
 import aiosmtplib
+from aiosmtplib.email import parse_address
 
 from bridge.config import SmtpSettings
 from bridge.deliver.mailcompose import (  # noqa: F401  (re-exported for callers)
@@ -255,7 +256,7 @@ class SmtpSender:
             if mail.eight_bit and smtp.supports_extension("8bitmime"):
                 options.append("BODY=8BITMIME")
             for address in (mail.sender, *mail.recipients):
-                aiosmtplib.email.parse_address(address)  # ValueError before the envelope
+                parse_address(address)  # ValueError before any command: no half envelope
             await smtp.mail(mail.sender, options=options)
             refused: dict[str, aiosmtplib.SMTPRecipientRefused] = {}
             for rcpt in mail.recipients:
