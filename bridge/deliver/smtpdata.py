@@ -89,8 +89,10 @@ async def send_data(smtp: aiosmtplib.SMTP, segments: Sequence[Segment],
                     timeout: float | None) -> aiosmtplib.SMTPResponse:
     """DATA, the streamed content, and the server's final reply (SMTPDataError if not 250).
 
-    Mirrors aiosmtplib's `execute_data_command` (pinned in pyproject), writing chunk by chunk
-    and waiting on the protocol's flow control between them.
+    Mirrors aiosmtplib's `execute_data_command`, writing chunk by chunk and waiting on the
+    protocol's flow control between them. It uses two protocol internals (`_response_pending`,
+    `_drain_helper`), hence the `<6` bound on aiosmtplib in pyproject; tests/test_safety.py and
+    tests/test_forward_size.py fail loudly if they change.
     """
     start = await smtp.execute_command(b"DATA", timeout=timeout)
     if start.code != 354:
