@@ -16,12 +16,9 @@ def config_problems(settings: Settings) -> list[str]:
     """Cross-key checks pydantic cannot see alone."""
     out: list[str] = []
     r, s = settings.routing, settings.storm
-    own = {a.lower() for a in r.own_addresses}
-    for key, value in (("routing.internal_address", r.internal_address),
-                       ("routing.regular_forward_to", r.regular_forward_to),
-                       ("xml_api.bcc", settings.xml_api.bcc)):
-        if value and value.lower() in own:
-            out.append(f"{key}: {value} is one of routing.own_addresses: that would loop")
+    from bridge.classify.safety import forward_loop_problems
+
+    out += forward_loop_problems(settings)
     groups = settings.catalogue_map()
     if s.storm_product_group or s.storm_alert_type:
         if s.storm_product_group not in groups:

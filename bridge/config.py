@@ -14,7 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError,
+                      field_validator, model_validator)
 
 
 class ConfigError(Exception):
@@ -256,6 +257,17 @@ class Settings(Section):
                 raise ValueError(f"product group {group.name!r} is listed twice")
             seen.add(group.name)
         return groups
+
+    @model_validator(mode="after")
+    def _no_mail_to_ourselves(self) -> "Settings":
+        # A forward to the mailbox we read comes straight back: refused here, so `run` does
+        # not start with such a config (`check` reports the same lines).
+        from bridge.classify.safety import forward_loop_problems
+
+        problems = forward_loop_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def catalogue_map(self) -> dict[str, frozenset[str]]:
         return {g.name: frozenset(g.alert_types) for g in self.catalogue}

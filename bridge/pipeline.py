@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from bridge.classify.engine import ClassifyContext, classify
+from bridge.classify.safety import own_addresses
 from bridge.classify.ruleset import RuleSet
 from bridge.config import Settings
 from bridge.decider import Decider
@@ -35,7 +36,8 @@ def classify_context(settings: Settings) -> ClassifyContext:
         ates_password=pw, authserv_ids=frozenset(settings.auth.authserv_ids),
         trusted_relays=frozenset(settings.auth.trusted_relays),
         xml_enabled=settings.xml_api.enabled,
-        internal_address=settings.routing.internal_address)
+        internal_address=settings.routing.internal_address,
+        own_addresses=own_addresses(settings))
 
 
 @dataclass(frozen=True)

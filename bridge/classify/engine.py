@@ -7,6 +7,8 @@
    none found means `unmatched`, forwarded for manual handling.
 4. Not automated: an XML transaction when API-by-email is enabled.
 5. Otherwise a regular email.
+0. Safety: our own mail, bounces and auto-replies are rejected before any rule runs
+   (`bridge.classify.safety`), so no rule can turn them into an alert or a forward.
 Every step appends one readable line to `steps`, which `mailbridge simulate` prints. No I/O,
 no clock, no exceptions for any ParsedMessage: outcomes are values.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.classify import authenticity
+from bridge.classify import authenticity, safety
 from bridge.classify.accounts import Account
 from bridge.classify.alerts import build_alert
 from bridge.classify.model import DetectRule
@@ -37,6 +39,8 @@ class ClassifyContext:
     trusted_relays: frozenset[str] = frozenset()
     xml_enabled: bool = False
     internal_address: str | None = None
+    # Our own addresses (safety.own_addresses(settings)): mail from them is never an alert.
+    own_addresses: frozenset[str] = frozenset()
 
 
 def _result(kind: Kind, reason: str, steps: list[str], *, rule: str | None = None,
@@ -71,6 +75,10 @@ def _find_account(view: MessageView, rules: RuleSet, detect_rule: str | None,
 def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classification:
     """Where the message goes, with the rule that said so and a step-by-step trace."""
     steps: list[str] = []
+    unsafe = safety.unsafe_reason(msg, ctx.own_addresses)
+    if unsafe is not None:
+        steps.append(f"safety: {unsafe}; never an alert, never forwarded or answered")
+        return _result(Kind.REJECTED, unsafe, steps)
     token, source, bad_token = trusted_token(msg, ctx.ates_sources, ctx.ates_id,
                                              ctx.ates_password, steps)
     if bad_token is not None:

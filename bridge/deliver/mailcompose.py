@@ -23,12 +23,11 @@ from email.parser import BytesHeaderParser
 from io import BytesIO
 from typing import Iterable
 
+from bridge.classify.safety import MARKER, unsafe_reason
 from bridge.models import ParsedMessage
 
 # policy.SMTP: CRLF line ends, headers folded at 78, no "From " mangling.
 POLICY = email.policy.SMTP
-
-MARKER = "X-Mailbridge"
 
 # A pragmatic RFC 5321 addr-spec: ASCII dot-atom local part, hostname domain. Stricter than
 # the RFC on purpose: response addresses come from untrusted XML, and anything odder than this
@@ -206,42 +205,23 @@ def compose_admin_alert(to: str, subject: str, text: str, from_address: str) -> 
 
 # -- mail loops --------------------------------------------------------------------------------
 
-_BOUNCE_LOCALPARTS = frozenset({"mailer-daemon", "postmaster"})
 _BULK = frozenset({"bulk", "junk", "list"})
 
 
 def loop_reason(parsed: ParsedMessage, own_addresses: Iterable[str],
                 from_address: str) -> str | None:
-    """Why this message must never be answered or sent back to its sender; None if it may.
+    """Why this message must never be answered; None if it may.
 
-    Checked in order of certainty: our own marker, our own address, a bounce, then the
-    RFC 3834 `Auto-Submitted` and the older `Precedence` conventions.
+    Everything the safety stage (`bridge.classify.safety.unsafe_reason`) rejects, and, for an
+    answer only, any `Auto-Submitted` but `no` and the older `Precedence` bulk conventions
+    (RFC 3834 §2: never auto-reply to automatic mail; forwarding it is another matter).
     """
-    marker = parsed.header(MARKER)
-    if marker:
-        return f"sent by mailbridge itself ({MARKER}: {one_line(marker, 40)})"
-    own = {addr_spec(a) for a in own_addresses} | {addr_spec(from_address)}
-    own.discard("")
-    sender = parsed.sender.lower()
-    if sender and sender in own:
-        return f"sender {sender} is one of mailbridge's own addresses"
-
-    return_paths = [v.strip() for v in parsed.headers.get("return-path", ())]
-    if any(v in ("<>", "") for v in return_paths):
-        return "a bounce (empty Return-Path <>)"
-    for address in [sender] + [addr_spec(v) for v in return_paths]:
-        if address.split("@", 1)[0] in _BOUNCE_LOCALPARTS:
-            return f"a bounce (from {address})"
-    ctype = parsed.header("content-type").strip().lower()
-    if ctype.startswith("multipart/report"):
-        return "a bounce or delivery report (multipart/report)"
-
+    reason = unsafe_reason(parsed, [*own_addresses, from_address])
+    if reason is not None:
+        return reason
     auto = parsed.header("auto-submitted").split(";", 1)[0].strip().lower()
     if auto and auto != "no":
         return f"automatically submitted (Auto-Submitted: {one_line(auto, 40)})"
-    for name in ("x-autoreply", "x-autorespond"):
-        if parsed.header(name):
-            return f"an auto-reply ({name} header)"
     precedence = parsed.header("precedence").strip().lower()
     if precedence in _BULK:
         return f"bulk or list mail (Precedence: {precedence})"

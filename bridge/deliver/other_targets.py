@@ -2,7 +2,11 @@
 
 `OtherTargets` is the part of `Delivery` (`bridge.deliver.outbox`) that sends rows of kind
 `smtp`, `webhook` and `imap` and settles them: done on success, dead on a permanent refusal,
-retried with backoff otherwise (an SMTP configuration problem holds everything instead). It
+retried with backoff otherwise (an SMTP configuration problem holds everything instead). No
+mail goes to one of our own addresses, and no forward carries a message the safety stage
+rejects (`bridge.classify.safety`): either would feed a mail loop, so such a row goes dead with
+the reason. A forward is streamed with its secrets cut out (`bridge.deliver.forward`); when the
+relay refuses it as too big, it is sent again at once without the original, saying why. It
 relies on what `Delivery` provides: `store`, `settings`, `smtp`, `webhooks`, `mailboxes`,
 `runtime`, `clock` and `_retry`.
 """
@@ -45,12 +49,26 @@ class OtherTargets:
                                 "waiting for the transaction's calls")
                 return
             row = replace(row, payload={**row.payload, "final": results})
-        try:
-            msg = await self._compose(row, mail)
-        except mail.ComposeError as exc:  # e.g. a reply address from untrusted XML
-            tx.outbox_dead(row.id, f"cannot compose the mail: {exc}")
+        loop = _own_recipient(self.settings, row.payload)
+        if loop is not None:
+            tx.event("mailed", row.message_ref, None, "refused", outbox=row.id,
+                     type=row.payload.get("type"), to=row.payload.get("to"), detail=loop)
+            tx.outbox_dead(row.id, loop)
             return
-        result = await self.smtp.send(msg)
+        if row.payload.get("type") == "forward":
+            result = await self._forward(tx, row, mail)
+            if result is None:
+                return
+        else:
+            try:
+                msg = await self._compose(row, mail)
+            except mail.ComposeError as exc:  # e.g. a reply address from untrusted XML
+                tx.outbox_dead(row.id, f"cannot compose the mail: {exc}")
+                return
+            result = await self.smtp.send(msg)
+        self._settle_mail(tx, row, result)
+
+    def _settle_mail(self, tx: Writes, row: OutboxRow, result: Any) -> None:
         p = row.payload
         tx.event("mailed", row.message_ref, None, result.verdict, outbox=row.id,
                  type=p.get("type"), to=p.get("to"), detail=result.detail)
@@ -67,16 +85,47 @@ class OtherTargets:
         else:
             self._retry(tx, row, backoff(row.attempts), f"SMTP: {result.detail}")
 
+    async def _forward(self, tx: Writes, row: OutboxRow, mail: Any) -> Any:
+        """Send a forward; None when the row was settled here (refused before sending)."""
+        from bridge.classify.safety import own_addresses, unsafe_reason
+        from bridge.deliver.forward import build_forward, secrets_of
+        from bridge.parse.mime import parse
+
+        p = row.payload
+        raw = await self.store.message_raw(row.message_ref) or b""
+        parsed = parse(raw)
+        unsafe = unsafe_reason(parsed, own_addresses(self.settings))
+        if unsafe is not None:
+            tx.outbox_dead(row.id, f"not forwarded: {unsafe}; mail like this is never "
+                           "forwarded (it would feed a mail loop)")
+            return None
+        s = self.settings
+        configured = [x.get_secret_value() for x in (s.ates.password, s.xml_api.password) if x]
+        secrets = secrets_of(parsed, configured)
+        from_address = s.smtp.from_address if s.smtp else "mailbridge"
+        try:
+            out = build_forward(raw, parsed, p["to"], p.get("note", ""), from_address, secrets)
+        except mail.ComposeError as exc:
+            tx.outbox_dead(row.id, f"cannot compose the mail: {exc}")
+            return None
+        result = await self.smtp.send_mail(out)
+        if not result.too_big:
+            return result
+        # The same message will never pass; the forward without its original will. Both
+        # happen in this one attempt, so a size refusal is neither retried for ever nor lost.
+        tx.event("mailed", row.message_ref, None, "too-big", outbox=row.id, type="forward",
+                 to=p.get("to"), detail=result.detail)
+        del out
+        why = (f"the mail relay refused the forward with the original attached as too big "
+               f"({result.detail})")
+        out = build_forward(raw, parsed, p["to"], p.get("note", ""), from_address, (),
+                            omit=why)
+        return await self.smtp.send_mail(out)
+
     async def _compose(self, row: OutboxRow, mail: Any) -> Any:
         p = row.payload
         from_address = self.settings.smtp.from_address if self.settings.smtp else "mailbridge"
-        if p.get("type") == "forward":
-            raw = await self.store.message_raw(row.message_ref) or b""
-            from bridge.parse.mime import parse
-
-            msg = mail.compose_forward(raw, parse(raw), p["to"], p.get("note", ""),
-                                       from_address)
-        elif p.get("type") == "reply":
+        if p.get("type") == "reply":
             from bridge.parse.xmlapi import build_response, response_text
 
             final = p.get("final")
@@ -119,6 +168,20 @@ class OtherTargets:
             tx.outbox_dead(row.id, f"webhook {name}: {result.detail}")
         else:
             self._retry(tx, row, backoff(row.attempts), f"webhook {name}: {result.detail}")
+
+
+def _own_recipient(settings: Any, payload: Any) -> str | None:
+    """Why a mail row must not be sent: a recipient that is one of our own addresses."""
+    from bridge.classify.safety import address_of, own_addresses
+
+    own = own_addresses(settings)
+    for key in ("to", "bcc"):
+        value = payload.get(key)
+        if value and address_of(str(value)) in own:
+            return (f"not sent: {key} {value} is one of mailbridge's own addresses (smtp."
+                    "from_address, routing.own_addresses or a watched mailbox); the mail would "
+                    "come back and loop")
+    return None
 
 
 def _call(obj: Any, name: str, *args: Any) -> None:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Literal, Protocol
 
 import aiosmtplib
+from aiosmtplib.email import parse_address
 
 from bridge.config import SmtpSettings
 from bridge.deliver.mailcompose import (  # noqa: F401  (re-exported for callers)
@@ -32,9 +34,17 @@ from bridge.deliver.mailcompose import (  # noqa: F401  (re-exported for callers
     loop_reason,
     to_bytes,
 )
+from bridge.deliver.smtpdata import OutgoingMail, send_data, wire_size
 from bridge.oauth2 import OAuth2Error
 
 Verdict = Literal["ok", "transient", "permanent"]
+
+# RFC 3463: 5.3.4 "message too big for system", 5.2.3 "message length exceeds administrative
+# limit". With 552 ("exceeded storage allocation") at MAIL FROM (RFC 1870 SIZE) or after DATA,
+# these are how relays refuse a message for its size (Microsoft 365, Gmail: 552 5.3.4 / 5.2.3).
+_TOO_BIG = re.compile(r"\b5\.(?:3\.4|2\.3)\b")
+# A whole send may take this long per byte on top of the command timeouts (256 KiB/s).
+_SECONDS_PER_BYTE = 1 / (256 * 1024)
 
 
 class TokenSource(Protocol):
@@ -51,7 +61,8 @@ class SendResult:
 
     `refused` lists recipients the server refused while it accepted others (the message went
     out, so it must not be retried). `config_error` marks failures no retry can fix until the
-    configuration changes.
+    configuration changes. `too_big` marks a refusal for the message's size: the same message
+    will never pass, a smaller one may (a forward then goes without its original).
     """
 
     verdict: Verdict
@@ -59,6 +70,7 @@ class SendResult:
     code: int | None = None
     config_error: bool = False
     refused: tuple[str, ...] = ()
+    too_big: bool = False
 
     @property
     def ok(self) -> bool:
@@ -80,6 +92,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _is_too_big(code: int, message: str) -> bool:
+    return code == 552 or (code >= 500 and _TOO_BIG.search(message) is not None)
+
+
+def _size_limit(smtp: aiosmtplib.SMTP) -> int:
+    """The server's EHLO SIZE limit in bytes (0: none announced)."""
+    value = smtp.esmtp_extensions.get("size", "").strip()
+    return int(value) if value.isdigit() else 0
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -123,13 +145,19 @@ class SmtpSender:
             envelope = envelope_of(message)
         except ComposeError as exc:
             return SendResult("permanent", f"cannot send: {exc}")
+        return await self.send_mail(OutgoingMail(envelope.sender, envelope.recipients,
+                                                 (envelope.data,)))
+
+    async def send_mail(self, mail: OutgoingMail) -> SendResult:
+        """Send a message given as envelope and segments; DATA is streamed (`smtpdata`)."""
         problem = self._config_problem()
         if problem:
             return problem
+        budget = self._overall_timeout + mail.size * _SECONDS_PER_BYTE
         for attempt in (1, 2):
             try:
-                async with asyncio.timeout(self._overall_timeout):
-                    return await self._deliver(envelope)
+                async with asyncio.timeout(budget):
+                    return await self._deliver(mail)
             except aiosmtplib.SMTPAuthenticationError as exc:
                 # A cached OAuth2 token may have been revoked or expired early: fetch a new one
                 # once before calling the credentials wrong.
@@ -209,17 +237,36 @@ class SmtpSender:
             kwargs |= {"username": s.username, "password": s.password.get_secret_value()}
         return aiosmtplib.SMTP(**kwargs)
 
-    async def _deliver(self, envelope: Envelope) -> SendResult:
+    async def _deliver(self, mail: OutgoingMail) -> SendResult:
         smtp = self._client()
         await smtp.connect()  # TCP, TLS or STARTTLS, EHLO, login
         try:
             if smtp.is_ehlo_or_helo_needed:
                 await smtp.ehlo()
+            size = wire_size(mail.segments)
+            limit = _size_limit(smtp)
+            if limit and size > limit:
+                smtp.close()
+                return SendResult("permanent", f"{self.where} accepts messages of at most "
+                                  f"{limit} bytes (EHLO SIZE); this one has {size}", 552,
+                                  too_big=True)
             options = []
-            if not envelope.data.isascii() and smtp.supports_extension("8bitmime"):
+            if smtp.supports_extension("size"):
+                options.append(f"size={size}")  # RFC 1870: a too-big message fails at MAIL
+            if mail.eight_bit and smtp.supports_extension("8bitmime"):
                 options.append("BODY=8BITMIME")
-            refused, reply = await smtp.sendmail(envelope.sender, list(envelope.recipients),
-                                                 envelope.data, mail_options=options)
+            for address in (mail.sender, *mail.recipients):
+                parse_address(address)  # ValueError before any command: no half envelope
+            await smtp.mail(mail.sender, options=options)
+            refused: dict[str, aiosmtplib.SMTPRecipientRefused] = {}
+            for rcpt in mail.recipients:
+                try:
+                    await smtp.rcpt(rcpt)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    refused[rcpt] = exc
+            if len(refused) == len(mail.recipients):
+                raise aiosmtplib.SMTPRecipientsRefused(list(refused.values()))
+            reply = (await send_data(smtp, mail.segments, self.settings.timeout)).message
         except BaseException:
             smtp.close()
             raise
@@ -228,7 +275,7 @@ class SmtpSender:
             await smtp.quit()
         except (aiosmtplib.SMTPException, OSError):
             smtp.close()
-        accepted = len(envelope.recipients) - len(refused)
+        accepted = len(mail.recipients) - len(refused)
         detail = f"accepted by {self.where} for {accepted} recipient(s): {reply.strip()[:200]}"
         if refused:
             detail += "; refused: " + ", ".join(
@@ -263,6 +310,11 @@ class SmtpSender:
             return SendResult("permanent", f"{where} refused the login of "
                               f"{self.settings.username}: {exc.code} {exc.message[:200]}",
                               exc.code, config_error=True)
+        if isinstance(exc, (aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPDataError)) and \
+                _is_too_big(exc.code, exc.message):
+            step = "MAIL FROM" if isinstance(exc, aiosmtplib.SMTPSenderRefused) else "DATA"
+            return SendResult("permanent", f"{where} refused the message as too big at {step}: "
+                              f"{exc.code} {exc.message[:200]}", exc.code, too_big=True)
         if isinstance(exc, aiosmtplib.SMTPSenderRefused):
             permanent = exc.code >= 500
             return SendResult("permanent" if permanent else "transient",
