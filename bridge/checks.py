@@ -60,12 +60,32 @@ def run_checks(settings: Settings, online: bool = False,
         echo(f"{getattr(p, 'severity', 'error')}: {p}")
         if getattr(p, "severity", "error") == "error":
             errors += 1
+    for warning in auth_warnings(settings):
+        echo(f"warning: {warning}")
     if online:
         for name, ok, detail in asyncio.run(_online(settings)):
             echo(f"online: {name}: {'yes' if ok else 'NO'} — {detail}")
             errors += 0 if ok else 1
     echo("check: OK" if errors == 0 else f"check: {errors} error(s)")
     return 0 if errors == 0 else 1
+
+
+def auth_warnings(settings: Settings) -> list[str]:
+    """With [auth] configured, every detect rule that can resolve without requiring
+    authentication: its resolves are refused only when our MX's results fail (issue 14)."""
+    from bridge.classify.loader import RuleSetError, load_ruleset
+
+    if not settings.auth.authserv_ids:
+        return []
+    try:
+        ruleset = load_ruleset(settings.rules.directory, settings.rules.accounts,
+                               settings.catalogue_map())
+    except RuleSetError:
+        return []  # the errors are reported above
+    return [f"{rule.label}: can resolve tickets without require_authentication; a resolve is "
+            "refused only when a trusted Authentication-Results fails for its sender, so mail "
+            "without one still resolves" for rule in ruleset.detect.rules
+            if rule.status.resolved and not rule.require_authentication]
 
 
 async def _online(settings: Settings) -> list[tuple[str, bool, str]]:

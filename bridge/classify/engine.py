@@ -13,7 +13,8 @@ no clock, no exceptions for any ParsedMessage: outcomes are values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 from bridge.classify import authenticity
 from bridge.classify.accounts import Account
@@ -85,6 +86,25 @@ def _mx_refuses(msg: ParsedMessage, view: MessageView, ctx: ClassifyContext, ale
     return reason
 
 
+_NAMED_ADDRESS = re.compile(r"[^\s<>\"'@,;()]+@[^\s<>\"'@,;()]+")
+
+
+def _impersonation(msg: ParsedMessage, rules: RuleSet, view: MessageView) -> str | None:
+    """A display name that carries an address a detect rule would accept, on a mail from
+    another address, poses as a monitored sender (`From: nagios@mon.example <x@evil.example>`).
+    The address never counts; the pose is refused rather than passed on as regular mail."""
+    for named in _NAMED_ADDRESS.findall(msg.sender_name or ""):
+        named = named.strip(".").lower()
+        if named == view.sender:
+            continue
+        posed = MessageView(replace(msg, sender=named), view.token, view.token_source)
+        for candidate in rules.detect.candidates(posed):
+            if candidate.matcher.senders and candidate.matcher.match(posed) is not None:
+                return (f"the From display name {named!r} is a sender of {candidate.label}, "
+                        f"but the mail is from {view.sender or '(no address)'}")
+    return None
+
+
 _RESOLVE = tuple("<resolve".encode(enc) for enc in ("ascii", "utf-16-le", "utf-16-be"))
 
 
@@ -130,6 +150,10 @@ def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classi
             return _result(Kind.REJECTED, reason, steps, rule=rule.label)
         steps.append(f"authenticate: {detail}")
     if rule is None and token is None:
+        posing = _impersonation(msg, rules, view)
+        if posing is not None:
+            steps.append(f"reject: {posing}")
+            return _result(Kind.REJECTED, posing, steps)
         steps.append("detect: no rule matched; not automated")
         # 4. XML transaction?  5. regular.
         # Only XML that names our transaction root counts: a human mail with an .xml
