@@ -89,6 +89,15 @@ def auth_warnings(settings: Settings) -> list[str]:
 
 
 async def _online(settings: Settings) -> list[tuple[str, bool, str]]:
+    from bridge.audit import Redactor
+
+    # Servers echo what they were sent (an IMAP NO may quote the LOGIN line): every line that
+    # came back from a peer passes the redactor before it is printed.
+    redact = Redactor(settings.secrets()).redact
+    return [(name, ok, redact(detail)) for name, ok, detail in await _online_raw(settings)]
+
+
+async def _online_raw(settings: Settings) -> list[tuple[str, bool, str]]:
     results: list[tuple[str, bool, str]] = []
     for imap in settings.imap:
         from bridge.sources.imap import ImapSource
