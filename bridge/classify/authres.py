@@ -97,6 +97,10 @@ class _Reader:
     def peek(self) -> Token | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
 
+    def kind(self) -> str | None:
+        tok = self.peek()
+        return tok.kind if tok is not None else None
+
     def take(self, *kinds: str) -> Token:
         tok = self.peek()
         if tok is None or tok.kind not in kinds:
@@ -105,7 +109,7 @@ class _Reader:
         return tok
 
     def skip_to_semicolon(self) -> None:
-        while self.peek() is not None and self.peek().kind != ";":  # type: ignore[union-attr]
+        while self.kind() not in (None, ";"):
             self.pos += 1
 
     def pvalue(self) -> str:
@@ -123,20 +127,18 @@ class _Reader:
 
 def _resinfo(r: _Reader) -> Result:
     method = r.take("word").text.lower()
-    if r.peek() is not None and r.peek().kind == "/":  # type: ignore[union-attr]
+    if r.kind() == "/":
         r.take("/")
         r.take("word")
     r.take("=")
     result = r.take("word").text.lower()
     props: dict[str, str] = {}
-    while r.peek() is not None and r.peek().kind != ";":  # type: ignore[union-attr]
+    while r.kind() not in (None, ";"):
         name = r.take("word").text.lower()
         r.take("=")
         value = r.pvalue()
-        if name == "reason":
-            continue
         if "." not in name.strip("."):
-            raise _Malformed
+            continue  # reason=, or a vendor's bare keyword (action=none): not a property
         props.setdefault(name, value)  # a repeated property does not override the first
     return Result(method, result, props)
 
@@ -149,11 +151,12 @@ def parse_results(value: str) -> tuple[str, list[Result]]:
         authserv = r.take("word", "qs").text.lower()
     except _Malformed:
         return "", []
-    if r.peek() is not None and r.peek().kind == "word" and r.peek().text.isdigit():  # type: ignore[union-attr]
+    version = r.peek()
+    if version is not None and version.kind == "word" and version.text.isdigit():
         r.pos += 1  # authres-version
     results: list[Result] = []
     r.skip_to_semicolon()
-    while r.peek() is not None:
+    while r.kind() is not None:
         r.take(";")
         start = r.pos
         try:
