@@ -223,3 +223,37 @@ def test_check_warns_for_rules_that_resolve_without_authentication(tmp_path, psa
     # Without [auth] there is nothing to warn about.
     config.write_text(config.read_text().replace('authserv_ids = ["mx.msp.example"]', ""))
     assert b"without require_authentication" not in cli("check", "--config", str(config)).stdout
+
+
+@pytest.mark.parametrize("header,sender", [
+    (b"zabbix@zabbix.msp.example <evil@attacker.example>", "evil@attacker.example"),
+    (b'"zabbix@zabbix.msp.example" <evil@attacker.example>', "evil@attacker.example"),
+    (b"Zabbix (zabbix@zabbix.msp.example) <evil@attacker.example>", "evil@attacker.example"),
+    (b"<@relay.example:evil@attacker.example>", "evil@attacker.example"),
+    (b"=?utf-8?q?Doe,_John?= <j@acme.example>", "j@acme.example"),
+    (b"Zabbix <zabbix@zabbix.msp.example>", "zabbix@zabbix.msp.example"),
+    (b"zabbix@zabbix.msp.example", "zabbix@zabbix.msp.example"),
+])
+def test_the_sender_is_the_addr_spec_never_the_display_name(header: bytes, sender: str) -> None:
+    assert parse(b"From: " + header + b"\r\nSubject: x\r\n\r\nx\r\n").sender == sender
+
+
+def test_xml_resolve_without_a_password_is_refused_when_our_mx_failed(tmp_path) -> None:
+    from dataclasses import replace
+
+    from bridge.classify import classify
+    from bridge.models import Kind
+    from tests.test_rules_support import CTX, make_rules
+
+    rules = make_rules(tmp_path, "")
+    tx = (b'<mailbridge-transaction version="1"><application>a</application>'
+          b"<resolve><alert-id>x</alert-id></resolve></mailbridge-transaction>")
+    raw = (FAIL_NAGIOS + MX + b"From: rmm@acme.example\r\nSubject: tx\r\n"
+           b"Content-Type: application/xml\r\n\r\n" + tx)
+    msg = parse(raw)
+    c = classify(msg, rules, CTX)
+    assert c.kind is Kind.REJECTED and "did not authenticate" in c.reason
+    assert classify(msg, rules, replace(CTX, xml_password_set=True)).kind is Kind.XML
+    passing = parse(raw.replace(b"spf=fail smtp.mailfrom=nagios@monitor.msp.example",
+                                b"spf=pass smtp.mailfrom=rmm@acme.example"))
+    assert classify(passing, rules, CTX).kind is Kind.XML

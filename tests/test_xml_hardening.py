@@ -111,3 +111,25 @@ def test_a_long_but_bounded_declaration_and_utf16_still_parse() -> None:
         parse_untrusted(codecs.BOM_UTF8 + b'<?xml version="1.0" encoding="UTF-7"?><r/>')
     with pytest.raises(UnsafeXml, match="DOCTYPE"):
         parse_untrusted(b'<?xml version="1.0" encoding="utf-8"?><!doctype r><r/>')
+
+
+@pytest.mark.parametrize("name", ["utf-7-whole", "utf-16-bom", "utf-32-bom"])
+def test_through_the_pipeline_the_mail_is_refused_and_the_fifo_stays_closed(
+        name: str, fifo: Path, tmp_path: Path, psa_sim) -> None:
+    from tests.helpers import cli, outcomes, write_config
+
+    config = write_config(tmp_path, psa_sim, extra='\n[xml_api]\nenabled = true\n'
+                          'password = "pw-for-the-test"\n')
+    part = base64.encodebytes(documents(fifo)[name])
+    raw = (b"From: rmm@acme.example\r\nTo: alerts@msp.example\r\nSubject: tx\r\n"
+           b"Message-ID: <" + name.encode() + b"@acme.example>\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: application/xml\r\nContent-Transfer-Encoding: base64\r\n\r\n" + part)
+    done = cli("ingest", "--config", str(config), stdin=raw, timeout=10)
+    assert done.returncode == 0, done.stderr.decode()
+    assert not has_reader(fifo)
+    [(outcome, reason)] = outcomes(tmp_path / "mailbridge.db").values()
+    if name == "utf-32-bom":  # not even recognised as a transaction: never parsed
+        assert outcome == "regular", reason
+    else:
+        assert outcome == "rejected" and ("encoding" in reason or "DOCTYPE" in reason), reason
+    assert psa_sim.tickets() == []
