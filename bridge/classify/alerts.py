@@ -42,7 +42,8 @@ def fields_for(rule: DetectRule, view: MessageView, account: Account) -> dict[st
     fields = {
         "subject": view.subject, "sender": view.sender, "sender_name": nfc(msg.sender_name or ""),
         # Templates never see the ATES token: its PW would reach the PSA ticket.
-        "body": cut_tokens(msg.body or "", secrets), "date": msg.date.isoformat() if msg.date else "",
+        "body": cut_tokens(msg.body or "", secrets),
+        "date": msg.date.isoformat() if msg.date else "",
         "message_id": msg.message_id or "", "account": account.id, "account_name": account.name,
         "alert_type": rule.alert_type, "product_group": rule.product_group, "rule": rule.name,
         "token_source": view.token_source or "",
@@ -110,6 +111,7 @@ def build_alert(rule: DetectRule, view: MessageView, account: Account,
                        or f"{rule.alert_type} alert", secrets)
     return Alert(alert_key=key, status=status, account_id=account.id,
                  product_group=rule.product_group, alert_type=rule.alert_type, title=title,
-                 summary=cut_tokens(rule.summary.render(fields), secrets).strip(), device=device or None,
+                 summary=cut_tokens(rule.summary.render(fields), secrets).strip(),
+                 device=device or None,
                  ticket_ref=view.token_value("ticket_id"),
                  coalesce_window=rule.coalesce_window)

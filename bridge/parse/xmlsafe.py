@@ -7,8 +7,9 @@ XML declaration (refusing one longer than 1 KiB), decides the encoding from them
 itself. DOCTYPE and ENTITY are refused in the decoded text, so no encoding can hide them; lxml
 then parses UTF-8 we produced, with entity resolution, DTD loading and network access off and a
 resolver that refuses every external reference, and the tree is checked again for a DTD,
-entities, nesting depth and attribute sizes (iteratively). Whatever goes wrong surfaces as `UnsafeXml` with a short reason that
-can be recorded as a message's outcome; no other exception leaves this module.
+entities, nesting depth and attribute sizes (iteratively). Whatever goes wrong surfaces as
+`UnsafeXml` with a short reason that can be recorded as a message's outcome; no other
+exception leaves this module.
 """
 
 from __future__ import annotations

@@ -106,14 +106,6 @@ class ImapConnection:
         # The audit redactor also hides the secret's escaped, quoted and encoded forms.
         return Redactor(self._secrets).redact(text)
 
-    def _server_text(self, lines: Any) -> str:
-        """The server's completion text, redacted before it is cut: servers echo the LOGIN
-        line (password included) in their refusal."""
-        if not lines:
-            return ""
-        text = bytes(lines[-1]).decode("utf-8", "replace").strip()
-        return self._redact(text)[:300]
-
     def _on_lost(self, exc: Exception | None) -> None:
         self.lost.set()
 
@@ -175,7 +167,8 @@ class ImapConnection:
                        timeout: float | None = None) -> aioimaplib.Response:
         resp = await self.call(aw, what, timeout)
         if resp.result != "OK":
-            raise ImapError(f"{self.where}: {what} refused: {self._server_text(resp.lines)}")
+            text = P.response_text(resp.lines, self._redact)
+            raise ImapError(f"{self.where}: {what} refused: {text}")
         return resp
 
     # -- connect, TLS, login ------------------------------------------------------------------
@@ -256,7 +249,7 @@ class ImapConnection:
         resp = await self.call(proto.execute(cmd, scrub=password), "LOGIN")
         if resp.result != "OK":
             raise ImapAuthError(f"{self.where}: login as {self.settings.username} refused: "
-                                f"{self._server_text(resp.lines)}")
+                                f"{P.response_text(resp.lines, self._redact)}")
         await self._set_authenticated()
 
     async def _set_authenticated(self) -> None:
@@ -292,7 +285,7 @@ class ImapConnection:
             if resp.result == "OK":
                 await self._set_authenticated()
                 return
-            detail = self._server_text(resp.lines)
+            detail = P.response_text(resp.lines, self._redact)
             if cmd.challenge:
                 detail += f" ({cmd.challenge})"
             if attempt == 1:
@@ -330,7 +323,7 @@ class ImapConnection:
         if resp.result != "OK" and b"ALREADYEXISTS" not in bytes(resp.lines[-1] if resp.lines
                                                                  else b""):
             raise ImapError(f"{self.where}: cannot create folder {folder}: "
-                            f"{self._server_text(resp.lines)}")
+                            f"{P.response_text(resp.lines, self._redact)}")
         return resp.result == "OK"
 
     async def noop(self) -> None:
