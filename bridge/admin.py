@@ -61,6 +61,7 @@ def check_and_alert(settings: Settings, runtime: Any, store: Any,
     found |= {k: m for k, m in raised.items() if k.startswith("imap-login:")}
     mailed: list[str] = []
     for kind, message in found.items():
+        message = store.redact(message)  # server text: an IMAP NO may echo the password
         if runtime is not None:
             runtime.raise_alert(kind, message)
         key = f"admin_alert:{kind}"

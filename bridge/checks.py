@@ -76,6 +76,8 @@ def run_checks(settings: Settings, online: bool = False,
         echo(f"{getattr(p, 'severity', 'error')}: {p}")
         if getattr(p, "severity", "error") == "error":
             errors += 1
+    for warning in auth_warnings(settings):
+        echo(f"warning: {warning}")
     if online:
         for name, ok, detail in asyncio.run(_online(settings)):
             echo(f"online: {name}: {'yes' if ok else 'NO'} — {detail}")
@@ -84,7 +86,34 @@ def run_checks(settings: Settings, online: bool = False,
     return 0 if errors == 0 else 1
 
 
+def auth_warnings(settings: Settings) -> list[str]:
+    """With [auth] configured, every detect rule that can resolve without requiring
+    authentication: its resolves are refused only when our MX's results fail (issue 14)."""
+    from bridge.classify.loader import RuleSetError, load_ruleset
+
+    if not settings.auth.authserv_ids:
+        return []
+    try:
+        ruleset = load_ruleset(settings.rules.directory, settings.rules.accounts,
+                               settings.catalogue_map())
+    except RuleSetError:
+        return []  # the errors are reported above
+    return [f"{rule.label}: can resolve tickets without require_authentication; a resolve is "
+            "refused only when a trusted Authentication-Results fails for its sender, so mail "
+            "without one still resolves" for rule in ruleset.detect.rules
+            if rule.status.resolved and not rule.require_authentication]
+
+
 async def _online(settings: Settings) -> list[tuple[str, bool, str]]:
+    from bridge.audit import Redactor
+
+    # Servers echo what they were sent (an IMAP NO may quote the LOGIN line): every line that
+    # came back from a peer passes the redactor before it is printed.
+    redact = Redactor(settings.secrets()).redact
+    return [(name, ok, redact(detail)) for name, ok, detail in await _online_raw(settings)]
+
+
+async def _online_raw(settings: Settings) -> list[tuple[str, bool, str]]:
     results: list[tuple[str, bool, str]] = []
     for imap in settings.imap:
         from bridge.sources.imap import ImapSource

@@ -226,7 +226,10 @@ def status(config_path: str, as_json: bool) -> None:
 
     settings = _settings(config_path)
     store = _store(settings)
-    data = views.status_view(store, load_runtime(store))
+    from bridge.audit import Redactor
+
+    # The status holds server text (errors); it passes the redactor whatever the daemon did.
+    data = Redactor(settings.secrets()).redact_obj(views.status_view(store, load_runtime(store)))
     if as_json:
         _dump(data)
     else:

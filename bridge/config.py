@@ -202,6 +202,8 @@ class AuthSettings(Section):
 
     authserv_ids: list[str] = []
     trusted_relays: list[str] = []
+    # `by` hosts of our own Received headers (RFC 8601 §5 boundary); empty: the authserv-ids.
+    trusted_hosts: list[str] = []
 
 
 class HttpSettings(Section):

@@ -107,6 +107,9 @@ class ParsedMessage:
     attachments: tuple[Attachment, ...] = ()
     defects: tuple[str, ...] = ()
     parse_error: str | None = None
+    # Received and Authentication-Results headers, (lower-case name, value), top to bottom:
+    # the trust boundary of RFC 8601 §5 depends on their order (classify/authres.py).
+    trace: tuple[tuple[str, str], ...] = ()
 
     def header(self, name: str) -> str:
         """First value of a header, or "" (names are case-insensitive)."""

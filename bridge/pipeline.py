@@ -35,6 +35,8 @@ def classify_context(settings: Settings) -> ClassifyContext:
         ates_sources=frozenset(settings.ates.sources), ates_id=settings.ates.id,
         ates_password=pw, authserv_ids=frozenset(settings.auth.authserv_ids),
         trusted_relays=frozenset(settings.auth.trusted_relays),
+        trusted_hosts=frozenset(settings.auth.trusted_hosts),
+        xml_password_set=settings.xml_api.password is not None,
         xml_enabled=settings.xml_api.enabled,
         internal_address=settings.routing.internal_address,
         own_addresses=own_addresses(settings))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from bridge.store.db import Store
 
@@ -156,9 +156,20 @@ class RuntimeStatus:
 
 def save_runtime(store: Store, status: RuntimeStatus, now: float | None = None) -> None:
     """Called by the daemon every few seconds (on the store's thread)."""
-    data = status.to_dict()
+    data = _redacted(store.redact, status.to_dict())
     data["saved_at"] = time.time() if now is None else now
     store.set_meta(RUNTIME_META_KEY, json.dumps(data))
+
+
+def _redacted(redact: Callable[[str], str], value: Any) -> Any:
+    """Errors in the status are server text (an IMAP NO may echo the password)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(redact, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(redact, v) for v in value]
+    return value
 
 
 def load_runtime(store: Store, now: float | None = None) -> RuntimeStatus | None:

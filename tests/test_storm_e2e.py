@@ -68,6 +68,10 @@ class Rig:
             "Authentication-Results: mx.msp.example;\r\n"
             "\tdkim=pass header.d=monitor.msp.example header.s=mail2025;\r\n"
             "\tspf=pass smtp.mailfrom=nagios@monitor.msp.example\r\n"
+            # Results count only above our MX's own Received header (RFC 8601 §5).
+            "Received: from monitor.msp.example (monitor.msp.example [192.0.2.10])\r\n"
+            "\tby mx.msp.example (Postfix) with ESMTPS id STORM\r\n"
+            "\tfor <alerts@msp.example>; Tue, 04 Mar 2025 09:00:00 +0000\r\n"
             "From: Nagios <nagios@monitor.msp.example>\r\n"
             "To: alerts@msp.example\r\n"
             f"Subject: ** {kind} Service Alert: {group}/{host}/{service} is {state} **\r\n"

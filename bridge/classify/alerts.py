@@ -17,6 +17,7 @@ from bridge.classify.model import DetectRule
 from bridge.classify.text import nfc
 from bridge.classify.view import MessageView
 from bridge.models import Alert
+from bridge.parse.ates import cut_tokens
 
 _REPLY_PREFIX = re.compile(r"^(?:(?:re|fw|fwd|aw|wg|tr)\s*:\s*)+", re.IGNORECASE)
 _NON_WORD = re.compile(r"[\W_]+")
@@ -31,11 +32,18 @@ def _bounded(key: str) -> str:
     return key[:180] + "#" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def _secrets(view: MessageView) -> tuple[str, ...]:
+    return tuple(t.pw for t in view.msg.ates if t.pw)
+
+
 def fields_for(rule: DetectRule, view: MessageView, account: Account) -> dict[str, str]:
     msg = view.msg
+    secrets = _secrets(view)
     fields = {
         "subject": view.subject, "sender": view.sender, "sender_name": nfc(msg.sender_name or ""),
-        "body": msg.body or "", "date": msg.date.isoformat() if msg.date else "",
+        # Templates never see the ATES token: its PW would reach the PSA ticket.
+        "body": cut_tokens(msg.body or "", secrets),
+        "date": msg.date.isoformat() if msg.date else "",
         "message_id": msg.message_id or "", "account": account.id, "account_name": account.name,
         "alert_type": rule.alert_type, "product_group": rule.product_group, "rule": rule.name,
         "token_source": view.token_source or "",
@@ -49,7 +57,7 @@ def fields_for(rule: DetectRule, view: MessageView, account: Account) -> dict[st
     for rx, text in pairs:
         m = rx.search(text)
         if m is not None:
-            fields.update({k: nfc(v) for k, v in m.groupdict().items() if v})
+            fields.update({k: cut_tokens(nfc(v), secrets) for k, v in m.groupdict().items() if v})
     return fields
 
 
@@ -98,9 +106,12 @@ def build_alert(rule: DetectRule, view: MessageView, account: Account,
         device = nfc(rule.device.render(fields))
     fields["device"], fields["status"] = device, status
     key = alert_key(rule, view, account, fields, steps)
-    title = nfc(rule.title.render(fields)) or view.subject or f"{rule.alert_type} alert"
+    secrets = _secrets(view)
+    title = cut_tokens(nfc(rule.title.render(fields)) or view.subject
+                       or f"{rule.alert_type} alert", secrets)
     return Alert(alert_key=key, status=status, account_id=account.id,
                  product_group=rule.product_group, alert_type=rule.alert_type, title=title,
-                 summary=rule.summary.render(fields).strip(), device=device or None,
+                 summary=cut_tokens(rule.summary.render(fields), secrets).strip(),
+                 device=device or None,
                  ticket_ref=view.token_value("ticket_id"),
                  coalesce_window=rule.coalesce_window)

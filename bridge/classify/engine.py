@@ -15,7 +15,8 @@ no clock, no exceptions for any ParsedMessage: outcomes are values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 from bridge.classify import authenticity, safety
 from bridge.classify.accounts import Account
@@ -37,6 +38,8 @@ class ClassifyContext:
     ates_password: str | None = None
     authserv_ids: frozenset[str] = frozenset()
     trusted_relays: frozenset[str] = frozenset()
+    trusted_hosts: frozenset[str] = frozenset()  # empty: the authserv-ids
+    xml_password_set: bool = False  # a transaction's password authenticates its resolves
     xml_enabled: bool = False
     internal_address: str | None = None
     # Our own addresses (safety.own_addresses(settings)): mail from them is never an alert.
@@ -72,6 +75,58 @@ def _find_account(view: MessageView, rules: RuleSet, detect_rule: str | None,
     return None
 
 
+def _mx_refuses(msg: ParsedMessage, view: MessageView, ctx: ClassifyContext, alert: Alert,
+                by_password: bool, steps: list[str]) -> str | None:
+    """A mail our MX marked as failing never resolves, whatever its rule says (a correct
+    ATES password authenticates on its own)."""
+    if alert.status != "resolved" or by_password:
+        return None
+    failed = authenticity.mx_failure(msg, view.sender, ctx.authserv_ids, ctx.trusted_relays,
+                                     ctx.trusted_hosts)
+    if failed is None:
+        return None
+    reason = f"a resolve from a sender our mail server did not authenticate: {failed}"
+    steps.append(f"authenticate: {reason}")
+    return reason
+
+
+_NAMED_ADDRESS = re.compile(r"[^\s<>\"'@,;()]+@[^\s<>\"'@,;()]+")
+
+
+def _impersonation(msg: ParsedMessage, rules: RuleSet, view: MessageView) -> str | None:
+    """A display name that carries an address a detect rule would accept, on a mail from
+    another address, poses as a monitored sender (`From: nagios@mon.example <x@evil.example>`).
+    The address never counts; the pose is refused rather than passed on as regular mail."""
+    for named in _NAMED_ADDRESS.findall(msg.sender_name or ""):
+        named = named.strip(".").lower()
+        if named == view.sender:
+            continue
+        posed = MessageView(replace(msg, sender=named), view.token, view.token_source)
+        for candidate in rules.detect.candidates(posed):
+            if candidate.matcher.senders and candidate.matcher.match(posed) is not None:
+                return (f"the From display name {named!r} is a sender of {candidate.label}, "
+                        f"but the mail is from {view.sender or '(no address)'}")
+    return None
+
+
+_RESOLVE = tuple("<resolve".encode(enc) for enc in ("ascii", "utf-16-le", "utf-16-be"))
+
+
+def _xml_resolve_refused(msg: ParsedMessage, view: MessageView, ctx: ClassifyContext,
+                         steps: list[str]) -> str | None:
+    """Without an XML password nothing but our MX vouches for a transaction's sender."""
+    if ctx.xml_password_set or not any(m in part for part in msg.xml_parts for m in _RESOLVE):
+        return None
+    failed = authenticity.mx_failure(msg, view.sender, ctx.authserv_ids, ctx.trusted_relays,
+                                     ctx.trusted_hosts)
+    if failed is None:
+        return None
+    reason = ("an XML transaction with a resolve from a sender our mail server did not "
+              f"authenticate: {failed}")
+    steps.append(f"authenticate: {reason}")
+    return reason
+
+
 def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classification:
     """Where the message goes, with the rule that said so and a step-by-step trace."""
     steps: list[str] = []
@@ -95,19 +150,27 @@ def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classi
             steps.append(f"detect: matched {rule.label} ({why})")
             break
     if rule is not None and rule.require_authentication:
-        ok, detail = authenticity.verify(msg, view.sender, ctx.authserv_ids, ctx.trusted_relays)
+        ok, detail = authenticity.verify(msg, view.sender, ctx.authserv_ids, ctx.trusted_relays,
+                                         ctx.trusted_hosts)
         if not ok:
             reason = f"sender not authenticated: {detail}"
             steps.append(f"authenticate: {reason}")
             return _result(Kind.REJECTED, reason, steps, rule=rule.label)
         steps.append(f"authenticate: {detail}")
     if rule is None and token is None:
+        posing = _impersonation(msg, rules, view)
+        if posing is not None:
+            steps.append(f"reject: {posing}")
+            return _result(Kind.REJECTED, posing, steps)
         steps.append("detect: no rule matched; not automated")
         # 4. XML transaction?  5. regular.
         # Only XML that names our transaction root counts: a human mail with an .xml
         # attachment is regular mail, not a refused transaction.
         if any(looks_like_transaction(part) for part in msg.xml_parts):
             if ctx.xml_enabled:
+                refused = _xml_resolve_refused(msg, view, ctx, steps)
+                if refused is not None:
+                    return _result(Kind.REJECTED, refused, steps)
                 steps.append("xml: the message carries an XML transaction")
                 return _result(Kind.XML, "XML transaction (API by email)", steps)
             steps.append("xml: carries an XML transaction, but API by email is disabled")
@@ -141,5 +204,9 @@ def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classi
         return _result(Kind.UNMATCHED, reason, steps, forward_to=ctx.internal_address,
                        account_how=how)
     alert = build_alert(rule, view, account, steps)
+    refused = _mx_refuses(msg, view, ctx, alert, token is not None and bool(ctx.ates_password),
+                          steps)
+    if refused is not None:
+        return _result(Kind.REJECTED, refused, steps, rule=label)
     reason = f"{alert.status} {alert.product_group}/{alert.alert_type} alert for {account.id}"
     return _result(Kind.ALERT, reason, steps, rule=label, alert=alert, account_how=how)

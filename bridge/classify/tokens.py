@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 
 from bridge.models import AtesToken, ParsedMessage
+from bridge.parse.ates import DTD_PROBLEM
 
 _ELEMENTS = (("AlertID", "alert_id"), ("TicketID", "ticket_id"), ("CustomerID", "customer_id"),
              ("DeviceID", "device_id"))
@@ -49,6 +50,8 @@ def trusted_token(msg: ParsedMessage, sources: frozenset[str], ates_id: str | No
         if source.casefold() not in configured:
             steps.append(f"ates: token from {source!r} is not from a configured source; ignored")
             continue
+        if DTD_PROBLEM in token.problems:
+            return None, None, f"ATES token from {source!r}: {DTD_PROBLEM}"
         if ates_id and (token.id or "").strip().casefold() != ates_id.strip().casefold():
             return None, None, f"ATES token ID {token.id or '(none)'!r} is not the configured ID"
         if password:

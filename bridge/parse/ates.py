@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import replace
 from typing import Iterator
 
 from bridge.models import AtesToken, TokenRef
 
-__all__ = ["find_tokens"]
+__all__ = ["DTD_PROBLEM", "cut_tokens", "find_tokens"]
+
+# A token in a document that declares a DTD or entities is refused, never trusted: its values
+# are whatever the entity trick makes them (tokens.py turns this problem into a rejection).
+DTD_PROBLEM = "the token is inside a document with a DOCTYPE or entity declarations"
 
 MAX_TOKEN_CHARS = 16 * 1024  # inner text of one token; real tokens are a few hundred bytes
 MAX_VALUE_CHARS = 512
@@ -46,6 +51,12 @@ _ATTR = re.compile(
 _XML_REF = re.compile(r"&(lt|gt|amp|quot|apos|#[0-9]{1,7}|#x[0-9A-Fa-f]{1,6});")
 _XML_NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# `<!ENTITY`, or a DOCTYPE other than HTML's plain `<!DOCTYPE html ...>` (an internal subset
+# `[` always counts), written as markup or HTML-escaped.
+_DECLARATION = re.compile(
+    r"(?:<|&lt;)!\s*(?:ENTITY|DOCTYPE(?!\s+html\b[^\[<>]*(?:>|&gt;)))", re.IGNORECASE)
+# A PW element anywhere, inside a token or stray (a token cut short has no closing tag).
+_PW_ELEMENT = re.compile(rf"(?:<|&lt;){_WS}PW\b[^<>]{{0,2048}}?(?:>|&gt;)", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 
 
@@ -160,8 +171,11 @@ def find_tokens(text: str) -> tuple[AtesToken, ...]:
         if not isinstance(text, str) or "autotask" not in text.lower():
             return ()
         tokens: list[AtesToken] = []
+        declared = _DECLARATION.search(text) is not None
         for inner, escaped in _spans(text):
             token = _parse_token(inner, escaped)
+            if token is not None and declared:
+                token = replace(token, problems=(DTD_PROBLEM, *token.problems))
             if token is not None:
                 tokens.append(token)
                 if len(tokens) >= MAX_TOKENS:
@@ -169,3 +183,32 @@ def find_tokens(text: str) -> tuple[AtesToken, ...]:
         return tuple(tokens)
     except Exception:  # noqa: BLE001 - a token is optional; a bug here must not stop parsing
         return ()
+
+
+def cut_tokens(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` without its ATES tokens: every <Autotask>...</Autotask> span (plain or
+    HTML-escaped), every stray PW element, and every occurrence of a secret (the PW values)
+    is replaced by "[ATES token removed]" / "[redacted]". Templates see only this text."""
+    if not isinstance(text, str):
+        return ""
+    if "autotask" in text.lower() or "pw" in text.lower():
+        spans = [(m.start(), m.end()) for m in _OPEN.finditer(text)]
+        closes = [(m.start(), m.end()) for m in _CLOSE.finditer(text)]
+        out: list[str] = []
+        pos = 0
+        for start, _ in spans:
+            if start < pos:
+                continue
+            end = next((c_end for c_start, c_end in closes if c_start >= start), None)
+            if end is None:
+                break
+            out.append(text[pos:start])
+            out.append("[ATES token removed]")
+            pos = end
+        out.append(text[pos:])
+        text = _PW_ELEMENT.sub("[ATES password removed]", "".join(out))
+    for secret in secrets:
+        if secret and len(secret.strip()) >= 4:
+            for form in {secret, secret.strip(), html.escape(secret.strip())}:
+                text = text.replace(form, "[redacted]")
+    return text

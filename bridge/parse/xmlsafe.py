@@ -1,12 +1,15 @@
 """Hardened parsing of untrusted XML: the only door through which mail-borne XML enters lxml.
 
 Every XML document mailbridge reads comes from an email, so every one is hostile until proven
-otherwise. `parse_untrusted` caps the size before lxml sees a byte, accepts only UTF-8 (and its
-ASCII/Latin-1 relatives) or UTF-16 with a byte-order mark, refuses any DOCTYPE or entity
-declaration (before parsing, and again on the parsed tree, in case an encoding hid it), parses
-with entity resolution, DTD loading and network access off, and then checks nesting depth and
-attribute sizes iteratively. Whatever goes wrong surfaces as `UnsafeXml` with a short reason that
-can be recorded as a message's outcome; no other exception leaves this module.
+otherwise. `parse_untrusted` caps the size before lxml sees a byte, reads the BOM and the whole
+XML declaration (refusing one longer than 1 KiB), decides the encoding from them — only UTF-8
+(and its ASCII/Latin-1 relatives) or UTF-16 with a byte-order mark — and decodes the document
+itself. DOCTYPE and ENTITY are refused in the decoded text, so no encoding can hide them; lxml
+then parses UTF-8 we produced, with entity resolution, DTD loading and network access off and a
+resolver that refuses every external reference, and the tree is checked again for a DTD,
+entities, nesting depth and attribute sizes (iteratively). Whatever goes wrong surfaces as
+`UnsafeXml` with a short reason that can be recorded as a message's outcome; no other
+exception leaves this module.
 """
 
 from __future__ import annotations
@@ -45,19 +48,25 @@ class UnsafeXml(ValueError):
 
 
 # Declared encodings we accept for byte-oriented (non-UTF-16) input. Anything else (EBCDIC,
-# UTF-7, exotic iconv names) only widens the attack surface and no integrator needs it.
+# UTF-7, UTF-32, exotic iconv names) only widens the attack surface and no integrator needs it.
 _ACCEPTED_8BIT = {"utf-8", "us-ascii", "iso8859-1", "cp1252"}
-_DECL_ENCODING = re.compile(rb"""^\s*<\?xml[^>]{0,200}?encoding\s*=\s*["']([A-Za-z0-9._:-]{1,40})["']""")
-# A DTD is the gateway to every entity attack; no legitimate transaction needs one.
-_DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY")
-_UTF16_MARKERS = tuple(marker.decode("ascii").encode(encoding) for marker in _DTD_MARKERS
-                       for encoding in ("utf-16-le", "utf-16-be"))
+MAX_DECL = 1024  # bytes of the XML declaration, BOM included
+# The whole declaration, however it is padded: `<?xml` up to the first `?>`.
+_DECL = re.compile(r"\A<\?xml(?=[\s?])(.*?)\?>", re.DOTALL)
+_DECL_ENCODING = re.compile(r"""\sencoding\s*=\s*(["'])([A-Za-z0-9._:-]{1,40})\1""")
+# A DTD is the gateway to every entity attack; no legitimate transaction needs one. Checked
+# on the decoded text, so no encoding can hide it.
+_DTD_MARKERS = re.compile(r"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+_BOMS = ((codecs.BOM_UTF32_LE, None), (codecs.BOM_UTF32_BE, None),
+         (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+         (codecs.BOM_UTF16_BE, "utf-16-be"))
 
 
 def _make_parser() -> etree.XMLParser:
     # A fresh parser per call: lxml parser objects must not be shared between threads, and
-    # building one costs microseconds.
-    return etree.XMLParser(
+    # building one costs microseconds. The input is always UTF-8 we produced ourselves.
+    parser = etree.XMLParser(
+        encoding="utf-8",
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -69,44 +78,79 @@ def _make_parser() -> etree.XMLParser:
         collect_ids=False,
         recover=False,
     )
+    parser.resolvers.add(_RefuseAll())
+    return parser
 
 
-def _check_encoding(data: bytes) -> bool:
-    """Refuse encodings we cannot scan safely; return True when the input is UTF-16 with a BOM."""
-    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        raise UnsafeXml(f"{ENCODING}: UTF-32 is not accepted")
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        head = data[:400].decode("utf-16", "replace").encode("ascii", "replace")
-        declared = _DECL_ENCODING.match(head)
-        if declared and not declared.group(1).lower().startswith(b"utf-16"):
-            raise UnsafeXml(f"{ENCODING}: UTF-16 byte order mark but another encoding declared")
-        return True
-    body = data[3:] if data.startswith(codecs.BOM_UTF8) else data
-    # Everything else must start in ASCII: libxml2 would otherwise sniff UTF-16/UTF-32 without
-    # a BOM or EBCDIC from the first bytes, and a DOCTYPE in those encodings slips past the
-    # byte scan below. The XML spec requires a BOM for UTF-16 anyway.
-    if b"\x00" in body[:2]:
-        raise UnsafeXml(f"{ENCODING}: UTF-16 or UTF-32 without a byte order mark")
-    if body[:1] not in (b"<", b" ", b"\t", b"\r", b"\n"):
-        raise UnsafeXml(f"{ENCODING}: the document does not start with '<' in ASCII")
-    match = _DECL_ENCODING.match(body)
-    if match:
-        name = match.group(1).decode("ascii").lower()
+class _RefuseAll(etree.Resolver):
+    """Every external reference (DTD, entity, XInclude) is refused, never opened."""
+
+    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> None:
+        raise UnsafeXml(f"{DOCTYPE}: external reference refused")
+
+
+def _decode(data: bytes) -> str:
+    """The document as text, its encoding decided from the BOM and the whole declaration;
+    the declaration itself is removed (the text is parsed as the UTF-8 we re-encode)."""
+    bom_codec: str | None = "none"
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            if codec is None:
+                raise UnsafeXml(f"{ENCODING}: UTF-32 is not accepted")
+            bom_codec, data = codec, data[len(bom):]
+            break
+    if bom_codec in ("none", "utf-8"):
+        # No BOM: the document must start in ASCII; libxml2 would otherwise sniff UTF-16,
+        # UTF-32 or EBCDIC from the first bytes. The XML spec requires a BOM for UTF-16.
+        if b"\x00" in data[:2]:
+            raise UnsafeXml(f"{ENCODING}: UTF-16 or UTF-32 without a byte order mark")
+        if data[:1] not in (b"<", b" ", b"\t", b"\r", b"\n"):
+            raise UnsafeXml(f"{ENCODING}: the document does not start with '<' in ASCII")
+        head = data[:MAX_DECL].decode("latin-1")
+    else:
+        head = data[:MAX_DECL].decode(bom_codec, "replace")
+    declared: str | None = None
+    if head.startswith("<?xml"):
+        decl = _DECL.match(head)
+        if decl is None:
+            raise UnsafeXml(f"{ENCODING}: XML declaration longer than {MAX_DECL} bytes")
+        found = _DECL_ENCODING.search(decl.group(1))
+        if found:
+            declared = found.group(2).lower()
+    codec = _choose(bom_codec, declared)
+    try:
+        text = data.decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        raise UnsafeXml(f"{ENCODING}: not valid {codec}") from None
+    decl = _DECL.match(text)
+    return text[decl.end():] if decl else text
+
+
+def _choose(bom_codec: str, declared: str | None) -> str:
+    canonical: str | None = None
+    if declared is not None:
         try:
-            canonical = codecs.lookup(name).name
+            canonical = codecs.lookup(declared).name
         except LookupError:
-            raise UnsafeXml(f"{ENCODING}: unsupported encoding {name}") from None
-        if canonical.startswith("utf-16"):
-            raise UnsafeXml(f"{ENCODING}: declared UTF-16 without a byte order mark")
-        if canonical not in _ACCEPTED_8BIT:
-            raise UnsafeXml(f"{ENCODING}: unsupported encoding {name}")
-    return False
+            raise UnsafeXml(f"{ENCODING}: unsupported encoding {declared}") from None
+    if bom_codec.startswith("utf-16"):
+        if canonical is not None and not canonical.startswith("utf-16"):
+            raise UnsafeXml(f"{ENCODING}: UTF-16 byte order mark but another encoding declared")
+        return bom_codec
+    if bom_codec == "utf-8" and canonical not in (None, "utf-8"):
+        raise UnsafeXml(f"{ENCODING}: UTF-8 byte order mark but another encoding declared")
+    if canonical is None:
+        return "utf-8"
+    if canonical.startswith("utf-16"):
+        raise UnsafeXml(f"{ENCODING}: declared UTF-16 without a byte order mark")
+    if canonical not in _ACCEPTED_8BIT:
+        raise UnsafeXml(f"{ENCODING}: unsupported encoding {declared}")
+    return canonical
 
 
-def _prescan(data: bytes, utf16: bool) -> None:
-    """Cheap refusal of DTDs before lxml parses anything (the tree is checked again later)."""
-    markers = _UTF16_MARKERS if utf16 else _DTD_MARKERS
-    if any(marker in data for marker in markers):
+def _prescan(text: str) -> None:
+    """Refusal of DTDs before lxml parses anything (the tree is checked again later)."""
+    if _DTD_MARKERS.search(text):
         raise UnsafeXml(DOCTYPE)
 
 
@@ -170,10 +214,10 @@ def parse_untrusted(
             raise UnsafeXml(f"{TOO_LARGE}: {len(data)} bytes, limit {max_bytes}")
         if not data.strip():
             raise UnsafeXml(f"{NOT_WELL_FORMED}: empty document")
-        utf16 = _check_encoding(data)
-        _prescan(data, utf16)
+        text = _decode(data)
+        _prescan(text)
         try:
-            root = etree.fromstring(data, _make_parser())
+            root = etree.fromstring(text.encode("utf-8"), _make_parser())
         except etree.XMLSyntaxError as exc:
             raise UnsafeXml(_reason_for(exc)) from None
         if root is None:

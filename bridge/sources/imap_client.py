@@ -22,6 +22,7 @@ from typing import Any, Awaitable, TypeVar
 import aioimaplib
 from aioimaplib.aioimaplib import AUTH, Command
 
+from bridge.audit import Redactor
 from bridge.config import ImapSettings
 from bridge.oauth2 import OAuth2Error, TokenProvider, xoauth2_string
 from bridge.sources import imap_parse as P
@@ -102,10 +103,8 @@ class ImapConnection:
         return self.proto.changed
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        # The audit redactor also hides the secret's escaped, quoted and encoded forms.
+        return Redactor(self._secrets).redact(text)
 
     def _on_lost(self, exc: Exception | None) -> None:
         self.lost.set()
@@ -168,7 +167,8 @@ class ImapConnection:
                        timeout: float | None = None) -> aioimaplib.Response:
         resp = await self.call(aw, what, timeout)
         if resp.result != "OK":
-            raise ImapError(f"{self.where}: {what} refused: {P.response_text(resp.lines)}")
+            text = P.response_text(resp.lines, self._redact)
+            raise ImapError(f"{self.where}: {what} refused: {text}")
         return resp
 
     # -- connect, TLS, login ------------------------------------------------------------------
@@ -240,7 +240,7 @@ class ImapConnection:
                                 f"(LOGINDISABLED); use security = \"tls\" or \"starttls\"")
         assert self.settings.password is not None
         password = P.quoted(self.settings.password.get_secret_value())
-        self._secrets.append(password)
+        self._secrets += [password, password[1:-1]]  # a server may echo either form
         proto = self.proto
         cmd = Command("LOGIN", proto.new_tag(), P.quoted(self.settings.username), password,
                       loop=proto.loop)
@@ -249,7 +249,7 @@ class ImapConnection:
         resp = await self.call(proto.execute(cmd, scrub=password), "LOGIN")
         if resp.result != "OK":
             raise ImapAuthError(f"{self.where}: login as {self.settings.username} refused: "
-                                f"{P.response_text(resp.lines)}")
+                                f"{P.response_text(resp.lines, self._redact)}")
         await self._set_authenticated()
 
     async def _set_authenticated(self) -> None:
@@ -285,7 +285,7 @@ class ImapConnection:
             if resp.result == "OK":
                 await self._set_authenticated()
                 return
-            detail = P.response_text(resp.lines)
+            detail = P.response_text(resp.lines, self._redact)
             if cmd.challenge:
                 detail += f" ({cmd.challenge})"
             if attempt == 1:
@@ -323,7 +323,7 @@ class ImapConnection:
         if resp.result != "OK" and b"ALREADYEXISTS" not in bytes(resp.lines[-1] if resp.lines
                                                                  else b""):
             raise ImapError(f"{self.where}: cannot create folder {folder}: "
-                            f"{P.response_text(resp.lines)}")
+                            f"{P.response_text(resp.lines, self._redact)}")
         return resp.result == "OK"
 
     async def noop(self) -> None:

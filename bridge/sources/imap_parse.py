@@ -13,7 +13,7 @@ import base64
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 _FETCH_START = re.compile(rb"^(?:\* )?\d+ FETCH \(")
 _UID = re.compile(rb"\bUID (\d+)")
@@ -126,11 +126,12 @@ def parse_select(lines: Sequence[Line]) -> SelectInfo:
     return SelectInfo(uidvalidity, exists, uidnext)
 
 
-def response_text(lines: Sequence[Line]) -> str:
-    """The server's human-readable completion text (the last line), for error messages."""
+def response_text(lines: Sequence[Line], redact: Callable[[str], str] = str) -> str:
+    """The server's human-readable completion text (the last line), for error messages.
+    Redacted before it is cut: servers echo the LOGIN line, password included, in a NO."""
     if not lines:
         return ""
-    return bytes(lines[-1]).decode("utf-8", "replace").strip()[:300]
+    return redact(bytes(lines[-1]).decode("utf-8", "replace").strip())[:300]
 
 
 def quoted(text: str) -> str:

@@ -24,6 +24,7 @@ from bridge.parse.mime.charsets import _codec, decode_text, decode_words
 from bridge.parse.mime.headers import (
     _CONTROL,
     _addresses,
+    _from_mailbox,
     _decodes_words,
     _fold,
     _header_text,
@@ -117,11 +118,15 @@ class _Builder:
 
     def headers(self) -> None:
         table: dict[str, list[str]] = {}
+        trace: list[tuple[str, str]] = []
         for name, value in self.top.fields:
             key = name.decode("ascii", "replace")
             text = _header_text(value, self.hint)
             text = _fold(decode_words(text)) if _decodes_words(key) else _CONTROL.sub(" ", text).strip()
             table.setdefault(key, []).append(text)
+            if key in ("received", "authentication-results"):
+                trace.append((key, text))
+        self.fields["trace"] = tuple(trace)
         # A plain dict, not a read-only proxy: dataclasses.asdict, copy and pickle must work.
         self.fields["headers"] = {k: tuple(v) for k, v in table.items()}
         subject = table.get("subject")
@@ -136,12 +141,13 @@ class _Builder:
         if value is None:
             return
         pairs = _addresses(value)
-        if not pairs:
+        mailbox = _from_mailbox(value)
+        if mailbox is None:
             self.defects.append("From has no address")
             return
         if len(pairs) > 1:
-            self.defects.append("From names several addresses; the first is used")
-        name, address = pairs[0]
+            self.defects.append("From names several addresses; the first mailbox is used")
+        name, address = mailbox
         self.fields["sender"] = address
         self.fields["sender_name"] = _fold(decode_words(name))
 

@@ -194,6 +194,53 @@ def _addresses_general(value: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _angle_addr(value: str) -> tuple[str, str] | None:
+    """(text before it, addr-spec) of the angle-addr of the first mailbox, found outside
+    quoted strings, comments and encoded-words; None when the first mailbox has none.
+
+    An unquoted "@" in a display name (`a@b.example <c@d.example>`) makes getaddresses see two
+    addresses; the mailbox is the angle-addr, and the sender must never be the display name.
+    """
+    masked = _ENCODED_WORD.sub(lambda m: "x" * len(m.group(0)), value)
+    depth, quoted, i = 0, False, 0
+    while i < len(masked):
+        c = masked[i]
+        if c == "\\":
+            i += 2
+            continue
+        if quoted:
+            quoted = c != '"'
+        elif c == '"' and depth == 0:
+            quoted = True
+        elif c == "(":
+            depth += 1
+        elif c == ")" and depth:
+            depth -= 1
+        elif depth == 0 and c == ",":
+            return None
+        elif depth == 0 and c == "<":
+            end = masked.find(">", i)
+            if end < 0:
+                return None
+            address = value[i + 1:end].strip()
+            address = address.rpartition(":")[2] if address.startswith("@") else address
+            return value[:i], address.strip().lower()
+        i += 1
+    return None
+
+
+def _from_mailbox(value: str) -> tuple[str, str] | None:
+    """(display name still encoded, addr-spec lower-cased) of the first mailbox of From."""
+    simple = _SIMPLE_ADDRESS.fullmatch(value)
+    if not simple:
+        angle = _angle_addr(value)
+        if angle is not None and "@" in angle[1]:
+            name = " ".join(angle[0].replace('"', " ").split())
+            return name, angle[1]
+    pairs = _addresses(value)
+    return pairs[0] if pairs else None
+
+
 @dataclass(frozen=True)
 class _MimeInfo:
     """What the walker needs from Content-Type and Content-Disposition."""
