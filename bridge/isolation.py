@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import time
 import sqlite3
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
@@ -35,9 +36,30 @@ from bridge.store.staging import StagedRow
 
 log = logging.getLogger("mailbridge.isolation")
 
-# Test-only: a worker that reads a message containing this environment variable's value
-# exits at once, as a crash would. Unset in production, so no mail can trigger it.
-CRASH_HOOK_ENV = "MAILBRIDGE_TEST_CRASH_MARKER"
+# Test-only hooks, documented as such in docs/hardening.md: `crash=MARK;hang=MARK;hog=MARK`.
+# A worker reading a message that contains MARK exits at once (a crash), sleeps for ever (a
+# runaway parser) or allocates without end (a memory bomb). Unset in production, so no mail
+# can trigger them.
+TEST_HOOKS_ENV = "MAILBRIDGE_TEST_HOOKS"
+
+
+def _test_hook(raw: bytes) -> None:
+    spec = os.environ.get(TEST_HOOKS_ENV)
+    if not spec:
+        return
+    for item in spec.split(";"):
+        what, _, mark = item.partition("=")
+        if not mark or mark.encode() not in raw:
+            continue
+        if what == "crash":
+            os._exit(70)
+        if what == "hang":
+            while True:
+                time.sleep(60)
+        if what == "hog":
+            hog = []
+            while True:
+                hog.append(bytearray(16 * 1024 * 1024))
 
 
 # -- the worker side ------------------------------------------------------------------------
@@ -76,12 +98,10 @@ def _read_raw(path: str, message_ref: int) -> bytes:
 def _evaluate_in_worker(path: str, refs: list[tuple[int, str, int | None]]) -> list[Result]:
     assert _pipeline is not None and _budget is not None
     out: list[Result] = []
-    marker = os.environ.get(CRASH_HOOK_ENV, "").encode()
     for message_ref, source, oversize in refs:
         try:
             raw = _read_raw(path, message_ref)
-            if marker and marker in raw:
-                os._exit(70)
+            _test_hook(raw)
             ev = _pipeline.evaluate(raw, oversize=oversize, source=source,
                                     message_ref=message_ref)
             del raw
