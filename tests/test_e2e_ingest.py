@@ -85,12 +85,12 @@ def test_ingest_with_psa_down_keeps_the_message_pending(config, psa_sim):
     assert ingest(config, "05-zabbix-problem.eml").returncode == 0
     [(outcome, _)] = outcomes(config.parent / "mailbridge.db").values()
     assert outcome is None  # pending, kept for the daemon or the next run
-    psa_sim.control(reset_faults=True)
-    waiting = cli("run", "--once", "--config", str(config))
-    assert waiting.returncode == 3  # the row waits for its backoff: kept for the next run
     listed = cli("outbox", "--config", str(config), "--json")
     [row] = __import__("json").loads(listed.stdout)
-    assert row["state"] == "pending" and row["action"] == "OPEN"
+    # The row waits for its backoff (kept for the daemon or the next run), with the reason.
+    assert row["state"] == "pending" and row["action"] == "OPEN" and row["attempts"] >= 1
+    assert "503" in (row["last_error"] or "")
+    psa_sim.control(reset_faults=True)
     assert cli("outbox", "--config", str(config), "retry", str(row["id"])).returncode == 0
     done = cli("run", "--once", "--config", str(config))
     assert done.returncode == 0, done.stderr.decode()
