@@ -119,3 +119,17 @@ async def test_sighup_applies_every_reloadable_setting(tmp_path, dovecot, psa_si
     finally:
         server.stop()
         other_smtp.stop()
+
+
+def test_settings_read_once_are_named_as_needing_a_restart(tmp_path, psa_sim):
+    from bridge.config import load_settings
+    from bridge.daemon import restart_needed
+
+    config = write_config(tmp_path, psa_sim)
+    before = load_settings(config)
+    config.write_text(config.read_text().replace("[http]\nenabled = false",
+                                                 "[http]\nenabled = true\nport = 8123")
+                      + '\n[log]\nlevel = "DEBUG"\n')
+    after = load_settings(config)
+    assert restart_needed(before, after) == ["http.enabled", "http.port", "log"]
+    assert restart_needed(before, before) == []
