@@ -114,37 +114,33 @@ async def _online(settings: Settings) -> list[tuple[str, bool, str]]:
 
 
 async def _online_raw(settings: Settings) -> list[tuple[str, bool, str]]:
+    from bridge.sources import build_sources
+    from bridge.sources.imap import ImapSource
+    from bridge.status import RuntimeStatus
+
+    async def no_stage(msgs: list[Any]) -> list[bool]:
+        return [False] * len(msgs)
+
     results: list[tuple[str, bool, str]] = []
-    for imap in settings.imap:
-        from bridge.sources.imap import ImapSource
+    # The sources the daemon would build, asked to log in and nothing more.
+    for source in build_sources(settings, no_stage, RuntimeStatus()):
+        if isinstance(source, ImapSource):
+            imap = source.settings
+            results.append(await _probe(f"IMAP {imap.name} ({imap.host}:{imap.port})",
+                                        source.check()))
+    from bridge.assembly import build_peers
 
-        tokens = None
-        if imap.oauth2 is not None:
-            from bridge.oauth2 import TokenProvider
-
-            tokens = TokenProvider(imap.oauth2)
-
-        async def no_stage(msgs: list[Any]) -> list[bool]:
-            return [False] * len(msgs)
-
-        source = ImapSource(imap, no_stage, token_provider=tokens)
-        results.append(await _probe(f"IMAP {imap.name} ({imap.host}:{imap.port})",
-                                    source.check()))
-    if settings.smtp is not None:
-        from bridge.deliver.smtp import SmtpSender
-
-        results.append(await _probe(f"SMTP {settings.smtp.host}:{settings.smtp.port}",
-                                    SmtpSender(settings.smtp).check()))
-    if settings.psa.enabled:
-        from bridge.deliver.psa import PsaClient
-
-        client = PsaClient(settings.psa)
-        try:
-            st = await client.integration_status()
+    peers = build_peers(settings)  # the very clients the daemon would use
+    try:
+        if settings.smtp is not None and peers.smtp is not None:
+            results.append(await _probe(f"SMTP {settings.smtp.host}:{settings.smtp.port}",
+                                        peers.smtp.check()))
+        if peers.psa is not None:
+            st = await peers.psa.integration_status()
             ok = st.reachable and st.authorized and st.alerting_enabled
             results.append((f"PSA {settings.psa.base_url}", ok, st.message))
-        finally:
-            await client.aclose()
+    finally:
+        await peers.aclose()
     return results
 
 

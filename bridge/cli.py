@@ -280,14 +280,16 @@ def tickets(config_path: str, remote: bool, as_json: bool) -> None:
 
     settings = _settings(config_path)
     if remote:
-        from bridge.deliver.psa import PsaClient
+        from bridge.assembly import build_peers
 
         async def fetch() -> list[dict[str, Any]]:
-            client = PsaClient(settings.psa)
+            peers = build_peers(settings)  # the same PSA client the daemon would use
+            if peers.psa is None:
+                raise click.ClickException("the PSA is disabled in the config ([psa] enabled)")
             try:
-                return await client.list_alerts()
+                return await peers.psa.list_alerts()
             finally:
-                await client.aclose()
+                await peers.aclose()
 
         rows = asyncio.run(fetch())
         if as_json:
@@ -394,19 +396,21 @@ def test_alert(config_path: str, account: str, product_group: str, alert_type: s
 @json_option
 def reconcile(config_path: str, fix: bool, as_json: bool) -> None:
     """Compare open correlations with the PSA's ticket list."""
-    from bridge.deliver.psa import PsaClient
+    from bridge.assembly import build_peers
     from bridge.reconcile import reconcile as do_reconcile
     from bridge.store import AsyncStore
 
     settings = _settings(config_path)
 
     async def go() -> Any:
+        peers = build_peers(settings)  # the same PSA client the daemon would use
+        if peers.psa is None:
+            raise click.ClickException("the PSA is disabled in the config ([psa] enabled)")
         store = AsyncStore(_store(settings, write=fix))
-        client = PsaClient(settings.psa)
         try:
-            return await do_reconcile(store, client, fix=fix)
+            return await do_reconcile(store, peers.psa, fix=fix)
         finally:
-            await client.aclose()
+            await peers.aclose()
             store.close()
 
     report = asyncio.run(go())

@@ -160,13 +160,14 @@ def _report(settings: Any, samples: list[Path], echo: Callable[[str], None]) -> 
 
 
 async def _print_tickets(settings: Any, echo: Callable[[str], None]) -> None:
-    from bridge.deliver.psa import PsaClient
+    from bridge.assembly import build_peers
 
-    client = PsaClient(settings.psa)
+    peers = build_peers(settings)
+    assert peers.psa is not None  # the demo's config always has the simulator
     try:
-        tickets = await client.list_alerts()
+        tickets = await peers.psa.list_alerts()
     finally:
-        await client.aclose()
+        await peers.aclose()
     echo(f"\nTickets in the PSA simulator: {len(tickets)}")
     for t in tickets:
         cid = t.get("correlationId") or t.get("correlationID")
