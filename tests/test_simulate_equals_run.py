@@ -43,6 +43,10 @@ def nagios(n: int, at: int, host: str, kind: str = "PROBLEM") -> bytes:
         "Authentication-Results: mx.msp.example;\r\n"
         "\tdkim=pass header.d=monitor.msp.example header.s=mail2025;\r\n"
         "\tspf=pass smtp.mailfrom=nagios@monitor.msp.example\r\n"
+        # Results count only above our MX's own Received header (RFC 8601 §5).
+        "Received: from monitor.msp.example (monitor.msp.example [192.0.2.10])\r\n"
+        f"\tby mx.msp.example (Postfix) with ESMTPS id EQ{n}\r\n"
+        f"\tfor <alerts@msp.example>; {formatdate(at)}\r\n"
         "From: Nagios <nagios@monitor.msp.example>\r\nTo: alerts@msp.example\r\n"
         f"Subject: ** {kind} Service Alert: acme/{host}/HTTP is {state} **\r\n"
         f"Date: {formatdate(at)}\r\nMessage-ID: <eq.{n}@monitor.msp.example>\r\n"
