@@ -35,7 +35,7 @@ def conditions(settings: Settings, runtime: Any, store: Any, psa_refused: str | 
     if psa_refused:
         found["psa-auth"] = f"the PSA refuses mailbridge's credentials ({psa_refused});" \
                             " nothing is sent until they are fixed and reloaded"
-    dead = int(store.scalar("SELECT count(*) FROM outbox WHERE state='dead'"))
+    dead = store.dead_outbox_count()
     if dead:
         found["dead-rows"] = f"{dead} outbox row(s) are dead; see `mailbridge outbox`"
     try:
@@ -64,17 +64,18 @@ def check_and_alert(settings: Settings, runtime: Any, store: Any,
         message = store.redact(message)  # server text: an IMAP NO may echo the password
         if runtime is not None:
             runtime.raise_alert(kind, message)
-        key = f"admin_alert:{kind}"
-        last = store.get_meta(key)
+        last = store.get_meta(f"admin_alert:{kind}")
         if last is not None and now - float(last) < REMIND_AFTER:
             continue
-        store.set_meta(key, str(now))
-        store.event("admin-alert", None, None, None, kind=kind, message=message)
         to = settings.routing.admin_address
+        mail = None
         if to and settings.smtp is not None:
-            store.enqueue(OutboxItem("smtp", f"admin:{kind}", {
+            mail = OutboxItem("smtp", f"admin:{kind}", {
                 "type": "admin", "to": to, "subject": f"[mailbridge] {message[:120]}",
                 "text": f"mailbridge needs attention.\n\n{message}\n\nSee `mailbridge status`"
-                        " and the dashboard for details."}, "admin"), None)
+                        " and the dashboard for details."}, "admin")
             mailed.append(kind)
+        # When, the event and the mail in one transaction: a crash never mails twice or
+        # records an alert whose mail was lost.
+        store.record_admin_alert(kind, message, now, mail)
     return mailed

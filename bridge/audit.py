@@ -286,8 +286,6 @@ class MessageLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 # -- retention --------------------------------------------------------------------------------
 
-_BATCH = 2000  # rows per write transaction: a long prune never blocks the pipeline for long
-
 
 def prune(store: Store, retention_days: float, correlation_retention_days: float | None = None,
           now: float | None = None) -> dict[str, int]:
@@ -302,29 +300,6 @@ def prune(store: Store, retention_days: float, correlation_retention_days: float
     now = time.time() if now is None else now
     cut = now - retention_days * 86400
     corr_cut = now - (correlation_retention_days or retention_days) * 86400
-    steps = {
-        "raw_cleared": ("DELETE FROM raw_messages WHERE message_ref IN (SELECT m.id FROM"
-                        " messages m JOIN raw_messages r ON r.message_ref = m.id"
-                        " WHERE m.state='done' AND m.staged_at < ? LIMIT ?)", cut),
-        "events_deleted": ("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ?"
-                           " LIMIT ?)", cut),
-        "outbox_deleted": ("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE"
-                           " state='done' AND updated_at < ? LIMIT ?)", cut),
-        "correlations_deleted": (
-            "DELETE FROM correlations WHERE correlation_id IN (SELECT correlation_id FROM"
-            " correlations WHERE state IN ('closed','void')"
-            " AND coalesce(closed_at, last_seen_at) < ? LIMIT ?)", corr_cut),
-    }
-    counts: dict[str, int] = {}
-    for name, (sql, cutoff) in steps.items():
-        total = 0
-        while True:
-            with store.write() as conn:
-                n = conn.execute(sql, (cutoff, _BATCH)).rowcount
-            total += n
-            if n < _BATCH:
-                break
-        counts[name] = total
-    if any(counts.values()):
-        store.event("pruned", retention_days=retention_days, counts=counts)
-    return counts
+    # In batches (a long prune never blocks the pipeline for long); the `pruned` event is
+    # recorded in the last one.
+    return store.prune_before(cut, corr_cut, retention_days=retention_days)

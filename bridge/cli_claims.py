@@ -10,7 +10,6 @@ migrate are this one and `run` (daemon and `--once`); views and the web never do
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -74,14 +73,11 @@ def processing_quarantine(config_path: str, message_id: int, force: bool) -> Non
 def migrate(config_path: str) -> None:
     """Bring the store's schema up to date (`run` and `run --once` do it too)."""
     from bridge.store.db import Store
+    from bridge.store.readonly import schema_version_at
 
     settings = _settings(config_path)
     path = settings.store.path
-    before = 0
-    if Path(path).exists():
-        probe = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
-        before = int(probe.execute("PRAGMA user_version").fetchone()[0])
-        probe.close()
+    before = schema_version_at(path) if Path(path).exists() else 0
     store = Store(path)  # migrates what is missing (creates a new store)
     after = store.schema_version()
     store.close()

@@ -149,8 +149,7 @@ def _report(settings: Any, samples: list[Path], echo: Callable[[str], None]) -> 
     from bridge.store import Store
 
     store = Store(settings.store.path)
-    rows = store.query("SELECT id, source_uid, outcome, state, reason, rule FROM messages"
-                       " ORDER BY arrived_at, id")
+    rows = store.messages_in_arrival_order()
     names = {f"{i:04d}": s.name for i, s in enumerate(samples)}
     echo("\nMessages:")
     for r in rows:

@@ -38,7 +38,7 @@ def ingest(raw: bytes, settings: Settings, now: float | None = None) -> int:
         # Only a store without any schema is created here: ingest never runs a migration of
         # an existing store, and it waits for the write lock only briefly (then it spools).
         store = Store(settings.store.path, migrate="missing")
-        store.conn.execute(f"PRAGMA busy_timeout={int(INGEST_BUSY_TIMEOUT * 1000)}")
+        store.set_busy_timeout(INGEST_BUSY_TIMEOUT)
         try:
             result = store.stage(RawMessage(raw, "pipe", None, arrived))
         except sqlite3.OperationalError as exc:

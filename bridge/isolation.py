@@ -23,7 +23,6 @@ import os
 import resource
 import signal
 import time
-import sqlite3
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 
@@ -32,6 +31,7 @@ import pebble
 from bridge.config import ProcessingSettings
 from bridge.models import Classification, ParsedMessage
 from bridge.pipeline import Broken, Evaluation, Pipeline, Result, quarantine
+from bridge.store.readonly import RawReader
 from bridge.store.staging import StagedRow
 
 log = logging.getLogger("mailbridge.isolation")
@@ -66,7 +66,7 @@ def _test_hook(raw: bytes) -> None:
 
 _pipeline: Pipeline | None = None
 _budget: ProcessingSettings | None = None
-_connections: dict[str, sqlite3.Connection] = {}
+_raw = RawReader()
 
 
 def _start_worker(pipeline: Pipeline, budget: ProcessingSettings) -> None:
@@ -75,7 +75,7 @@ def _start_worker(pipeline: Pipeline, budget: ProcessingSettings) -> None:
     # the pool (SIGTERM, default action) and ignores a terminal's Ctrl-C sent to the group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pipeline, _budget = pipeline, budget
-    _connections.clear()  # a forked worker must not use its parent's connections
+    _raw.forget()  # a forked worker must not use its parent's connections
     with open("/proc/self/statm") as fh:
         size = int(fh.read().split()[0]) * resource.getpagesize()
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -85,22 +85,12 @@ def _start_worker(pipeline: Pipeline, budget: ProcessingSettings) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _read_raw(path: str, message_ref: int) -> bytes:
-    conn = _connections.get(path)
-    if conn is None:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
-        _connections[path] = conn
-    row = conn.execute("SELECT raw FROM raw_messages WHERE message_ref=?",
-                       (message_ref,)).fetchone()
-    return bytes(row[0]) if row else b""
-
-
 def _evaluate_in_worker(path: str, refs: list[tuple[int, str, int | None]]) -> list[Result]:
     assert _pipeline is not None and _budget is not None
     out: list[Result] = []
     for message_ref, source, oversize in refs:
         try:
-            raw = _read_raw(path, message_ref)
+            raw = _raw.read(path, message_ref)
             _test_hook(raw)
             ev = _pipeline.evaluate(raw, oversize=oversize, source=source,
                                     message_ref=message_ref)

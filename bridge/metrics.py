@@ -83,35 +83,31 @@ class StoreCollector(Collector):
     def _from_store(self, now: float) -> Iterator[Metric]:
         if self.store is None:
             raise RuntimeError("no store")
-        conn = self.store.conn
-        by_outcome = dict(conn.execute("SELECT outcome, count(*) FROM messages"
-                                       " WHERE outcome IS NOT NULL GROUP BY outcome"))
+        store = self.store
+        by_outcome = store.outcome_counts()
         m = GaugeMetricFamily("mailbridge_messages",
                               "Messages in the store by final outcome (SPEC 3.8)",
                               labels=["outcome"])
         for outcome in Outcome:  # every outcome, zeros included: rate() needs the series
             m.add_metric([outcome.value], by_outcome.get(outcome.value, 0))
         yield m
-        by_state = dict(conn.execute("SELECT state, count(*) FROM messages WHERE state IN"
-                                     " ('staged','processing','pending') GROUP BY state"))
+        by_state = store.unfinished_message_counts()
         m = GaugeMetricFamily("mailbridge_messages_waiting",
                               "Messages not finished yet, by state", labels=["state"])
         for state in ("staged", "processing", "pending"):
             m.add_metric([state], by_state.get(state, 0))
         yield m
-        outbox = dict(conn.execute("SELECT state, count(*) FROM outbox GROUP BY state"))
+        outbox = store.outbox_state_counts()
         m = GaugeMetricFamily("mailbridge_outbox", "Outbox rows by state", labels=["state"])
         for state in ("pending", "in_flight", "dead", "done"):
             m.add_metric([state], outbox.get(state, 0))
         yield m
-        oldest = conn.execute("SELECT min(created_at) FROM outbox WHERE state IN"
-                              " ('pending','in_flight')").fetchone()[0]
+        oldest = store.oldest_unsent_at()
         yield GaugeMetricFamily("mailbridge_outbox_oldest_age_seconds",
                                 "Age of the oldest undelivered outbox row (0 when empty)",
                                 value=max(0.0, now - oldest) if oldest else 0.0)
         yield GaugeMetricFamily("mailbridge_open_tickets", "Open correlations (tickets)",
-                                value=conn.execute("SELECT count(*) FROM correlations"
-                                                   " WHERE state='open'").fetchone()[0])
+                                value=store.open_ticket_count())
 
     def _from_runtime(self, rt: RuntimeStatus) -> Iterator[Metric]:
         conn = GaugeMetricFamily("mailbridge_source_connected",

@@ -99,25 +99,22 @@ class Pipeline:
         """One short write transaction for the batch, a savepoint per message. A message
         whose claim this process no longer holds (the administrator released or quarantined
         it meanwhile) is left alone."""
-        with store.write() as conn:
+        with store.write():
             for row, ev in zip(rows, results):
                 if not store.holds_claim(row.id, worker):
                     continue
                 if isinstance(ev, Broken):
                     store.requeue_crashed(row.id, ev.reason)
                     continue
-                conn.execute("SAVEPOINT msg")
                 try:
-                    self.apply(store, row, ev)
+                    with store.savepoint():  # undoes this message's half-written record
+                        self.apply(store, row, ev)
                 except Exception as exc:  # a bug must not stop the batch: park the message
-                    conn.execute("ROLLBACK TO msg")
                     log.exception("recording message %s failed", row.id)
                     store.apply_decision(row.id, Decision(
                         outcome=Outcome.QUARANTINED,
                         reason=f"internal error while deciding: {type(exc).__name__}: {exc}"),
                         arrived_at=row.arrived_at)
-                conn.execute("RELEASE msg")
-        return len(rows)
 
     def apply(self, store: StateStore, row: StagedRow, ev: Evaluation) -> Decision:
         """Decide what needs the store and record it, in the caller's write transaction."""

@@ -52,17 +52,12 @@ def compare(open_rows: list[dict[str, Any]], known_ids: set[str],
 
 async def reconcile(store: Any, psa: Any, fix: bool = False) -> ReconcileReport:
     """`store` is an AsyncStore; `psa` a PsaClient. Raises PsaError when the list fails."""
-    open_rows = await store.query(
-        "SELECT correlation_id, alert_key, account_id, title, opened_at FROM correlations"
-        " WHERE state='open' AND confirmed=1")
-    known = {r["correlation_id"] for r in await store.query(
-        "SELECT correlation_id FROM correlations")}
+    open_rows = await store.confirmed_open_correlations()
+    known = await store.correlation_ids()
     report = compare(open_rows, known, await psa.list_alerts())
     if fix:
         for row in report.closed_at_psa + report.missing_at_psa:
-            await store.close_correlation(row["correlation_id"])
-            await store.event("reconciled", None, row["alert_key"], None,
-                              correlation_id=row["correlation_id"],
-                              reason="ticket closed or missing at the PSA")
+            await store.close_reconciled(row["correlation_id"], row["alert_key"],
+                                         "ticket closed or missing at the PSA")
             report.fixed += 1
     return report

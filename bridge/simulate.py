@@ -28,19 +28,6 @@ from bridge.deliver.psa import PsaClient, redact_payload
 from bridge.models import RawMessage
 from bridge.store.db import AsyncStore, Store
 
-# The live state a preview starts from. Unfinished outbox rows bring the message rows they
-# belong to (without their raw bytes), so their outcomes can still settle in the preview.
-_COPY = [
-    "INSERT INTO messages SELECT * FROM live.messages WHERE id IN (SELECT message_ref FROM"
-    " live.outbox WHERE state IN ('pending','in_flight'))",
-    "INSERT INTO correlations SELECT * FROM live.correlations WHERE state='open'",
-    "INSERT INTO storm_members SELECT * FROM live.storm_members WHERE storm_id IN"
-    " (SELECT correlation_id FROM live.correlations WHERE state='open')",
-    "INSERT INTO outbox SELECT * FROM live.outbox WHERE state IN ('pending','in_flight')",
-    "UPDATE outbox SET state='pending' WHERE state='in_flight'",
-]
-
-
 def arrival_time(raw: bytes, path: Path) -> float:
     """When `run` would say the message arrived: its Date header, else the file's mtime."""
     head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
@@ -51,19 +38,6 @@ def arrival_time(raw: bytes, path: Path) -> float:
             except (TypeError, ValueError, IndexError):
                 break
     return path.stat().st_mtime
-
-
-def copy_live_state(scratch: Store, live_path: Path) -> None:
-    if not live_path.exists():
-        return
-    uri = f"file:{live_path.resolve()}?mode=ro"
-    scratch.conn.execute("ATTACH DATABASE ? AS live", (uri,))
-    try:
-        with scratch.write() as conn:
-            for sql in _COPY:
-                conn.execute(sql)
-    finally:
-        scratch.conn.execute("DETACH DATABASE live")
 
 
 def simulate_files(settings: Settings, files: list[Path], as_json: bool,
@@ -92,7 +66,7 @@ async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_
     clock = _Clock(now)
     scratch = Store(scratch_path, clock=clock)
     if not fresh:
-        copy_live_state(scratch, Path(parts.settings.store.path))
+        scratch.copy_live_state(Path(parts.settings.store.path))
     raws = [(f.read_bytes(), f, label) for f, label in zip(files, labels)]
     timed = sorted(((arrival_time(raw, f), i, raw, label) for i, (raw, f, label)
                     in enumerate(raws)), key=lambda t: (t[0], t[1]))

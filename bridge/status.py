@@ -230,16 +230,14 @@ def store_reasons(store: Store, now: float | None = None) -> list[str]:
     """Why the store says alerts are not flowing: dead rows, stuck staging, an old outbox."""
     now = time.time() if now is None else now
     reasons: list[str] = []
-    dead = store.scalar("SELECT count(*) FROM outbox WHERE state='dead'")
+    dead = store.dead_outbox_count()
     if dead:
         reasons.append(f"{dead} dead outbox row(s) need attention (mailbridge outbox)")
-    stuck = store.scalar("SELECT count(*) FROM messages WHERE state='staged' AND staged_at < ?",
-                         (now - STUCK_STAGED,))
+    stuck = store.stuck_staged_count(now - STUCK_STAGED)
     if stuck:
         reasons.append(f"{stuck} message(s) staged for over {_age(STUCK_STAGED)}"
                        " and not processed")
-    oldest = store.scalar("SELECT min(created_at) FROM outbox WHERE state IN"
-                          " ('pending','in_flight')")
+    oldest = store.oldest_unsent_at()
     if oldest is not None and now - oldest > STUCK_OUTBOX:
         waiting = store.outbox_pending_count()
         reasons.append(f"{waiting} outbox row(s) waiting, the oldest for {_age(now - oldest)}")

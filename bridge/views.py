@@ -19,10 +19,11 @@ from bridge.models import Outcome
 from bridge.parse.mime.display import header_fields, part_views
 from bridge.status import RuntimeStatus, health, load_runtime
 from bridge.store.db import Store
+from bridge.store.operator import HEAD_BYTES
+
+__all__ = ["HEAD_BYTES"]  # re-exported: the size of the header block the views read
 
 OUTCOMES = [o.value for o in Outcome]
-_OUTCOME_MARKS = ",".join("?" * len(OUTCOMES))
-HEAD_BYTES = 16384  # enough for any sane header block; never the body
 _PLAIN = Redactor()  # shapes only, for callers that pass no redactor
 
 
@@ -53,18 +54,9 @@ def subject_and_sender(raw: bytes | None) -> tuple[str, str]:
 # -- views ------------------------------------------------------------------------------------
 
 
-def _counts(store: Store, sql: str, params: Any = ()) -> dict[str, int]:
-    return {row[0]: row[1] for row in store.conn.execute(sql, params).fetchall()}
-
-
 def outcome_counts(store: Store, since: float | None = None) -> dict[str, int]:
     """Messages by outcome, all time or recorded since `since` (uses the outcome index)."""
-    if since is None:
-        return _counts(store, "SELECT outcome, count(*) FROM messages WHERE outcome IS NOT NULL"
-                       " GROUP BY outcome")
-    return _counts(store, f"SELECT outcome, count(*) FROM messages WHERE outcome IN"
-                   f" ({_OUTCOME_MARKS}) AND updated_at >= ? GROUP BY outcome",
-                   (*OUTCOMES, since))
+    return store.outcome_counts(since)
 
 
 def status_view(store: Store, runtime: RuntimeStatus | None = None,
@@ -74,13 +66,8 @@ def status_view(store: Store, runtime: RuntimeStatus | None = None,
     now = time.time() if now is None else now
     if runtime is None:
         runtime = load_runtime(store, now)
-    states = _counts(store, "SELECT state, count(*) FROM messages WHERE state IN"
-                     " ('staged','processing','pending') GROUP BY state")
-    outbox = _counts(store, "SELECT state, count(*) FROM outbox GROUP BY state")
-    failed_hour = store.scalar("SELECT count(*) FROM messages WHERE outcome='failed'"
-                               " AND updated_at >= ?", (now - 3600,))
-    dead_hour = store.scalar("SELECT count(*) FROM outbox WHERE state='dead'"
-                             " AND updated_at >= ?", (now - 3600,))
+    states = store.unfinished_message_counts()
+    outbox = store.outbox_state_counts()
     ok, reasons = health(runtime, store, now)
     out: dict[str, Any] = {
         "now": now,
@@ -89,9 +76,9 @@ def status_view(store: Store, runtime: RuntimeStatus | None = None,
         "backlog": states.get("staged", 0) + states.get("processing", 0),
         "messages_by_state": {s: states.get(s, 0) for s in ("staged", "processing", "pending")},
         "outbox": {s: outbox.get(s, 0) for s in ("pending", "in_flight", "dead", "done")},
-        "failures_last_hour": int(failed_hour or 0) + int(dead_hour or 0),
+        "failures_last_hour": store.failures_since(now - 3600),
         "outcomes_24h": outcome_counts(store, now - 86400),
-        "open_tickets": store.scalar("SELECT count(*) FROM correlations WHERE state='open'"),
+        "open_tickets": store.open_ticket_count(),
         "waiting": store.waiting_reasons(),
     }
     if runtime is not None:
@@ -138,26 +125,8 @@ def events_view(store: Store, message: int | None = None, key: str | None = None
                 limit: int = 200, redactor: Redactor | None = None) -> list[dict[str, Any]]:
     """The latest `limit` matching events, oldest first. `outcome` selects events carrying it
     and every event of messages that ended in it."""
-    where: list[str] = ["1=1"]
-    params: list[Any] = []
-    if message is not None:
-        where.append("message_ref = ?")
-        params.append(message)
-    if key is not None:
-        # Also the events of the key's messages that carry no key themselves (their outcome).
-        where.append("(alert_key = ? OR message_ref IN (SELECT id FROM messages"
-                     " WHERE alert_key = ?))")
-        params += [key, key]
-    start = parse_since(since)
-    if start is not None:
-        where.append("at >= ?")
-        params.append(start)
-    if outcome is not None:
-        where.append("(outcome = ? OR message_ref IN (SELECT id FROM messages WHERE outcome=?))")
-        params += [outcome, outcome]
-    rows = store.query(f"SELECT id, at, kind, message_ref, alert_key, outcome, detail"
-                       f" FROM events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-                       [*params, limit])
+    rows = store.event_rows(message_ref=message, alert_key=key, since=parse_since(since),
+                            outcome=outcome, limit=limit)
     red = _r(redactor)
     for row in rows:
         text = red.redact(row["detail"]) if row["detail"] else None
@@ -173,27 +142,18 @@ def tickets_view(store: Store, now: float | None = None,
                  limit: int | None = None) -> list[dict[str, Any]]:
     """Open correlations (tickets mailbridge believes open), most recently seen first."""
     now = time.time() if now is None else now
-    rows = store.query(
-        "SELECT correlation_id, alert_key, account_id, product_group, alert_type, title,"
-        " opened_at, last_seen_at, occurrences, confirmed FROM correlations"
-        " WHERE state='open' ORDER BY last_seen_at DESC LIMIT ?",
-        (-1 if limit is None else limit,))
+    rows = store.open_ticket_rows(limit)
     for row in rows:
         row["age"] = now - row["opened_at"]
         row["confirmed"] = bool(row["confirmed"])
     return rows
 
 
-def _message_rows(store: Store, where: str, params: Sequence[Any], limit: int,
-                  redactor: Redactor | None) -> list[dict[str, Any]]:
-    # substr() reads only the head of the blob: a 50 MB message costs 16 KiB here.
-    rows = store.query(
-        f"SELECT id, source, arrived_at, staged_at, updated_at, size, state, outcome, reason,"
-        f" rule, alert_key, oversize,"
-        f" NOT EXISTS (SELECT 1 FROM raw_messages r WHERE r.message_ref = messages.id) AS pruned,"
-        f" (SELECT substr(r.raw, 1, {HEAD_BYTES}) FROM raw_messages r"
-        f"  WHERE r.message_ref = messages.id) AS head"
-        f" FROM messages WHERE {where} ORDER BY id DESC LIMIT ?", [*params, limit])
+def _message_rows(store: Store, limit: int, redactor: Redactor | None, *,
+                  outcomes: Sequence[str] | None = None,
+                  message_ref: int | None = None) -> list[dict[str, Any]]:
+    rows = store.message_rows(limit, outcomes=outcomes, message_ref=message_ref,
+                              head_bytes=HEAD_BYTES)
     red = _r(redactor)
     for row in rows:
         subject, sender = subject_and_sender(row.pop("head"))
@@ -206,17 +166,15 @@ def _message_rows(store: Store, where: str, params: Sequence[Any], limit: int,
 def messages_view(store: Store, limit: int = 50,
                   redactor: Redactor | None = None) -> list[dict[str, Any]]:
     """Recent messages, newest first, with their outcome and deciding rule."""
-    return _message_rows(store, "1=1", (), limit, redactor)
+    return _message_rows(store, limit, redactor)
 
 
 def failures_view(store: Store, limit: int = 20,
                   redactor: Redactor | None = None) -> dict[str, list[dict[str, Any]]]:
     """What went wrong lately: failed/quarantined/rejected messages and dead outbox rows."""
-    messages = _message_rows(store, "outcome IN ('failed','quarantined','rejected')", (),
-                             limit, redactor)
-    dead = store.query("SELECT id, kind, ordering_key, message_ref, action, attempts,"
-                       " last_error, updated_at FROM outbox WHERE state='dead'"
-                       " ORDER BY id DESC LIMIT ?", (limit,))
+    messages = _message_rows(store, limit, redactor,
+                             outcomes=("failed", "quarantined", "rejected"))
+    dead = store.dead_outbox_rows(limit)
     for row in dead:
         row["last_error"] = _r(redactor).redact(row["last_error"] or "")
     return {"messages": messages, "dead_outbox": dead}
@@ -224,7 +182,7 @@ def failures_view(store: Store, limit: int = 20,
 
 def quarantine_list(store: Store, limit: int = 200,
                     redactor: Redactor | None = None) -> list[dict[str, Any]]:
-    return _message_rows(store, "outcome = 'quarantined'", (), limit, redactor)
+    return _message_rows(store, limit, redactor, outcomes=("quarantined",))
 
 
 def quarantine_show(store: Store, message_id: int, redactor: Redactor | None = None,
@@ -234,11 +192,11 @@ def quarantine_show(store: Store, message_id: int, redactor: Redactor | None = N
 
     The raw bytes themselves are never shown: a base64 or quoted-printable part would carry an
     ATES PW or XML password past any text redaction."""
-    rows = _message_rows(store, "id = ?", (message_id,), 1, redactor)
+    rows = _message_rows(store, 1, redactor, message_ref=message_id)
     if not rows:
         return None
     red = _r(redactor)
-    raw = store.scalar("SELECT raw FROM raw_messages WHERE message_ref=?", (message_id,))
+    raw = store.message_raw(message_id)
     out = rows[0]
     out["headers"] = [(n, red.redact(v)) for n, v in read_headers(raw)]
     out["parts"] = _parts(raw, red, max_chars) if raw else []
@@ -268,10 +226,7 @@ def alerts_per_hour(store: Store, hours: int = 24, now: float | None = None) -> 
     {"hours": [hour start, …], "series": {outcome: [count per hour, …]}}, outcomes seen only."""
     now = time.time() if now is None else now
     first = (int(now) // 3600 - hours + 1) * 3600
-    rows = store.conn.execute(
-        f"SELECT outcome, CAST((updated_at - ?) / 3600 AS INTEGER) AS h, count(*)"
-        f" FROM messages WHERE outcome IN ({_OUTCOME_MARKS}) AND updated_at >= ?"
-        f" GROUP BY outcome, h", (first, *OUTCOMES, first)).fetchall()
+    rows = store.outcomes_by_hour(first)
     series: dict[str, list[int]] = {}
     for outcome, h, n in rows:
         if 0 <= h < hours:

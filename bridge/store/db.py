@@ -2,7 +2,9 @@
 
 `Store` owns the connection (WAL, migrations, `write()` transactions, `query`/`scalar`), the
 event log, meta values and backups; its domain methods come from the mixins in `staging`,
-`decisions` and `outbox`. `AsyncStore` runs a `Store` on one dedicated thread for asyncio code.
+`decisions`, `outbox`, `owners`, `reads`, `operator` (the operator's views and counts) and
+`maintenance` (retention, reconcile, admin alerts, savepoints, simulate's scratch copy).
+Modules outside this package call named methods, never SQL (tests/test_store_owns_sql.py). `AsyncStore` runs a `Store` on one dedicated thread for asyncio code.
 The names other modules import from here (`StagedRow`, `StageResult`, `OutboxRow`,
 `message_id_of`, `events_log`, `TROUBLE_EVENTS`) stay importable from this module.
 """
@@ -23,6 +25,8 @@ import sqlite_utils
 
 from bridge.store import files
 from bridge.store.decisions import DecisionsMixin
+from bridge.store.maintenance import MaintenanceMixin
+from bridge.store.operator import OperatorMixin
 from bridge.store.outbox import OutboxMixin, OutboxRow
 from bridge.store.reads import ReadsMixin
 from bridge.store.owners import OwnersMixin
@@ -43,7 +47,8 @@ class StoreNotReady(RuntimeError):
     """The store has no schema yet, or an older one, and this open may not migrate it."""
 
 
-class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin):
+class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, OperatorMixin,
+            MaintenanceMixin):
     """Synchronous store. Use from one thread only (see AsyncStore)."""
 
     def __init__(self, path: Path | str, clock: Callable[[], float] = time.time, *,
