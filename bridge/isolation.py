@@ -120,6 +120,12 @@ def _slim(ev: Evaluation, text_chars: int) -> Evaluation:
 
 # -- the parent side ------------------------------------------------------------------------
 
+# Messages per task, and the time a chunk may take before it is re-run message by message. An
+# ordinary alert takes about a millisecond; a chunk over a second holds a message that needs
+# its own, full budget (or a machine so loaded that one-by-one costs little more).
+CHUNK = 32
+CHUNK_SECONDS = 1.0
+
 class WorkerPool:
     """The pool of one set of parts. `evaluate` blocks its caller (a worker thread of the
     daemon's, never the store's thread) until every row has a result."""
@@ -135,23 +141,46 @@ class WorkerPool:
                                         initargs=(pipeline, budget), context=context)
 
     def evaluate(self, store_path: str, rows: list[StagedRow]) -> list[Result]:
-        wall = self.budget.wall_seconds
-        futures = [self._pool.schedule(_evaluate_in_worker,
-                                       (store_path, [(r.id, r.source, r.oversize)]),
-                                       timeout=wall) for r in rows]
-        out: list[Result] = []
-        for row, future in zip(rows, futures):
+        """Rows go out in chunks (one task per message costs more in the pool's pipes than a
+        small alert costs to read). A chunk that does not finish within CHUNK_SECONDS, or whose
+        worker dies, is taken apart: each of its messages runs alone under the full budget, so
+        only the guilty one is quarantined or sent back."""
+        chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
+        futures = [self._schedule(store_path, chunk) for chunk in chunks]
+        results: dict[int, Result] = {}
+        alone: list[StagedRow] = []
+        for chunk, future in zip(chunks, futures):
+            if len(chunk) == 1:
+                results[chunk[0].id] = self._result(chunk[0], future)
+                continue
             try:
-                [result] = future.result()
-            except FutureTimeout:
-                result = quarantine(ParsedMessage(), f"over the time budget of {wall:g} s"
-                                    " while reading the message (its worker was stopped)")
-            except pebble.ProcessExpired as exc:
-                result = Broken(row.id, f"its worker process died (exit {exc.exitcode})")
-            except Exception as exc:  # the pool itself failed (closed by a reload, …)
-                result = Broken(row.id, f"the worker pool failed: {type(exc).__name__}: {exc}")
-            out.append(result)
-        return out
+                results.update(zip((r.id for r in chunk), future.result()))
+            except Exception:  # over the chunk's time, a dead worker, …: one by one
+                alone += chunk
+        singles = [(row, self._schedule(store_path, [row])) for row in alone]
+        for row, future in singles:
+            results[row.id] = self._result(row, future)
+        return [results[r.id] for r in rows]
+
+    def _schedule(self, store_path: str, chunk: list[StagedRow]) -> pebble.ProcessFuture:
+        timeout = self.budget.wall_seconds if len(chunk) == 1 else \
+            min(self.budget.wall_seconds, CHUNK_SECONDS)
+        return self._pool.schedule(_evaluate_in_worker,
+                                   (store_path, [(r.id, r.source, r.oversize) for r in chunk]),
+                                   timeout=timeout)
+
+    def _result(self, row: StagedRow, future: pebble.ProcessFuture) -> Result:
+        wall = self.budget.wall_seconds
+        try:
+            [result] = future.result()
+            return result
+        except FutureTimeout:
+            return quarantine(ParsedMessage(), f"over the time budget of {wall:g} s while"
+                              " reading the message (its worker was stopped)")
+        except pebble.ProcessExpired as exc:
+            return Broken(row.id, f"its worker process died (exit {exc.exitcode})")
+        except Exception as exc:  # the pool itself failed (closed by a reload, …)
+            return Broken(row.id, f"the worker pool failed: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         """Graceful: tasks already scheduled finish; then the workers exit."""
