@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import enum
 import sqlite3
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from bridge.config import StormSettings
-from bridge.models import Alert, AlertContext, Decision, RawMessage
+from bridge.models import Alert, AlertContext, Decision, Outcome, RawMessage
+from bridge.store.outbox import OutboxRow
 
 StageFn = Callable[[list[RawMessage]], Awaitable[list[bool]]]
 
@@ -60,23 +61,68 @@ class RowState(str, enum.Enum):
     """Where an outbox row goes after one delivery attempt."""
 
     DONE = "done"
-    RETRY = "retry"
-    DEAD = "dead"
+    RETRY = "retry"      # pending again at `retry_at` (a temporary failure, or held)
+    DEAD = "dead"        # never sent again without the administrator
+    CRASHED = "crashed"  # the deliverer crashed on it: pending again, counted in `crashes`
+
+
+class CorrelationOp(str, enum.Enum):
+    CONFIRM = "confirm"  # the PSA made the ticket (`value`: the id it gave it)
+    CLOSE = "close"      # a resolve went through
+    VOID = "void"        # no ticket exists for it (`value`: why)
+
+
+@dataclass(frozen=True)
+class CorrelationChange:
+    op: CorrelationOp
+    correlation_id: str
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """An audit event the attempt records (`Store.event`)."""
+
+    kind: str
+    message_ref: int | None
+    alert_key: str | None = None
+    outcome: str | None = None
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+
+Effect = CorrelationChange | Event
 
 
 @dataclass(frozen=True)
 class Settlement:
-    """What one delivery attempt of one outbox row came to (Alertmanager's retry/permanent)."""
+    """What one delivery attempt of one outbox row came to (Alertmanager's retry/permanent),
+    as plain data: `Delivery` writes all of it in one transaction, so a target never writes.
+
+    `outcome` ends the row's message with that outcome (its `reason` says why); `result` is
+    kept with a done row (an XML reply reads its calls' results); `effects` are applied first,
+    in order. `refused` (the peer refused our credentials) pauses the target's kind until a
+    reload or a later recheck."""
 
     state: RowState
     reason: str
-    outcome: str | None = None        # the message's outcome, when this row decides it
+    outcome: Outcome | None = None
     retry_at: float | None = None
+    result: Mapping[str, object] | None = None
+    effects: tuple[Effect, ...] = ()
+    refused: str | None = None
 
 
 class Target(Protocol):
-    """Delivers outbox rows of one kind (psa, webhook, smtp, imap)."""
+    """Delivers the outbox rows of one kind and instance (`psa:default`, `webhook:<name>`,
+    `smtp:default`, `imap:default`); registered in `bridge.deliver.registry`."""
 
     kind: str
+    name: str
 
-    async def aclose(self) -> None: ...
+    async def deliver(self, row: OutboxRow) -> Settlement:
+        """One attempt; raises only on a bug (the caller counts it as a crash)."""
+        ...
+
+    async def render(self, row: OutboxRow) -> dict[str, object]:
+        """The exact request `deliver` would send now, credentials masked; sends nothing."""
+        ...

@@ -111,8 +111,8 @@ _CHILD = textwrap.dedent("""
     import asyncio, gc, json, os, sys
     from bridge.config import settings_from_dict
     from bridge.deliver import smtp as mail
-    from bridge.deliver.other_targets import OtherTargets
-    from bridge.deliver.settle import Writes
+    from bridge.deliver.mail_target import MailTarget
+    from bridge.deliver.settle import TargetEnv
     from bridge.models import RawMessage
     from bridge.store import Store
     from bridge.store.db import AsyncStore, OutboxRow
@@ -145,18 +145,14 @@ _CHILD = textwrap.dedent("""
     sizes = [len(store.message_raw(i)) for i in ids]
     gc.collect()
 
-    class Holder:  # what OtherTargets needs from Delivery
-        pass
-
-    holder = Holder()
-    holder.store = AsyncStore(store)
-    holder.settings = settings
-    holder.smtp = mail.SmtpSender(settings.smtp)
+    target = MailTarget(TargetEnv(AsyncStore(store), settings, lambda: 0.0, lambda: "cid"),
+                        mail.SmtpSender(settings.smtp))
 
     async def forward(message_ref):
         row = OutboxRow(1, "smtp", "k", message_ref, "forward", None,
                         {"type": "forward", "to": "helpdesk@msp.example", "note": "regular"}, 0)
-        return await OtherTargets._forward(holder, Writes(), row, mail)
+        result, _ = await target.forward(row)
+        return result
 
     first = asyncio.run(forward(ids[0]))   # warm up every code path on a small one
     gc.collect()

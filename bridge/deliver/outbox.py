@@ -1,14 +1,15 @@
-"""The outbox worker: takes due rows, sends them, and settles them (SPEC §3.6).
+"""The outbox worker: takes due rows, hands each to its target, and settles it (SPEC §3.6).
 
 Rows of one ordering key go strictly one after another (the store only hands out the oldest
-unfinished row of a key), different keys go concurrently up to `psa.concurrency`. What a row's
-result means is decided here, in one table-like `match` per target: permanent errors end the
-message's wait with an outcome, temporary ones reschedule the row with backoff and jitter, and
-nothing is ever dropped because a peer is down. A row whose delivery crashes the worker (or
-dies with it) CRASH_LIMIT times goes `dead` with the reason instead of blocking its key for
-ever; transient retries do not count towards that cap. Here: the loops
-and the PSA; `Writes`, `with_occurrences`, `backoff` and the limits are in `settle`
-(re-exported), mail, webhooks and IMAP moves in `other_targets` (mixed in).
+unfinished row of a key), different keys go concurrently up to `psa.concurrency`. Each row goes
+to the target registered for its kind and instance (`bridge.deliver.registry`: the PSA, mail,
+webhooks, IMAP moves), which makes one attempt and returns a `Settlement` — plain data: the
+row's state, the message's outcome, the retry time, the correlation changes and events — that
+is written here in one transaction. A row whose target is gone (a reload removed it) is held
+with the reason, never dropped. A row whose delivery crashes the worker (or dies with it)
+CRASH_LIMIT times goes `dead` with the reason instead of blocking its key for ever; transient
+retries do not count towards that cap. A target that reports our credentials refused pauses
+its kind until a reload (or a recheck now and then).
 """
 
 from __future__ import annotations
@@ -18,58 +19,100 @@ import collections
 import logging
 import time
 from dataclasses import replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from bridge.config import Settings
 from bridge.decide import new_correlation_id
-from bridge.deliver.other_targets import OtherTargets
 from bridge.deliver.peers import CURRENT_ROW, Peers
+from bridge.deliver.registry import (CLAIMED_WITHOUT_INSTANCE, address_of, build_targets,
+                                     missing_reason)
 from bridge.deliver.settle import (AUTH_RECHECK, CRASH_LIMIT, HOLD_DELAY, PSA_OUTCOME,
-                                   RETRY_CAP, Writes, backoff, with_occurrences)
+                                   RETRY_CAP, Mailbox, TargetEnv, apply_settlement, backoff,
+                                   retry, with_occurrences)
+from bridge.models import Outcome
+from bridge.seams import Event, RowState, Settlement, Target
 from bridge.store.db import AsyncStore, OutboxRow
 from bridge.store.owners import HEARTBEAT
 
+if TYPE_CHECKING:
+    from bridge.deliver.psa import PsaClient
+    from bridge.deliver.smtp import SmtpSender
+    from bridge.deliver.webhook import WebhookTarget
+    from bridge.status import RuntimeStatus
+
 __all__ = ["AUTH_RECHECK", "CRASH_LIMIT", "HOLD_DELAY", "PSA_OUTCOME", "RETRY_CAP", "Delivery",
-           "Writes", "backoff", "with_occurrences"]
+           "backoff", "with_occurrences"]
 
 log = logging.getLogger("mailbridge.outbox")
 RECLAIM_EVERY = HEARTBEAT  # seconds between two looks for rows left by a dead deliverer
 
 
-class Delivery(OtherTargets):
-    def __init__(self, store: AsyncStore, settings: Settings, *, psa: Any = None,
-                 smtp: Any = None, webhooks: dict[str, Any] | None = None,
-                 mailboxes: dict[str, Any] | None = None,
-                 runtime: Any = None, clock: Callable[[], float] = time.time,
+class Delivery:
+    def __init__(self, store: AsyncStore, settings: Settings, *, psa: PsaClient | None = None,
+                 smtp: SmtpSender | None = None,
+                 webhooks: Mapping[str, WebhookTarget] | None = None,
+                 mailboxes: Mapping[str, Mailbox] | None = None,
+                 runtime: RuntimeStatus | None = None,
+                 clock: Callable[[], float] = time.time,
                  new_id: Callable[[], str] = new_correlation_id):
         self.store = store
         self.settings = settings
-        self.psa = psa
-        self.smtp = smtp
-        self.webhooks = webhooks or {}
-        self.mailboxes = mailboxes or {}  # IMAP sources by name, for outcome-based moves
         self.runtime = runtime
         self.clock = clock
         self.new_id = new_id
-        self.psa_refused: str | None = None  # set on 401/403: stop sending until reload
-        self._psa_recheck_at = 0.0
+        self._peers = Peers(psa, smtp, dict(webhooks or {}))
+        self._mailboxes: dict[str, Mailbox] = dict(mailboxes or {})  # IMAP sources by name
+        self.targets: dict[str, Target] = {}
+        # Kinds whose peer refused our credentials: why, and when to try once more anyway.
+        self._paused: dict[str, tuple[str, float]] = {}
         self.wake = asyncio.Event()
         self._retired: list[Peers] = []  # peers replaced by a reload, closed after their calls
+        self._build()
+
+    def _build(self) -> None:
+        """A fresh registry; calls in flight keep the targets they started with."""
+        env = TargetEnv(self.store, self.settings, self.clock, self.new_id, self._mailboxes)
+        self.targets = build_targets(env, self._peers)
 
     # -- control ------------------------------------------------------------------------------
+
+    @property
+    def psa(self) -> PsaClient | None:
+        return self._peers.psa
+
+    @psa.setter
+    def psa(self, client: PsaClient | None) -> None:
+        self._peers = replace(self._peers, psa=client)
+        self._build()
+
+    @property
+    def mailboxes(self) -> dict[str, Mailbox]:
+        return dict(self._mailboxes)
+
+    @mailboxes.setter
+    def mailboxes(self, sources: Mapping[str, Mailbox]) -> None:
+        self._mailboxes = dict(sources)
+        self._build()
+
+    @property
+    def psa_refused(self) -> str | None:
+        """Why the PSA refused our credentials (HTTP status and message), until a reload."""
+        paused = self._paused.get("psa")
+        return paused[0] if paused else None
 
     def use(self, settings: Settings, peers: Peers) -> None:
         """A reload's fresh peers and settings, for every row claimed from now on. Calls in
         flight finish on the old peers, which are closed once the current pass has ended."""
-        self._retired.append(Peers(self.psa, self.smtp, dict(self.webhooks)))
+        self._retired.append(self._peers)
         self.settings = settings
-        self.smtp = peers.smtp
-        self.webhooks = dict(peers.webhooks)
-        self.resume_psa(peers.psa)
+        self._peers = peers
+        self._build()
+        self._paused.clear()
+        self.resume_psa()
 
     async def aclose(self) -> None:
         await self._close_retired()
-        await Peers(self.psa, self.smtp, dict(self.webhooks)).aclose()
+        await self._peers.aclose()
 
     async def _close_retired(self) -> None:
         retired, self._retired = self._retired, []
@@ -79,21 +122,28 @@ class Delivery(OtherTargets):
             except Exception:  # a peer that fails to close must not stop delivery
                 log.warning("closing the previous PSA/webhook clients failed", exc_info=True)
 
-    def resume_psa(self, psa: Any = None) -> None:
+    def resume_psa(self, psa: PsaClient | None = None) -> None:
         """After SIGHUP with new credentials: start sending again."""
         if psa is not None:
             self.psa = psa
-        self.psa_refused = None
+        self._paused.pop("psa", None)
         if self.runtime is not None:
             self.runtime.psa_auth_ok()
         self.wake.set()
 
     def _kinds(self) -> tuple[str, ...]:
-        kinds = ["smtp", "webhook", "imap"]
-        if self.psa is not None and (self.psa_refused is None
-                                     or self.clock() >= self._psa_recheck_at):
-            kinds.append("psa")
-        return tuple(kinds)
+        now = self.clock()
+        kinds = {t.kind for t in self.targets.values()} | CLAIMED_WITHOUT_INSTANCE
+        return tuple(sorted(k for k in kinds
+                            if k not in self._paused or now >= self._paused[k][1]))
+
+    def _pause(self, kind: str, why: str) -> None:
+        self._paused[kind] = (why, self.clock() + AUTH_RECHECK)
+        if kind == "psa" and self.runtime is not None:
+            self.runtime.psa_auth_refused(why)
+        log.error("%s refused mailbridge's credentials (%s); sending stopped until the"
+                  " credentials are reloaded (systemctl reload mailbridge)",
+                  "the PSA" if kind == "psa" else f"the {kind} target", why)
 
     # -- loops --------------------------------------------------------------------------------
 
@@ -170,160 +220,34 @@ class Delivery(OtherTargets):
     async def deliver(self, row: OutboxRow) -> None:
         # Everything a row's result changes is written in one transaction at the end.
         CURRENT_ROW.set(row.id)  # this task's row, for the dry-run peers' request log
-        tx = Writes()
+        target = self.targets.get(address_of(row))
         try:
-            if row.kind == "psa":
-                await self._psa(tx, row)
-            elif row.kind == "smtp":
-                await self._smtp(tx, row)
-            elif row.kind == "webhook":
-                await self._webhook(tx, row)
-            elif row.kind == "imap":
-                await self._imap(tx, row)
+            if target is None:
+                # A reload removed it (or renamed it): hold the row (the admin may restore the
+                # target, or give up with `mailbridge outbox drop ID`), never drop it silently.
+                settlement = retry(row, self.clock(), HOLD_DELAY, missing_reason(row))
             else:
-                tx.outbox_dead(row.id, f"unknown outbox kind {row.kind!r}")
+                settlement = await target.deliver(row)
         except Exception as exc:  # a bug or an unexpected peer answer: count it, never loop
             log.exception("outbox row %s crashed", row.id)
-            reason = f"{type(exc).__name__}: {exc}"
-            tx = Writes()  # nothing half-done is written
-            crashes = row.crashes + 1
-            if crashes >= CRASH_LIMIT:
-                self._dead(tx, row, f"delivery crashed {crashes} times; last: {reason}")
-            else:
-                tx.outbox_crashed(row.id, self.clock() + backoff(crashes), reason)
-        await self.store.run(tx.apply, self.store.store)
+            settlement = self._crashed(row, f"{type(exc).__name__}: {exc}")
+        if target is not None and settlement.refused is not None:
+            self._pause(target.kind, settlement.refused)
+        await self.store.run(apply_settlement, self.store.store, row, settlement)
 
-    def _dead(self, tx: Writes, row: OutboxRow, reason: str) -> None:
-        tx.outbox_dead(row.id, reason)
-        tx.set_outcome(row.message_ref, "failed", reason)
-        tx.event("dead", row.message_ref, row.ordering_key, "failed",
-                 outbox=row.id, reason=reason)
+    def _crashed(self, row: OutboxRow, reason: str) -> Settlement:
+        crashes = row.crashes + 1
+        if crashes < CRASH_LIMIT:
+            return Settlement(RowState.CRASHED, reason, retry_at=self.clock() + backoff(crashes))
+        reason = f"delivery crashed {crashes} times; last: {reason}"
+        return Settlement(RowState.DEAD, reason, Outcome.FAILED, effects=(
+            Event("dead", row.message_ref, row.ordering_key, "failed",
+                  {"outbox": row.id, "reason": reason}),))
 
-    def _retry(self, tx: Writes, row: OutboxRow, wait: float, error: str) -> None:
-        tx.outbox_retry(row.id, self.clock() + wait, error)
-        tx.event("retry", row.message_ref, row.ordering_key, None,
-                 outbox=row.id, attempt=row.attempts, wait=round(wait, 1),
-                 error=error)
-
-    # -- the PSA ------------------------------------------------------------------------------
-
-    async def _psa(self, tx: Writes, row: OutboxRow) -> None:
-        action, cid = row.action or "OPEN", row.correlation_id
-        if action in ("UPDATE", "RESOLVED") and cid:
-            if row.correlation_state == "void":
-                # The create never made a ticket (suppressed, refused, or gone since).
-                if action == "RESOLVED":
-                    self._settle(tx, row, "nothing-to-resolve",
-                                 "the ticket this would resolve was never created")
-                    return
-                row = await self._as_create(row)
-                action, cid = row.action or "OPEN", row.correlation_id
-        started = time.monotonic()
-        result = await self.psa.sync(
-            action, with_occurrences(row, self.settings.psa.summary_max_chars), cid)
-        duration = time.monotonic() - started
-        tx.event(
-            "sent", row.message_ref, row.ordering_key, result.verdict, outbox=row.id,
-            action=action, correlation_id=cid, attempt=row.attempts,
-            http_status=result.http_status, message=result.message or result.detail,
-            duration_ms=round(duration * 1000, 1), title=str(row.payload.get("title", ""))[:120])
-        self._observe(result.verdict, duration)
-        verdict = result.verdict
-        if verdict == "created":
-            if cid:
-                tx.confirm_correlation(cid, result.correlation_id)
-            self._settle(tx, row, "created", f"ticket {result.correlation_id or cid} created")
-        elif verdict == "updated" and action == "OPEN":
-            # The partner's de-duplication appended our create to an existing ticket.
-            if cid:
-                tx.confirm_correlation(cid, result.correlation_id)
-                cid = result.correlation_id or cid
-            self._settle(tx, row, "appended",
-                         f"the PSA de-duplicated it into ticket {cid}")
-        elif verdict in ("updated", "closed"):
-            if verdict == "closed" and cid:  # a held resolve closes its correlation only now
-                tx.close_correlation(cid)
-            self._settle(tx, row, PSA_OUTCOME[verdict],
-                         f"ticket {cid} {'updated' if verdict == 'updated' else 'closed'}")
-        elif verdict == "suppressed":
-            if action == "OPEN" and cid:
-                tx.void_correlation(cid, "create suppressed by the PSA's rules")
-            self._settle(tx, row, "suppressed",
-                         f"the PSA suppressed it: {result.message or 'no ticket'}")
-        elif verdict == "not_found":
-            await self._not_found(tx, row, action, cid, result)
-        elif verdict == "rejected":  # 400/422…: the PSA will never accept this payload
-            self._fail(tx, row, f"the PSA rejected the call: HTTP {result.http_status}"
-                       f" {result.message}")
-        elif verdict == "conflict":
-            self._retry(tx, row, backoff(0, result.retry_after or HOLD_DELAY, cap=3600),
-                        f"held: 409 {result.message} (integration inactive or alerting"
-                        " disabled; retrying slowly)")
-        elif verdict == "auth":
-            self.psa_refused = f"HTTP {result.http_status}: {result.message}"
-            self._psa_recheck_at = self.clock() + AUTH_RECHECK
-            if self.runtime is not None:
-                self.runtime.psa_auth_refused(self.psa_refused)
-            log.error("the PSA refused mailbridge's credentials (%s); sending stopped until"
-                      " the credentials are reloaded (systemctl reload mailbridge)",
-                      self.psa_refused)
-            tx.outbox_retry(row.id, self.clock() + AUTH_RECHECK,
-                            f"credentials refused: {self.psa_refused}")
-        else:  # transient: 429, 5xx, timeouts, connection errors
-            self._retry(tx, row, backoff(row.attempts, result.retry_after),
-                        f"temporary: {result.http_status or ''}"
-                        f" {result.message or result.detail}".replace("  ", " ").strip())
-
-    async def _not_found(self, tx: Writes, row: OutboxRow, action: str,
-                         cid: str | None, result: Any) -> None:
-        cause = result.message or "OemNotFoundException"
-        if action == "OPEN" or not cid:
-            if cid:
-                tx.void_correlation(cid, f"create refused: {cause}")
-            self._fail(tx, row, f"404 from the PSA: {cause}")
-            return
-        # The 404 does not say which cause: the client has asked whether the ticket itself
-        # still exists (GET …/alert/{correlationId}).
-        gone = getattr(result, "ticket_gone", None)
-        if gone is None:
-            self._retry(tx, row, backoff(row.attempts),
-                        "404 on update; ticket lookup failed, will ask again")
-        elif not gone:
-            self._fail(tx, row, f"404 from the PSA although the ticket exists: {cause}")
-        else:
-            tx.void_correlation(cid, "the PSA no longer has this ticket")
-            if action == "RESOLVED":
-                self._settle(tx, row, "nothing-to-resolve",
-                             f"ticket {cid} no longer exists at the PSA")
-            else:
-                await self._as_create(row)
-                tx.outbox_retry(row.id, self.clock(),
-                                f"ticket {cid} gone at the PSA: creating anew")
-
-    async def _as_create(self, row: OutboxRow) -> OutboxRow:
-        new_cid = self.new_id()
-        arrived = await self.store.message_arrived_at(row.message_ref)
-        await self.store.reopen_as_create(row.id, row.ordering_key, new_cid, dict(row.payload),
-                                          arrived)
-        state = await self.store.correlation_state(new_cid)
-        if state == "open":
-            return replace(row, action="OPEN", correlation_id=new_cid)
-        current = await self.store.open_correlation(row.ordering_key)
-        return replace(row, action="UPDATE",
-                       correlation_id=current.correlation_id if current else new_cid)
-
-    def _settle(self, tx: Writes, row: OutboxRow, outcome: str, reason: str) -> None:
-        tx.outbox_done(row.id, {"outcome": outcome, "reason": reason})
-        tx.set_outcome(row.message_ref, outcome, reason)
-
-    def _fail(self, tx: Writes, row: OutboxRow, reason: str) -> None:
-        tx.outbox_dead(row.id, reason)
-        tx.set_outcome(row.message_ref, "failed", reason)
-
-    def _observe(self, verdict: str, duration: float) -> None:
-        try:
-            from bridge import metrics
-        except ImportError:
-            return
-        metrics.API_CALLS.labels(verdict).inc()
-        metrics.API_LATENCY.observe(duration)
+    async def render(self, row: OutboxRow) -> dict[str, object]:
+        """The request this row's target would send now (nothing is sent): what `simulate`
+        can show for a call."""
+        target = self.targets.get(address_of(row))
+        if target is None:
+            return {"kind": row.kind, "held": missing_reason(row)}
+        return await target.render(row)

@@ -1,19 +1,24 @@
-"""How a delivered outbox row is settled: the writes it causes, its payload, its next wait.
+"""How a delivered outbox row is settled: its settlement, its payload, its next wait.
 
-`Writes` records the store writes one delivery causes and applies them in one transaction;
-`with_occurrences` is the payload to send (an append covering several occurrences says so);
-`backoff` is the wait before the next attempt (Retry-After when given, else exponential with
-jitter); the constants are the worker's limits and hold times. Used by `Delivery`
-(`bridge.deliver.outbox`, which re-exports these names) and its target handlers.
+A target returns a `Settlement` (built with `done`, `settled`, `dead`, `failed`, `retry`,
+`wait_until`); `apply_settlement` writes it in one transaction. `with_occurrences` is the payload
+to send (an append covering several occurrences says so); `backoff` is the wait before the next
+attempt (Retry-After when given, else exponential with jitter); the constants are the worker's
+limits and hold times; `TargetEnv` is what every target may use. Used by `Delivery`
+(`bridge.deliver.outbox`) and the targets (`bridge.deliver.registry`).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
+from bridge.config import Settings
 from bridge.deliver.psa_wire import truncate
+from bridge.models import Outcome
+from bridge.seams import CorrelationOp, Effect, Event, RowState, Settlement
 from bridge.store.db import OutboxRow
 # Crashes of the deliverer on a row (an exception, or the process dying with the row in flight)
 # before it goes dead; counted in the row's own `crashes`, never in `attempts`, so transient
@@ -23,36 +28,90 @@ RETRY_CAP = 15 * 60.0    # longest wait between two attempts of a temporary fail
 HOLD_DELAY = 5 * 60.0    # 409: the partner may re-enable the integration; ask slowly
 AUTH_RECHECK = 10 * 60.0 # credentials refused: try again now and then even without a reload
 
-
-class Writes:
-    """The store writes one delivery causes, recorded and then applied in one transaction
-    on the store's thread (a call used to cost four or five separate commits)."""
-
-    WRITE_OPS = frozenset({"event", "outbox_done", "outbox_dead", "outbox_retry", "outbox_crashed",
-                           "set_outcome", "confirm_correlation", "close_correlation",
-                           "void_correlation"})
-
-    def __init__(self) -> None:
-        self.ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        if name not in self.WRITE_OPS:
-            raise AttributeError(name)
-
-        def record(*args: Any, **kwargs: Any) -> None:
-            self.ops.append((name, args, kwargs))
-        return record
-
-    def apply(self, store: Any) -> None:
-        if not self.ops:
-            return
-        with store.write():
-            for name, args, kwargs in self.ops:
-                getattr(store, name)(*args, **kwargs)
+if TYPE_CHECKING:
+    from bridge.store.db import AsyncStore, Store
 
 
-PSA_OUTCOME = {"created": "created", "updated": "appended", "closed": "resolved",
-               "suppressed": "suppressed"}
+class Mailbox(Protocol):
+    """A mailbox the IMAP-move target refiles in (an IMAP source)."""
+
+    async def refile(self, message_id: str, folder: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class TargetEnv:
+    """What every delivery target may use besides its own peer."""
+
+    store: AsyncStore
+    settings: Settings
+    clock: Callable[[], float]
+    new_id: Callable[[], str]  # a fresh correlation id (a create made anew)
+    mailboxes: Mapping[str, Mailbox] = field(default_factory=dict)  # IMAP sources by name
+
+
+# -- settlements: what the targets return -----------------------------------------------------
+
+def done(result: Mapping[str, object], *effects: Effect) -> Settlement:
+    return Settlement(RowState.DONE, "", result=result, effects=effects)
+
+
+def settled(outcome: Outcome, reason: str, *effects: Effect) -> Settlement:
+    """Done, and the row's message ends with `outcome`."""
+    return Settlement(RowState.DONE, reason, outcome,
+                      result={"outcome": outcome.value, "reason": reason}, effects=effects)
+
+
+def dead(reason: str, *effects: Effect) -> Settlement:
+    return Settlement(RowState.DEAD, reason, effects=effects)
+
+
+def failed(reason: str, *effects: Effect) -> Settlement:
+    """Dead, and the row's message ends `failed`."""
+    return Settlement(RowState.DEAD, reason, Outcome.FAILED, effects=effects)
+
+
+def retry(row: OutboxRow, now: float, wait: float, error: str, *effects: Effect) -> Settlement:
+    """Again after `wait` seconds, with a `retry` event saying why."""
+    event = Event("retry", row.message_ref, row.ordering_key, None,
+                  {"outbox": row.id, "attempt": row.attempts, "wait": round(wait, 1),
+                   "error": error})
+    return Settlement(RowState.RETRY, error, retry_at=now + wait, effects=(*effects, event))
+
+
+def wait_until(at: float, reason: str, *effects: Effect) -> Settlement:
+    """Again at `at`, without a retry event (the row is waiting, nothing failed)."""
+    return Settlement(RowState.RETRY, reason, retry_at=at, effects=effects)
+
+
+def apply_settlement(store: Store, row: OutboxRow, s: Settlement) -> None:
+    """Everything one attempt changes, in one transaction on the store's thread (a call used
+    to cost four or five separate commits)."""
+    with store.write():
+        for effect in s.effects:
+            if isinstance(effect, Event):
+                store.event(effect.kind, effect.message_ref, effect.alert_key, effect.outcome,
+                            **effect.detail)
+            elif effect.op is CorrelationOp.CONFIRM:
+                store.confirm_correlation(effect.correlation_id, effect.value)
+            elif effect.op is CorrelationOp.CLOSE:
+                store.close_correlation(effect.correlation_id)
+            else:
+                store.void_correlation(effect.correlation_id, effect.value or "")
+        at = s.retry_at if s.retry_at is not None else store.clock()
+        if s.state is RowState.DONE:
+            store.outbox_done(row.id, dict(s.result or {}))
+        elif s.state is RowState.RETRY:
+            store.outbox_retry(row.id, at, s.reason)
+        elif s.state is RowState.CRASHED:
+            store.outbox_crashed(row.id, at, s.reason)
+        else:
+            store.outbox_dead(row.id, s.reason)
+        if s.outcome is not None:
+            store.set_outcome(row.message_ref, s.outcome.value, s.reason)
+
+
+PSA_OUTCOME = {"created": Outcome.CREATED, "updated": Outcome.APPENDED,
+               "closed": Outcome.RESOLVED, "suppressed": Outcome.SUPPRESSED}
 
 
 def with_occurrences(row: OutboxRow, limit: int | None = None) -> dict[str, Any]:
