@@ -25,10 +25,8 @@ class ImapMoveTarget:
         return f"ImapMoveTarget(sources={sorted(self.env.mailboxes)!r})"
 
     async def _message_id(self, row: OutboxRow) -> str | None:
-        # Still SQL outside bridge/store/: a store read replaces it when the SQL moves there.
-        rows = await self.env.store.query("SELECT message_id FROM messages WHERE id=?",
-                                          [row.message_ref])
-        return str(rows[0]["message_id"]) if rows and rows[0]["message_id"] else None
+        return await self.env.store.run(self.env.store.store.message_id_header,
+                                        row.message_ref)
 
     async def render(self, row: OutboxRow) -> dict[str, object]:
         return {"kind": self.kind, "source": row.payload.get("source"),
