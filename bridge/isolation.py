@@ -123,7 +123,7 @@ def _slim(ev: Evaluation, text_chars: int) -> Evaluation:
 # Messages per task, and the time a chunk may take before it is re-run message by message. An
 # ordinary alert takes about a millisecond; a chunk over a second holds a message that needs
 # its own, full budget (or a machine so loaded that one-by-one costs little more).
-CHUNK = 32
+CHUNK = 64
 CHUNK_SECONDS = 1.0
 
 class WorkerPool:
@@ -139,6 +139,9 @@ class WorkerPool:
         context.set_forkserver_preload(["bridge.isolation"])
         self._pool = pebble.ProcessPool(max_workers=budget.workers, initializer=_start_worker,
                                         initargs=(pipeline, budget), context=context)
+        # The pool starts lazily; one empty task now starts the forkserver and the workers
+        # while the sources are still fetching, instead of in front of the first batch.
+        self._pool.schedule(_evaluate_in_worker, ("", []))
 
     def evaluate(self, store_path: str, rows: list[StagedRow]) -> list[Result]:
         """Rows go out in chunks (one task per message costs more in the pool's pipes than a
