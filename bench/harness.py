@@ -90,6 +90,7 @@ class ChildRun:
     stderr_tail: str
     cpu_s: float = 0.0          # the child's user + system CPU
     host_cpu_s: float = 0.0     # this process's CPU meanwhile (the simulator's threads)
+    tree_rss_kib: int = -1      # peak RSS summed over the child and its worker processes
 
 
 def child_env() -> dict[str, str]:
@@ -131,11 +132,13 @@ def run_child(args: list[str], cwd: Path, timeout: float = 600.0,
     tail = log.read_text(errors="replace")[-3000:]
     host_cpu = (host1.ru_utime + host1.ru_stime) - (host0.ru_utime + host0.ru_stime)
     try:
-        hwm = int(hwm_file.read_text())
+        figures = [int(v) for v in hwm_file.read_text().split()]
     except (OSError, ValueError):
-        hwm = -1  # not a bench.child (or it died before exit): no figure
+        figures = []  # not a bench.child (or it died before exit): no figure
+    hwm = figures[0] if figures else -1
+    tree = figures[1] if len(figures) > 1 else hwm
     return ChildRun(seconds, proc.returncode, hwm, tail,
-                    usage.ru_utime + usage.ru_stime, host_cpu)
+                    usage.ru_utime + usage.ru_stime, host_cpu, tree)
 
 
 def mailbridge_args(*args: str) -> list[str]:

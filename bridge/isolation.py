@@ -17,12 +17,16 @@ read-only, so a 50 MB message is not copied through a pipe. Per message:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import resource
+import shutil
 import signal
+import tempfile
 import time
+import uuid
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 
@@ -85,24 +89,39 @@ def _start_worker(pipeline: Pipeline, budget: ProcessingSettings) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _evaluate_in_worker(path: str, refs: list[tuple[int, str, int | None]]) -> list[Result]:
+def _evaluate_in_worker(path: str, refs: list[tuple[int, str, int | None]],
+                        progress: str = "") -> list[Result]:
+    """`progress` names a file the worker marks with the message it starts and when, so a
+    chunk that is stopped or dies can be blamed on that one message."""
     assert _pipeline is not None and _budget is not None
     out: list[Result] = []
-    for message_ref, source, oversize in refs:
-        try:
-            raw = _raw.read(path, message_ref)
-            _test_hook(raw)
-            ev = _pipeline.evaluate(raw, oversize=oversize, source=source,
-                                    message_ref=message_ref)
-            del raw
-            out.append(_slim(ev, _budget.text_chars))
-        except MemoryError:
-            out.append(quarantine(ParsedMessage(), f"over the memory budget of"
-                                  f" {_budget.memory_mb} MiB while reading the message"))
-        except Exception as exc:  # a bug in a parser: this message only
-            out.append(quarantine(ParsedMessage(), "internal error while processing:"
-                                  f" {type(exc).__name__}: {str(exc)[:300]}"))
+    fd = os.open(progress, os.O_WRONLY | os.O_CREAT, 0o600) if progress else -1
+    try:
+        for message_ref, source, oversize in refs:
+            if fd >= 0:
+                os.pwrite(fd, f"{message_ref} {time.time():.3f}".ljust(40).encode(), 0)
+            out.append(_evaluate_one(path, message_ref, source, oversize))
+    finally:
+        if fd >= 0:
+            os.close(fd)
     return out
+
+
+def _evaluate_one(path: str, message_ref: int, source: str, oversize: int | None) -> Result:
+    assert _pipeline is not None and _budget is not None
+    try:
+        raw = _raw.read(path, message_ref)
+        _test_hook(raw)
+        ev = _pipeline.evaluate(raw, oversize=oversize, source=source,
+                                message_ref=message_ref)
+        del raw
+        return _slim(ev, _budget.text_chars)
+    except MemoryError:
+        return quarantine(ParsedMessage(), f"over the memory budget of"
+                          f" {_budget.memory_mb} MiB while reading the message")
+    except Exception as exc:  # a bug in a parser: this message only
+        return quarantine(ParsedMessage(), "internal error while processing:"
+                          f" {type(exc).__name__}: {str(exc)[:300]}")
 
 
 def _slim(ev: Evaluation, text_chars: int) -> Evaluation:
@@ -120,11 +139,10 @@ def _slim(ev: Evaluation, text_chars: int) -> Evaluation:
 
 # -- the parent side ------------------------------------------------------------------------
 
-# Messages per task, and the time a chunk may take before it is re-run message by message. An
-# ordinary alert takes about a millisecond; a chunk over a second holds a message that needs
-# its own, full budget (or a machine so loaded that one-by-one costs little more).
+# Messages per task: one task per message costs more in the pool's pipes than an ordinary alert
+# (about a millisecond) costs to read.
 CHUNK = 64
-CHUNK_SECONDS = 1.0
+
 
 class WorkerPool:
     """The pool of one set of parts. `evaluate` blocks its caller (a worker thread of the
@@ -132,6 +150,7 @@ class WorkerPool:
 
     def __init__(self, pipeline: Pipeline, budget: ProcessingSettings):
         self.budget = budget
+        self._progress_dir = tempfile.mkdtemp(prefix="mailbridge-progress-")
         # forkserver, not fork: a worker (started lazily, or as a replacement at any time)
         # must not inherit the daemon's descriptors — an inherited client socket would keep
         # a connection the daemon closed open for the peer — nor its signal set-up.
@@ -144,46 +163,70 @@ class WorkerPool:
         self._pool.schedule(_evaluate_in_worker, ("", []))
 
     def evaluate(self, store_path: str, rows: list[StagedRow]) -> list[Result]:
-        """Rows go out in chunks (one task per message costs more in the pool's pipes than a
-        small alert costs to read). A chunk that does not finish within CHUNK_SECONDS, or whose
-        worker dies, is taken apart: each of its messages runs alone under the full budget, so
-        only the guilty one is quarantined or sent back."""
-        chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
-        futures = [self._schedule(store_path, chunk) for chunk in chunks]
+        """Rows go out in chunks, each task under the wall budget. When a chunk is stopped or
+        its worker dies, the progress mark names the message it was on: if that message had
+        its whole budget, it alone is quarantined (or, after a death, sent back); else it
+        runs again alone with a full budget. The rest of the chunk runs again as a chunk."""
         results: dict[int, Result] = {}
-        alone: list[StagedRow] = []
-        for chunk, future in zip(chunks, futures):
-            if len(chunk) == 1:
-                results[chunk[0].id] = self._result(chunk[0], future)
-                continue
+        todo = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
+        while todo:
             try:
-                results.update(zip((r.id for r in chunk), future.result()))
-            except Exception:  # over the chunk's time, a dead worker, …: one by one
-                alone += chunk
-        singles = [(row, self._schedule(store_path, [row])) for row in alone]
-        for row, future in singles:
-            results[row.id] = self._result(row, future)
+                running = [(chunk, *self._schedule(store_path, chunk)) for chunk in todo]
+            except RuntimeError as exc:  # a reload closed this pool: the new parts retry
+                for row in (r for chunk in todo for r in chunk if r.id not in results):
+                    results[row.id] = Broken(row.id, f"the worker pool closed: {exc}")
+                break
+            todo = []
+            for chunk, future, progress in running:
+                try:
+                    results.update(zip((r.id for r in chunk), future.result()))
+                except Exception as exc:  # stopped, died, or the pool failed
+                    todo += self._blame(chunk, exc, progress, results)
+                finally:
+                    with contextlib.suppress(OSError):
+                        os.unlink(progress)
         return [results[r.id] for r in rows]
 
-    def _schedule(self, store_path: str, chunk: list[StagedRow]) -> pebble.ProcessFuture:
-        timeout = self.budget.wall_seconds if len(chunk) == 1 else \
-            min(self.budget.wall_seconds, CHUNK_SECONDS)
-        return self._pool.schedule(_evaluate_in_worker,
-                                   (store_path, [(r.id, r.source, r.oversize) for r in chunk]),
-                                   timeout=timeout)
+    def _schedule(self, store_path: str,
+                  chunk: list[StagedRow]) -> tuple[pebble.ProcessFuture, str]:
+        progress = os.path.join(self._progress_dir, uuid.uuid4().hex)
+        future = self._pool.schedule(
+            _evaluate_in_worker,
+            (store_path, [(r.id, r.source, r.oversize) for r in chunk], progress),
+            timeout=self.budget.wall_seconds)
+        return future, progress
 
-    def _result(self, row: StagedRow, future: pebble.ProcessFuture) -> Result:
+    def _blame(self, chunk: list[StagedRow], exc: Exception, progress: str,
+               results: dict[int, Result]) -> list[list[StagedRow]]:
+        """Settle the message the chunk failed on; return what must run again."""
         wall = self.budget.wall_seconds
         try:
-            [result] = future.result()
-            return result
-        except FutureTimeout:
-            return quarantine(ParsedMessage(), f"over the time budget of {wall:g} s while"
-                              " reading the message (its worker was stopped)")
-        except pebble.ProcessExpired as exc:
+            ref_text, started_text = open(progress).read().split()[:2]
+            ref, started = int(ref_text), float(started_text)
+        except (OSError, ValueError):
+            ref, started = -1, time.time()
+        index = next((i for i, r in enumerate(chunk) if r.id == ref), None)
+        if index is None:  # no mark: nothing to blame precisely, every message alone
+            if len(chunk) > 1:
+                return [[r] for r in chunk]
+            results[chunk[0].id] = self._verdict(chunk[0], exc)
+            return []
+        row = chunk[index]
+        rest = chunk[:index] + chunk[index + 1:]
+        had_budget = time.time() - started >= wall * 0.9 or len(chunk) == 1
+        if isinstance(exc, FutureTimeout) and not had_budget:
+            return [c for c in ([row], rest) if c]  # slow company: a full budget alone
+        results[row.id] = self._verdict(row, exc)
+        return [rest] if rest else []
+
+    def _verdict(self, row: StagedRow, exc: Exception) -> Result:
+        if isinstance(exc, FutureTimeout):
+            return quarantine(ParsedMessage(), f"over the time budget of"
+                              f" {self.budget.wall_seconds:g} s while reading the message"
+                              " (its worker was stopped)")
+        if isinstance(exc, pebble.ProcessExpired):
             return Broken(row.id, f"its worker process died (exit {exc.exitcode})")
-        except Exception as exc:  # the pool itself failed (closed by a reload, …)
-            return Broken(row.id, f"the worker pool failed: {type(exc).__name__}: {exc}")
+        return Broken(row.id, f"the worker pool failed: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         """Graceful: tasks already scheduled finish; then the workers exit."""
@@ -192,3 +235,4 @@ class WorkerPool:
         if self._pool.active:
             self._pool.stop()
             self._pool.join()
+        shutil.rmtree(self._progress_dir, ignore_errors=True)
