@@ -103,4 +103,4 @@ def build_alert(rule: DetectRule, view: MessageView, account: Account,
                  product_group=rule.product_group, alert_type=rule.alert_type, title=title,
                  summary=rule.summary.render(fields).strip(), device=device or None,
                  ticket_ref=view.token_value("ticket_id"),
-                 coalesce_window=rule.coalesce_window)
+                 coalesce_window=rule.coalesce_window, min_duration=rule.min_duration)

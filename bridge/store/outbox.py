@@ -44,9 +44,10 @@ class OutboxMixin:
             cur = conn.execute(
                 "INSERT INTO outbox (kind, ordering_key, message_ref, action, correlation_id,"
                 " payload, next_attempt_at, created_at, updated_at, first_arrived_at,"
-                " last_arrived_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " last_arrived_at, held_until) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (item.kind, item.ordering_key, message_ref, item.action, item.correlation_id,
-                 json.dumps(item.payload), due, now, now, arrived_at, arrived_at))
+                 json.dumps(item.payload), due, now, now, arrived_at, arrived_at,
+                 item.not_before))
             row_id = int(cur.lastrowid)
             self._event(conn, "queued", message_ref, item.ordering_key if item.kind != "smtp"
                         else None, None, {"outbox": row_id, "kind": item.kind,
@@ -107,6 +108,19 @@ class OutboxMixin:
         with self.write() as conn:
             conn.execute("UPDATE outbox SET state='dead', last_error=?, updated_at=?"
                          " WHERE id=?", (reason, self.clock(), row_id))
+
+    def flush_held(self) -> int:
+        """`run --once --flush`: every row still held by storm control (coalescing window,
+        resolve delay, group wait, minimum duration) is due now. Rows waiting to retry after
+        a failure keep their backoff. Returns how many rows were moved."""
+        now = self.clock()
+        with self.write() as conn:
+            n = conn.execute("UPDATE outbox SET next_attempt_at=?, updated_at=? WHERE"
+                             " state='pending' AND attempts=0 AND next_attempt_at>?",
+                             (now, now, now)).rowcount
+            if n:
+                self._event(conn, "flushed", None, None, None, {"rows": n})
+        return int(n)
 
     def outbox_pending_count(self) -> int:
         return int(self.scalar("SELECT count(*) FROM outbox WHERE state IN"
