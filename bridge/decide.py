@@ -110,7 +110,7 @@ def _resolve(alert: Alert, ctx: AlertContext, policy: StormSettings) -> Decision
         return Decision(outcome=Outcome.NOTHING_TO_RESOLVE, alert_key=key,
                         reason="resolved, but no open ticket for this alert: nothing sent")
     cid = corr.correlation_id
-    held = ctx.held_open
+    held = ctx.held_open  # its held_until is its arrival when it was not held
     if held is not None and held.held_until is not None and ctx.arrived_at < held.held_until:
         return Decision(outcome=Outcome.DAMPED, alert_key=key, damp=cid,
                         reason=f"healed {ctx.arrived_at - corr.opened_at:g} s after it began,"
@@ -124,7 +124,7 @@ def _resolve(alert: Alert, ctx: AlertContext, policy: StormSettings) -> Decision
     if policy.resolve_delay > 0:
         hold = ctx.arrived_at + policy.resolve_delay
         if ctx.pending_update is not None:  # it goes first anyway (one key, in order)
-            hold = max(hold, ctx.pending_update.due_at)
+            hold = max(hold, _due(ctx.pending_update.held_until, ctx.pending_update.due_at))
     elif ctx.pending_update is not None:
         # No flap damping wanted: the held append goes now, the resolve right after it.
         flush = ctx.pending_update.row_id

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from bridge.config import StormSettings
 from bridge.models import Alert, AlertContext, CorrelationView, Decision, HeldOpen, OutboxItem, \
-    Outcome
+    Outcome, PendingCall
 
 # A storm row lists at most this many characters of lines: the PSA client cuts a summary at
 # `psa.summary_max_chars` (default 8000), and the occurrence note needs room too. A line is cut
@@ -174,4 +174,11 @@ def grouped(alert: Alert, ctx: AlertContext, policy: StormSettings) -> Decision:
                     storm_leave=storm.correlation_id, close_correlation=storm.correlation_id,
                     outbox=(OutboxItem("psa", storm.alert_key, data, "RESOLVED",
                                        storm.correlation_id,
-                                       not_before=pending.due_at if pending else None),))
+                                       not_before=_behind(pending)),))
+
+
+def _behind(pending: PendingCall | None) -> float | None:
+    """A storm ticket's RESOLVED goes after its held row (on the arrival clock)."""
+    if pending is None:
+        return None
+    return pending.held_until if pending.held_until is not None else pending.due_at

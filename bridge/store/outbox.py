@@ -47,7 +47,7 @@ class OutboxMixin:
                 " last_arrived_at, held_until) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (item.kind, item.ordering_key, message_ref, item.action, item.correlation_id,
                  json.dumps(item.payload), due, now, now, arrived_at, arrived_at,
-                 item.not_before))
+                 item.not_before if item.not_before is not None else arrived_at))
             row_id = int(cur.lastrowid)
             self._event(conn, "queued", message_ref, item.ordering_key if item.kind != "smtp"
                         else None, None, {"outbox": row_id, "kind": item.kind,
@@ -127,7 +127,12 @@ class OutboxMixin:
                                " ('pending','in_flight')"))
 
     def next_outbox_due(self) -> float | None:
-        return self.scalar("SELECT min(next_attempt_at) FROM outbox WHERE state='pending'")
+        """When the next row can go: the earliest due head of a key. A row due behind a held
+        row of its key (an append behind a held OPEN) cannot go before that one does."""
+        return self.scalar(
+            "SELECT min(o.next_attempt_at) FROM outbox o WHERE o.state='pending' AND NOT EXISTS"
+            " (SELECT 1 FROM outbox p WHERE p.ordering_key=o.ordering_key AND p.kind=o.kind"
+            "  AND p.id < o.id AND p.state IN ('pending','in_flight'))")
 
     def outbox_rows(self, states: tuple[str, ...] = ("pending", "in_flight", "dead"),
                     limit: int = 500) -> list[dict[str, Any]]:

@@ -128,9 +128,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outbox_unfinished_key ON outbox(ordering_key, kind, id)
         WHERE state IN ('pending', 'in_flight');
     """,
-    # 6: the hold a decision gave an outbox row (arrival time + group wait, minimum duration,
-    # resolve delay), kept apart from next_attempt_at, which retries and `--flush` move: whether
-    # a recovery damps a held OPEN, or a storm takes it over, is judged on arrival time.
+    # 6: when a decision meant an outbox row to go, on the arrival clock: the arrival time, or
+    # the end of its hold (group wait, minimum duration, coalescing window, resolve delay).
+    # Kept apart from next_attempt_at, which processing time, retries and `--flush` move:
+    # whether a recovery damps a held OPEN, or a storm takes it over, is judged on arrival time.
     """
     ALTER TABLE outbox ADD COLUMN held_until REAL;
     """,
