@@ -312,7 +312,7 @@ def prune(store: Store, retention_days: float, correlation_retention_days: float
                            " state='done' AND updated_at < ? LIMIT ?)", cut),
         "correlations_deleted": (
             "DELETE FROM correlations WHERE correlation_id IN (SELECT correlation_id FROM"
-            " correlations WHERE state IN ('closed','void')"
+            " correlations WHERE state IN ('closed','void','damped')"
             " AND coalesce(closed_at, last_seen_at) < ? LIMIT ?)", corr_cut),
     }
     counts: dict[str, int] = {}

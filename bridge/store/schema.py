@@ -132,6 +132,8 @@ MIGRATIONS: list[str] = [
     # the end of its hold (group wait, minimum duration, coalescing window, resolve delay).
     # Kept apart from next_attempt_at, which processing time, retries and `--flush` move:
     # whether a recovery damps a held OPEN, or a storm takes it over, is judged on arrival time.
+    # (No change of shape for it, but from here correlations.state may also be 'damped': a
+    # problem that healed before its held OPEN went out; it never was a ticket.)
     """
     ALTER TABLE outbox ADD COLUMN held_until REAL;
     """,
