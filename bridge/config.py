@@ -181,6 +181,8 @@ class StormSettings(Section):
     burst_threshold: int = Field(3, ge=1)
     burst_window: float = Field(30.0, gt=0)
     group_wait: float = Field(30.0, ge=0)
+    # The storm group: one storm ticket per account, or per account and product group.
+    storm_group: Literal["account", "product_group"] = "account"
     storm_product_group: str | None = None
     storm_alert_type: str | None = None
     reopen: Literal["new", "append"] = "new"

@@ -1,4 +1,5 @@
-"""Storm tickets: one ticket per account (the storm group) for a burst of new alerts.
+"""Storm tickets: one ticket per storm group (an account, or an account and product group,
+`storm_group`) for a burst of new alerts.
 
 Pure, like `decide.py`, which hands over here when a new alert belongs on a storm ticket
 (docs/storm.md, "Bursts and the storm ticket"). A storm ticket's summary is a compact list: a
@@ -25,12 +26,19 @@ RECOVERED = "Recovered"
 OWN_TICKETS = "Ticketed on their own before the storm"
 
 
-def storm_key(account_id: str) -> str:
-    return f"storm:{account_id}"
+def storm_key(account_id: str, product_group: str | None = None) -> str:
+    """The key of a storm group's ticket: `storm:<account>` (or `storm:<account>:<group>`)."""
+    return f"storm:{account_id}" + (f":{product_group}" if product_group else "")
 
 
-def storm_title(count: int, account_id: str) -> str:
-    return f"Alert storm: {count} alert{'s' if count != 1 else ''} for {account_id}"
+def group_of(alert: Alert, policy: StormSettings) -> str | None:
+    """The product group that is part of the alert's storm group, if storms are per group."""
+    return alert.product_group if policy.storm_group == "product_group" else None
+
+
+def storm_title(count: int, account_id: str, product_group: str | None = None) -> str:
+    what = f"{account_id} ({product_group})" if product_group else account_id
+    return f"Alert storm: {count} alert{'s' if count != 1 else ''} for {what}"
 
 
 def storm_line(alert_key: str, title: str, prefix: str = "", suffix: str = "") -> str:
@@ -96,14 +104,15 @@ def open_storm(alert: Alert, ctx: AlertContext, new_id: Callable[[], str],
                 for o in ctx.own_tickets]
     header = (f"[mailbridge] {why} within {policy.account_window:g} s: further new alerts of"
               f" {alert.account_id} are listed on this ticket until the storm subsides.")
-    cid, skey = new_id(), storm_key(alert.account_id)
+    group = group_of(alert, policy)
+    cid, skey = new_id(), storm_key(alert.account_id, group)
     # Sent when the first OPEN it took over would have gone, so the alerts that arrive
     # meanwhile are listed in it; a storm that starts without a burst goes at once.
     if absorbed:
         hold: float | None = min(h.due_at for h in absorbed)
     else:
         hold = t + policy.group_wait if burst and policy.group_wait > 0 else None
-    title = storm_title(count, alert.account_id)
+    title = storm_title(count, alert.account_id, group)
     items = [OutboxItem("psa", skey, _payload(alert.account_id, routing, title, summary),
                         "OPEN" if i == 0 else "UPDATE", cid, not_before=hold)
              for i, summary in enumerate(_pack(header, entries))]
@@ -122,7 +131,7 @@ def storm_append(alert: Alert, ctx: AlertContext, policy: StormSettings,
     pending = ctx.storm_pending_update
     join_id = storm.correlation_id if join else None
     size = ctx.storm_size + (1 if join else 0)
-    title = storm_title(size, alert.account_id)
+    title = storm_title(size, alert.account_id, group_of(alert, policy))
     routing = ctx.storm_routing or _routing(policy, alert.product_group, alert.alert_type)
     window = max(policy.coalesce_window, policy.account_window)
     if pending is not None and \
@@ -166,7 +175,8 @@ def grouped(alert: Alert, ctx: AlertContext, policy: StormSettings) -> Decision:
                                 f" open for {ctx.storm_members_open - 1} other alert(s)")
         return replace(d, storm_leave=storm.correlation_id)
     routing = ctx.storm_routing or _routing(policy, alert.product_group, alert.alert_type)
-    data = _payload(alert.account_id, routing, storm_title(ctx.storm_size, alert.account_id),
+    data = _payload(alert.account_id, routing,
+                    storm_title(ctx.storm_size, alert.account_id, group_of(alert, policy)),
                     f"Every grouped alert has recovered (last: {key}).")
     pending = ctx.storm_pending_update
     return Decision(reason=f"the last grouped alert recovered: resolves storm ticket"

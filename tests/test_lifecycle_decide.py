@@ -116,3 +116,12 @@ def test_a_big_takeover_is_split_into_rows_that_fit_a_summary():
     d = decide(alert(), ctx, new_id=lambda: "s", policy=POLICY)
     assert [i.action for i in d.outbox][:2] == ["OPEN", "UPDATE"]
     assert all(len(i.payload["summary"]) <= STORM_APPEND_CHARS for i in d.outbox)
+
+
+def test_storm_group_by_product_group_keys_and_titles_the_storm_ticket():
+    per_group = POLICY.model_copy(update={"storm_group": "product_group"})
+    ctx = AlertContext(1008.0, new_alerts_account=10, burst_alerts=9)
+    d = decide(alert(), ctx, new_id=lambda: "s", policy=per_group)
+    [item] = d.outbox
+    assert item.ordering_key == "storm:ACME-001:servers" and d.open_key == item.ordering_key
+    assert item.payload["title"] == "Alert storm: 1 alert for ACME-001 (servers)"

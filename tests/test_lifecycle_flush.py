@@ -1,5 +1,6 @@
 """`Store.flush_held()` — what `run --once --flush` calls between processing and delivery:
-held work goes now, work waiting to retry keeps its backoff (issue 15)."""
+held work goes now, work waiting to retry keeps its backoff (issue 15). And storm groups per
+account and product group, through the store."""
 
 from __future__ import annotations
 
@@ -42,3 +43,26 @@ async def test_flush_leaves_a_retry_backoff_alone(tmp_path, psa_sim):
         assert mb.store.flush_held() == 0
     finally:
         await mb.close()
+
+
+async def test_storms_per_product_group_keep_groups_apart(tmp_path, psa_sim):
+    # storm_group = "product_group": the storm ticket is keyed and titled by the account and
+    # the product group of its alerts, and its members record that group (which is what the
+    # burst and cap counts of a group are filtered on).
+    config = lifecycle_config(tmp_path, psa_sim, storm_group="product_group", account_cap=5)
+    mb = Mailbridge.from_config(config, now=T0)
+    try:
+        await mb.feed([nagios(f"h{i}", at=T0 + i) for i in range(12)], now=T0 + 12)
+        await mb.settle()
+        storms = mb.store.query("SELECT alert_key FROM correlations WHERE alert_key LIKE"
+                                " 'storm:%'")
+        groups = {r["product_group"] for r in mb.store.query(
+            "SELECT product_group FROM storm_members")}
+    finally:
+        await mb.close()
+    assert [r["alert_key"] for r in storms] == ["storm:ACME-001:servers"]
+    assert groups == {"servers"}
+    titles = sorted(t["title"] for t in psa_sim.tickets())
+    assert titles[0].startswith("Alert storm: ") and titles[0].endswith(
+        "alerts for ACME-001 (servers)")
+    assert len(titles) == 4  # three own tickets and the storm ticket

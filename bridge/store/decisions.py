@@ -14,7 +14,7 @@ from typing import Any
 
 from bridge.models import AlertContext, CorrelationView, Decision, HeldOpen, ListedAlert, \
     PendingCall
-from bridge.stormgroup import add_storm_line
+from bridge.stormgroup import add_storm_line, storm_key
 
 
 class DecisionsMixin:
@@ -56,6 +56,7 @@ class DecisionsMixin:
         now = self.clock()
         conn = self.conn
         meta = dict(alert_meta or {})
+        alert_group = meta.get("product_group")  # before a storm ticket's own routing
         d = decision
         if d.close_correlation:  # first: a stale ticket is closed before its successor opens
             conn.execute("UPDATE correlations SET state='closed', closed_at=? WHERE"
@@ -86,9 +87,11 @@ class DecisionsMixin:
             # A grouped key that recovered and fires again during the storm is open again, so
             # the storm ticket does not resolve while it is still failing.
             conn.execute("INSERT INTO storm_members (storm_id, alert_key, account_id, state,"
-                         " joined_at) VALUES (?,?,?,'open',?) ON CONFLICT (storm_id, alert_key)"
-                         " DO UPDATE SET state='open', joined_at=excluded.joined_at",
-                         (d.storm_join, d.alert_key, meta.get("account_id"), arrived_at))
+                         " joined_at, product_group) VALUES (?,?,?,'open',?,?) ON CONFLICT"
+                         " (storm_id, alert_key) DO UPDATE SET state='open',"
+                         " joined_at=excluded.joined_at",
+                         (d.storm_join, d.alert_key, meta.get("account_id"), arrived_at,
+                          alert_group))
         if d.storm_leave:
             conn.execute("UPDATE storm_members SET state='resolved' WHERE storm_id=? AND"
                          " alert_key=?", (d.storm_leave, d.alert_key))
@@ -166,9 +169,10 @@ class DecisionsMixin:
             self.conn.execute("DELETE FROM correlations WHERE correlation_id=?",
                               (h.correlation_id,))
             self.conn.execute(
-                "INSERT INTO storm_members (storm_id, alert_key, account_id, state, joined_at)"
-                " VALUES (?,?,?,'open',?) ON CONFLICT (storm_id, alert_key) DO UPDATE SET"
-                " state='open'", (storm, h.alert_key, account_id, h.arrived_at))
+                "INSERT INTO storm_members (storm_id, alert_key, account_id, state, joined_at,"
+                " product_group) VALUES (?,?,?,'open',?,?) ON CONFLICT (storm_id, alert_key)"
+                " DO UPDATE SET state='open'",
+                (storm, h.alert_key, account_id, h.arrived_at, h.product_group))
 
     def _cancel(self, row_id: int, by_message: int) -> None:
         """A pending resolve is cancelled by a re-fire (flap): its message is settled too."""
@@ -221,13 +225,14 @@ class DecisionsMixin:
     def _new_alert_context(self, alert: Any, t: float, policy: Any) -> dict[str, Any]:
         """Counts of new alert keys before this one, and the storm state of its account."""
         key, account = alert.alert_key, alert.account_id
+        group = alert.product_group if policy.storm_group == "product_group" else None
         ctx: dict[str, Any] = {"last_closed": self._last_closed(key)}
         # Windows end at this alert's arrival: alerts that arrived later but were processed
         # first (live mail before another mailbox's backlog) do not count.
-        ctx["new_alerts_account"] = self._new_keys(account, t - policy.account_window, t)
+        ctx["new_alerts_account"] = self._new_keys(account, t - policy.account_window, t, group)
         ctx["new_alerts_global"] = self._new_keys(None, t - policy.account_window, t)
-        ctx["burst_alerts"] = self._new_keys(account, t - policy.burst_window, t)
-        storm = self.open_correlation(f"storm:{account}")
+        ctx["burst_alerts"] = self._new_keys(account, t - policy.burst_window, t, group)
+        storm = self.open_correlation(storm_key(account, group))
         ctx["open_storm"] = storm
         if storm is not None:
             ctx |= self._storm_state(storm)
@@ -242,8 +247,9 @@ class DecisionsMixin:
                 " FROM outbox o JOIN correlations c ON c.correlation_id=o.correlation_id"
                 " WHERE o.kind='psa' AND o.action='OPEN' AND o.state='pending'"
                 " AND o.attempts=0 AND o.held_until>? AND c.account_id=? AND c.state='open'"
+                " AND coalesce(?, c.product_group) IS c.product_group"
                 " AND o.ordering_key NOT LIKE 'storm:%' ORDER BY o.first_arrived_at, o.id",
-                (t, account)).fetchall()
+                (t, account, group)).fetchall()
             ctx["held_opens"] = tuple(HeldOpen(r[0], r[1], r[2], r[3] or "", r[4] or "",
                                                r[5] or "", r[6] or t, r[7]) for r in rows)
             held = {r[2] for r in rows}
@@ -251,15 +257,21 @@ class DecisionsMixin:
                 ListedAlert(r[0], r[1] or "", r[2] or "", r[3]) for r in self.conn.execute(
                     "SELECT alert_key, title, alert_type, correlation_id FROM correlations"
                     " WHERE account_id=? AND opened_at>? AND opened_at<=? AND state='open'"
+                    " AND coalesce(?, product_group) IS product_group"
                     " AND alert_key NOT LIKE 'storm:%' ORDER BY opened_at",
-                    (account, t - policy.account_window, t)).fetchall()
+                    (account, t - policy.account_window, t, group)).fetchall()
                 if r[3] not in held)
         return ctx
 
-    def _new_keys(self, account: str | None, since: float, until: float) -> int:
-        """New alert keys (own tickets and keys grouped into a storm) in (since, until]."""
+    def _new_keys(self, account: str | None, since: float, until: float,
+                  group: str | None = None) -> int:
+        """New alert keys (own tickets and keys grouped into a storm) in (since, until], of an
+        account (and product group) or of all."""
         where = "account_id=? AND " if account is not None else ""
         args: list[Any] = [account] if account is not None else []
+        if group is not None:
+            where += "product_group=? AND "
+            args.append(group)
         return int(self.scalar(
             f"SELECT (SELECT count(*) FROM correlations WHERE {where}opened_at>? AND"
             f" opened_at<=? AND alert_key NOT LIKE 'storm:%') + (SELECT count(*) FROM"

@@ -134,7 +134,9 @@ MIGRATIONS: list[str] = [
     # whether a recovery damps a held OPEN, or a storm takes it over, is judged on arrival time.
     # (No change of shape for it, but from here correlations.state may also be 'damped': a
     # problem that healed before its held OPEN went out; it never was a ticket.)
+    # The product group of a storm member, for storms per account and product group.
     """
     ALTER TABLE outbox ADD COLUMN held_until REAL;
+    ALTER TABLE storm_members ADD COLUMN product_group TEXT;
     """,
 ]
