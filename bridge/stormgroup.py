@@ -100,7 +100,8 @@ def open_storm(alert: Alert, ctx: AlertContext, new_id: Callable[[], str],
     count = len(absorbed) + 1
     entries = [(h.alert_type, storm_line(h.alert_key, h.title)) for h in absorbed]
     entries.append((alert.alert_type, storm_line(key, alert.title)))
-    entries += [(OWN_TICKETS, storm_line(o.alert_key, o.title, suffix=f" (ticket {o.correlation_id})"))
+    entries += [(OWN_TICKETS, storm_line(o.alert_key, o.title,
+                                         suffix=f" (ticket {o.correlation_id})"))
                 for o in ctx.own_tickets]
     header = (f"[mailbridge] {why} within {policy.account_window:g} s: further new alerts of"
               f" {alert.account_id} are listed on this ticket until the storm subsides.")

@@ -42,7 +42,8 @@ def nagios_mail(subject: str, body: str = "") -> bytes:
         "\tdkim=pass header.d=monitor.msp.example header.s=mail2025;\r\n"
         "\tspf=pass smtp.mailfrom=nagios@monitor.msp.example\r\n"
         "From: Nagios <nagios@monitor.msp.example>\r\nTo: alerts@msp.example\r\n"
-        f"Subject: ** {subject} **\r\nMessage-ID: <life-e2e.{n}.{time.time()}@monitor.msp.example>\r\n"
+        f"Subject: ** {subject} **\r\n"
+        f"Message-ID: <life-e2e.{n}.{time.time()}@monitor.msp.example>\r\n"
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n"
         f"Auto-Submitted: auto-generated\r\n\r\n***** Nagios *****\r\n\r\n{subject}\r\n{body}\r\n"
     ).encode()
