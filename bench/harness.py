@@ -71,8 +71,8 @@ def make_config(tmp: Path, psa: SimulatorServer, dovecot: DovecotServer, bs: Ben
                         f"concurrency = {bs.concurrency}")
     if accounts is not None:
         text = re.sub(r'accounts = ".*"', f'accounts = "{accounts}"', text, count=1)
-    # Storm grouping needs a product group and alert type for storm tickets: the ones of
-    # config.example.toml (the code's defaults leave them unset, which turns grouping off).
+    # Storm tickets under the product group and alert type of config.example.toml (without
+    # them a storm ticket takes those of its first alert).
     storm_values = {"storm_product_group": "storm", "storm_alert_type": "Alert Storm"}
     storm_values |= bs.storm
     storm = "".join(f"{k} = {v!r}\n" if not isinstance(v, str) else f'{k} = "{v}"\n'

@@ -171,11 +171,20 @@ class RoutingSettings(Section):
 
 
 class StormSettings(Section):
+    """Storm control (docs/storm.md says why each default is what it is)."""
+
     coalesce_window: float = Field(300.0, ge=0)
-    resolve_delay: float = Field(0.0, ge=0)
+    resolve_delay: float = Field(120.0, ge=0)
     account_cap: int = Field(10, ge=1)
     account_window: float = Field(60.0, gt=0)
     global_cap: int = Field(100, ge=1)
+    # A group (account) bursts when more than `burst_threshold` new alerts arrived within
+    # `burst_window`; its further new alerts then wait `group_wait` so a storm can take them.
+    burst_threshold: int = Field(3, ge=1)
+    burst_window: float = Field(30.0, gt=0)
+    group_wait: float = Field(30.0, ge=0)
+    # The storm group: one storm ticket per account, or per account and product group.
+    storm_group: Literal["account", "product_group"] = "account"
     storm_product_group: str | None = None
     storm_alert_type: str | None = None
     reopen: Literal["new", "append"] = "new"

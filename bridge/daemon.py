@@ -128,7 +128,7 @@ class Bridge:
         while True:
             processed = await self.process_pending()
             if flush:
-                await self.store.run(self.sync_store.release_holds)
+                await self.store.run(self.sync_store.flush_held)
             sent = await self.delivery.drain() if deliver else 0
             if processed == 0 and sent == 0:
                 break

@@ -18,7 +18,8 @@ from bridge import views
 from bridge.audit import Redactor
 
 COLOURS = {"created": "#2e7d32", "appended": "#66bb6a", "resolved": "#1565c0",
-           "nothing-to-resolve": "#90caf9", "coalesced": "#7e57c2", "suppressed": "#8d6e63",
+           "nothing-to-resolve": "#90caf9", "coalesced": "#7e57c2", "damped": "#b39ddb",
+           "suppressed": "#8d6e63",
            "skipped": "#9e9e9e", "unmatched": "#f9a825", "regular": "#b0bec5", "xml": "#26a69a",
            "rejected": "#ef6c00", "quarantined": "#5d4037", "failed": "#c62828",
            "pending": "#607d8b", "staged": "#78909c", "processing": "#78909c"}

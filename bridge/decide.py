@@ -1,26 +1,30 @@
 """Alert key + correlation -> create, append or resolve, with storm control (SPEC §3.5).
 
 Pure: no I/O and no clock. `decide()` gets the alert, an `AlertContext` read by the caller in
-the same write transaction that records the result (open correlation, unsent calls of the key,
-recent new alerts of the account), and the storm policy. All windows are measured on the
-message's arrival time, so a backlog drained after an outage is judged as it happened.
+the same write transaction that records the result (open correlation, unsent calls of that
+correlation, recent new alerts of the account), and the storm policy. All windows are measured
+on the message's arrival time and are half-open ([first, first + window)), so a backlog drained
+after an outage is judged as it happened and a window of 0 holds and folds nothing.
 
 The rules, in the order they apply:
-1. An open correlation older than `max_open_age_days` is stale: it is closed, and this alert
-   is treated as new.
+1. An open correlation older than `max_open_age_days` is stale, and one whose held RESOLVED was
+   due before this alert arrived has (by arrival time) closed: either is closed now and this
+   alert is treated as new.
 2. A key grouped into a storm ticket appends to that ticket; its recovery is noted there, and
-   the storm ticket resolves when the last grouped key has recovered. A storm append lists at
-   most `STORM_APPEND_CHARS` characters of alert lines, so it is never cut at the summary
-   limit.
-3. RESOLVED: nothing open -> `nothing-to-resolve`; a resolve already waiting -> folded; else a
-   RESOLVED call, held `resolve_delay` seconds (flap damping).
-4. OPEN/UPDATE with a resolve waiting -> the resolve is cancelled (a flap) and this occurrence
-   appends. With an open ticket: an unsent append within `coalesce_window` takes this occurrence
-   (`coalesced`), else a new append is held for the window so later repeats fold into it.
-5. No open ticket: over the account's (or global) cap of new alerts per window -> grouped into
-   the account's storm ticket (opened if needed); else OPEN with a correlationId made here, so a
-   retried create names the same ticket. A key whose ticket closed before re-opens as a new
-   ticket that names the previous one (or appends to it, `reopen = "append"`).
+   the storm ticket resolves when the last grouped key has recovered (`stormgroup.py`).
+3. RESOLVED: nothing open -> `nothing-to-resolve`; the ticket's OPEN still held (minimum
+   duration, group wait) -> both mails `damped`, no ticket; a resolve of this ticket already
+   waiting -> folded; else a RESOLVED call, held `resolve_delay` seconds (flap damping).
+4. OPEN/UPDATE with this ticket's resolve waiting -> the resolve is cancelled (a flap) and this
+   occurrence appends. With an open ticket: an unsent append of it that started less than
+   `coalesce_window` ago takes this occurrence (`coalesced`), else a new append is held for the
+   window so later repeats fold into it.
+5. No open ticket: a new alert. Over the account's (or, in a burst, the global) cap, or in a
+   burst while the account's storm ticket is open -> listed on the storm ticket (opened if
+   needed, taking over the burst's held OPENs). Else OPEN with a correlationId made here, sent
+   at once — unless the account is in a burst (held `group_wait`) or the rule sets a minimum
+   duration (held that long). A key whose ticket closed before re-opens as a new ticket that
+   names the previous one (or appends to it, `reopen = "append"`).
 """
 
 from __future__ import annotations
@@ -31,19 +35,14 @@ from typing import Any, Callable
 
 from bridge.config import StormSettings
 from bridge.models import Alert, AlertContext, CorrelationView, Decision, OutboxItem, Outcome
+from bridge.stormgroup import STORM_APPEND_CHARS, STORM_LINE_CHARS, grouped, join_storm, storm_key
 
-# A storm append lists one line per grouped alert; the PSA client cuts a summary at
-# `psa.summary_max_chars` (default 8000). So one append takes at most this many lines of at most
-# this many characters (6.4k), and the next grouped alert starts a new append: a 500-alert storm
-# is listed in full over a dozen appends instead of being cut off after the first hundred.
-# A storm append lists its alerts up to this many characters of summary, so the list fits
-# the default 8000-character summary limit with room for the occurrence note; the next alert
-# starts the next append. Lines are cut at STORM_LINE_CHARS.
-STORM_APPEND_CHARS = 7000
-STORM_LINE_CHARS = 160
+__all__ = ["DEFAULT_POLICY", "STORM_APPEND_CHARS", "STORM_LINE_CHARS", "decide",
+           "new_correlation_id", "psa_data", "storm_key", "with_webhooks"]
 
+# The plain create / append / resolve table: no holds, no caps, no bursts.
 DEFAULT_POLICY = StormSettings(coalesce_window=0.0, resolve_delay=0.0, account_cap=10**9,
-                               global_cap=10**9)
+                               global_cap=10**9, burst_threshold=10**9)
 
 
 def new_correlation_id() -> str:
@@ -64,10 +63,6 @@ def psa_data(alert: Alert) -> dict[str, Any]:
     return data
 
 
-def storm_key(account_id: str) -> str:
-    return f"storm:{account_id}"
-
-
 def decide(alert: Alert, ctx: AlertContext | CorrelationView | None,
            new_id: Callable[[], str] = new_correlation_id,
            policy: StormSettings = DEFAULT_POLICY) -> Decision:
@@ -77,38 +72,59 @@ def decide(alert: Alert, ctx: AlertContext | CorrelationView | None,
         policy = policy.model_copy(update={"coalesce_window": alert.coalesce_window})
     t = ctx.arrived_at
     corr = ctx.open_correlation
-    stale: str | None = None
+    closing: str | None = None
+    note = ""
     if corr is not None and t - corr.opened_at > policy.max_open_age_days * 86400:
-        stale, corr = corr.correlation_id, None
+        closing, note = corr.correlation_id, (
+            f" (ticket {corr.correlation_id} was open longer than"
+            f" {policy.max_open_age_days:g} days: treated as stale)")
+        ctx = replace(ctx, open_correlation=None, pending_update=None, pending_resolve=None,
+                      held_open=None)
+    elif corr is not None and ctx.pending_resolve is not None and \
+            t >= _due(ctx.pending_resolve.held_until, ctx.pending_resolve.due_at):
+        # Its resolve was due before this mail arrived: by arrival time the ticket is closed,
+        # whether or not delivery has got round to it yet.
+        closing, note = corr.correlation_id, (
+            f" (ticket {corr.correlation_id} counts as closed: its resolve was due before"
+            f" this arrived)")
+        ctx = replace(ctx, open_correlation=None, pending_update=None, pending_resolve=None,
+                      held_open=None, last_closed=corr)
     if ctx.storm_of_key is not None:
-        return _grouped(alert, ctx, policy)
+        return grouped(alert, ctx, policy)
     if alert.status == "resolved":
-        d = _resolve(alert, ctx, corr, policy)
+        d = _resolve(alert, ctx, policy)
     else:
-        d = _fire(alert, ctx, corr, new_id, policy)
-    if stale and d.close_correlation is None:
-        d = replace(d, close_correlation=stale,
-                    reason=f"{d.reason} (ticket {stale} was open longer than"
-                           f" {policy.max_open_age_days:g} days: treated as stale)")
+        d = _fire(alert, ctx, new_id, policy)
+    if closing and d.close_correlation is None:
+        d = replace(d, close_correlation=closing, reason=d.reason + note)
     return d
 
 
-def _resolve(alert: Alert, ctx: AlertContext, corr: CorrelationView | None,
-             policy: StormSettings) -> Decision:
-    key = alert.alert_key
-    if ctx.pending_resolve is not None:
-        return Decision(outcome=Outcome.COALESCED, alert_key=key,
-                        fold_into=ctx.pending_resolve.row_id,
-                        reason="a resolve of this alert is already waiting: folded into it")
+def _due(held_until: float | None, due_at: float) -> float:
+    return held_until if held_until is not None else due_at
+
+
+def _resolve(alert: Alert, ctx: AlertContext, policy: StormSettings) -> Decision:
+    key, corr = alert.alert_key, ctx.open_correlation
     if corr is None:
         return Decision(outcome=Outcome.NOTHING_TO_RESOLVE, alert_key=key,
                         reason="resolved, but no open ticket for this alert: nothing sent")
     cid = corr.correlation_id
+    held = ctx.held_open  # its held_until is its arrival when it was not held
+    if held is not None and held.held_until is not None and ctx.arrived_at < held.held_until:
+        return Decision(outcome=Outcome.DAMPED, alert_key=key, damp=cid,
+                        reason=f"healed {ctx.arrived_at - corr.opened_at:g} s after it began,"
+                               " before its ticket was due (minimum duration or group wait):"
+                               " no ticket")
+    if ctx.pending_resolve is not None:
+        return Decision(outcome=Outcome.COALESCED, alert_key=key,
+                        fold_into=ctx.pending_resolve.row_id,
+                        reason=f"a resolve of ticket {cid} is already waiting: folded into it")
     hold = flush = None
     if policy.resolve_delay > 0:
         hold = ctx.arrived_at + policy.resolve_delay
         if ctx.pending_update is not None:  # it goes first anyway (one key, in order)
-            hold = max(hold, ctx.pending_update.due_at)
+            hold = max(hold, _due(ctx.pending_update.held_until, ctx.pending_update.due_at))
     elif ctx.pending_update is not None:
         # No flap damping wanted: the held append goes now, the resolve right after it.
         flush = ctx.pending_update.row_id
@@ -122,18 +138,18 @@ def _resolve(alert: Alert, ctx: AlertContext, corr: CorrelationView | None,
                     close_correlation=cid, flush_row=flush)
 
 
-def _fire(alert: Alert, ctx: AlertContext, corr: CorrelationView | None,
-          new_id: Callable[[], str], policy: StormSettings) -> Decision:
-    key, t = alert.alert_key, ctx.arrived_at
-    cancel, flap_note = None, ""
-    if ctx.pending_resolve is not None and corr is not None:
-        cancel = ctx.pending_resolve.row_id
-        flap_note = " (it fired again within the resolve delay: the pending resolve is" \
-                    " cancelled, the ticket stays open)"
+def _fire(alert: Alert, ctx: AlertContext, new_id: Callable[[], str],
+          policy: StormSettings) -> Decision:
+    key, t, corr = alert.alert_key, ctx.arrived_at, ctx.open_correlation
     if corr is not None:
         cid = corr.correlation_id
+        cancel, flap_note = None, ""
+        if ctx.pending_resolve is not None:
+            cancel = ctx.pending_resolve.row_id
+            flap_note = " (it fired again within the resolve delay: the pending resolve is" \
+                        " cancelled, the ticket stays open)"
         pending = ctx.pending_update
-        if pending is not None and t - pending.first_arrived_at <= policy.coalesce_window:
+        if pending is not None and t - pending.first_arrived_at < policy.coalesce_window:
             return Decision(outcome=Outcome.COALESCED, alert_key=key, fold_into=pending.row_id,
                             cancel_row=cancel,
                             reason=f"repeat within {policy.coalesce_window:g} s: folded into"
@@ -157,100 +173,44 @@ def _fire(alert: Alert, ctx: AlertContext, corr: CorrelationView | None,
         return Decision(reason=f"fired again after ticket {cid} closed: appends to it"
                         " (reopen = append)", alert_key=key, reopen=cid,
                         outbox=(OutboxItem("psa", key, data, "UPDATE", cid),))
+    return _new(alert, ctx, new_id, policy)
+
+
+def _new(alert: Alert, ctx: AlertContext, new_id: Callable[[], str],
+         policy: StormSettings) -> Decision:
+    """A new alert: its own ticket (at once, or held), or a line on the storm ticket."""
+    key, t = alert.alert_key, ctx.arrived_at
+    burst = ctx.burst_alerts >= policy.burst_threshold
     over_account = ctx.new_alerts_account >= policy.account_cap
-    over_global = ctx.new_alerts_global >= policy.global_cap
-    if (over_account or over_global) and policy.storm_product_group and policy.storm_alert_type:
-        return _join_storm(alert, ctx, new_id, policy,
-                           "account" if over_account else "global")
+    # The global cap only groups accounts that burst themselves: a quiet account's first
+    # alert is never held or grouped because others storm.
+    over_global = burst and ctx.new_alerts_global >= policy.global_cap
+    if over_account or over_global or (burst and ctx.open_storm is not None):
+        if over_account:
+            why = f"{ctx.new_alerts_account} new alerts for account {alert.account_id}"
+        elif over_global:
+            why = f"{ctx.new_alerts_global} new alerts overall"
+        else:
+            why = f"{ctx.burst_alerts} new alerts for account {alert.account_id} in a burst"
+        return join_storm(alert, ctx, new_id, policy, why, burst)
     cid = new_id()
     data = psa_data(alert)
     previous = ctx.last_closed.correlation_id if ctx.last_closed else None
     if previous:
         data["summary"] = f"{alert.summary}\n\n[mailbridge] This alert fired again after its" \
                           f" previous ticket (correlationId {previous}) was closed."
+    hold = max(alert.min_duration, policy.group_wait if burst else 0.0)
+    why_held = ""
+    if hold > 0:
+        why_held = (f"; held {hold:g} s (" + ("minimum duration" if hold == alert.min_duration
+                                              else f"a burst of {ctx.burst_alerts} new alerts"
+                                                   f" within {policy.burst_window:g} s: group"
+                                                   " wait") + ")")
     return Decision(reason="no open ticket for this alert: create one"
-                    + (f" (follows closed ticket {previous})" if previous else ""),
+                    + (f" (follows closed ticket {previous})" if previous else "") + why_held,
                     alert_key=key, open_correlation=cid, previous_id=previous,
-                    outbox=(OutboxItem("psa", key, data, "OPEN", cid),))
-
-
-def _storm_alert(alert: Alert, policy: StormSettings, title: str, summary: str) -> dict[str, Any]:
-    return {"title": title, "summary": summary, "alertType": policy.storm_alert_type,
-            "accountId": alert.account_id, "productGroup": policy.storm_product_group}
-
-
-def _storm_line(what: str, alert: Alert) -> str:
-    """One line of a storm ticket's list, cut so that a full append fits a summary."""
-    line = f"- {what} {alert.alert_key}: {alert.title}"
-    return line if len(line) <= STORM_LINE_CHARS else line[:STORM_LINE_CHARS - 1] + "…"
-
-
-def _join_storm(alert: Alert, ctx: AlertContext, new_id: Callable[[], str],
-                policy: StormSettings, which: str) -> Decision:
-    key = alert.alert_key
-    line = _storm_line(alert.status.upper(), alert)
-    storm = ctx.open_storm
-    why = (f"{ctx.new_alerts_account} new alerts for account {alert.account_id}"
-           if which == "account" else f"{ctx.new_alerts_global} new alerts overall")
-    if storm is None:
-        cid = new_id()
-        skey = storm_key(alert.account_id)
-        data = _storm_alert(alert, policy, f"Alert storm: {alert.account_id}",
-                            f"[mailbridge] {why} within {policy.account_window:g} s: further"
-                            f" alerts are grouped into this ticket until the storm subsides."
-                            f"\n\nGrouped alerts:\n{line}")
-        return Decision(reason=f"storm ({why}): opens storm ticket {cid} and groups {key}"
-                        " into it", alert_key=key, open_correlation=cid, open_key=skey,
-                        storm_join=cid, outbox=(OutboxItem("psa", skey, data, "OPEN", cid),))
-    return _storm_append(alert, ctx, policy, storm, line, join=True,
-                         reason=f"storm ({why}): {key} grouped into storm ticket"
-                                f" {storm.correlation_id}")
-
-
-def _storm_append(alert: Alert, ctx: AlertContext, policy: StormSettings,
-                  storm: CorrelationView, line: str, join: bool, reason: str) -> Decision:
-    key, skey = alert.alert_key, storm.alert_key
-    pending = ctx.storm_pending_update
-    join_id = storm.correlation_id if join else None
-    if pending is not None and \
-            pending.summary_chars + len(line) + 1 <= STORM_APPEND_CHARS and \
-            ctx.arrived_at - pending.first_arrived_at <= \
-            max(policy.coalesce_window, policy.account_window):
-        return Decision(outcome=Outcome.COALESCED, alert_key=key, fold_into=pending.row_id,
-                        fold_note=line, storm_join=join_id,
-                        reason=f"{reason}; folded into its waiting append")
-    data = _storm_alert(alert, policy, f"Alert storm: {alert.account_id}",
-                        f"Grouped alerts:\n{line}")
-    hold = ctx.arrived_at + max(policy.coalesce_window, 1.0)
-    return Decision(reason=reason, alert_key=key, storm_join=join_id,
-                    outbox=(OutboxItem("psa", skey, data, "UPDATE", storm.correlation_id,
-                                       not_before=hold),))
-
-
-def _grouped(alert: Alert, ctx: AlertContext, policy: StormSettings) -> Decision:
-    storm = ctx.storm_of_key
-    assert storm is not None
-    key = alert.alert_key
-    if alert.status != "resolved":
-        return _storm_append(alert, ctx, policy, storm,
-                             _storm_line(alert.status.upper(), alert), join=False,
-                             reason=f"{key} is grouped into storm ticket"
-                                    f" {storm.correlation_id}: appended there")
-    if ctx.storm_members_open > 1:
-        d = _storm_append(alert, ctx, policy, storm, _storm_line("RECOVERED", alert),
-                          join=False, reason=f"{key} recovered; storm ticket"
-                          f" {storm.correlation_id} stays open for"
-                          f" {ctx.storm_members_open - 1} other alert(s)")
-        return replace(d, storm_leave=storm.correlation_id)
-    data = _storm_alert(alert, policy, f"Alert storm: {alert.account_id}",
-                        f"Every grouped alert has recovered (last: {key}).")
-    return Decision(reason=f"the last grouped alert recovered: resolves storm ticket"
-                    f" {storm.correlation_id}", alert_key=key,
-                    storm_leave=storm.correlation_id, close_correlation=storm.correlation_id,
-                    outbox=(OutboxItem("psa", storm.alert_key, data, "RESOLVED",
-                                       storm.correlation_id, not_before=(
-                                           ctx.storm_pending_update.due_at
-                                           if ctx.storm_pending_update else None)),))
+                    outbox=(OutboxItem("psa", key, data, "OPEN", cid,
+                                       not_before=t + hold if hold > 0 else None),))
 
 
 def with_webhooks(decision: Decision, alert: Alert, targets: list[str]) -> Decision:
@@ -264,7 +224,8 @@ def with_webhooks(decision: Decision, alert: Alert, targets: list[str]) -> Decis
                   "status": item.action, "alert_key": alert.alert_key,
                   "correlation_id": item.correlation_id, "device": alert.device or ""}
         for name in targets:
+            # Held as its PSA call is, so a damped or grouped alert notifies nobody.
             extra.append(OutboxItem("webhook", f"webhook:{name}:{alert.alert_key}",
                                     {"target": name, "fields": fields}, item.action,
-                                    item.correlation_id))
+                                    item.correlation_id, not_before=item.not_before))
     return replace(decision, outbox=decision.outbox + tuple(extra)) if extra else decision

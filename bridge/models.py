@@ -20,6 +20,7 @@ class Outcome(str, enum.Enum):
     RESOLVED = "resolved"
     NOTHING_TO_RESOLVE = "nothing-to-resolve"
     COALESCED = "coalesced"
+    DAMPED = "damped"
     SUPPRESSED = "suppressed"
     SKIPPED = "skipped"
     UNMATCHED = "unmatched"
@@ -152,6 +153,7 @@ class Alert:
     device: str | None = None
     ticket_ref: str | None = None  # the monitoring tool's own ticket number (ATES TicketID)
     coalesce_window: float | None = None  # the rule's own window; None: the global one
+    min_duration: float = 0.0  # the rule's minimum duration before a problem opens a ticket
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,33 @@ class PendingCall:
     due_at: float
     message_ref: int | None = None
     summary_chars: int = 0  # length of its summary so far (a storm append's list grows)
+    correlation_id: str | None = None
+    held_until: float | None = None  # the hold decided for it (arrival time + delay), if any
+
+
+@dataclass(frozen=True)
+class HeldOpen:
+    """A new alert's OPEN still held (group wait of a burst, or a minimum duration): a storm
+    that starts before it falls due takes it over, and the storm ticket lists it."""
+
+    row_id: int
+    alert_key: str
+    correlation_id: str
+    title: str
+    alert_type: str
+    product_group: str
+    arrived_at: float
+    due_at: float
+
+
+@dataclass(frozen=True)
+class ListedAlert:
+    """An alert a storm ticket lists without owning it (it got its own ticket before)."""
+
+    alert_key: str
+    title: str
+    alert_type: str
+    correlation_id: str
 
 
 @dataclass(frozen=True)
@@ -228,6 +257,12 @@ class AlertContext:
     storm_pending_update: PendingCall | None = None  # unsent append to that storm ticket
     new_alerts_account: int = 0                      # new alert keys of the account in window
     new_alerts_global: int = 0
+    burst_alerts: int = 0                            # new alert keys of the group in burst_window
+    held_open: PendingCall | None = None             # this key's OPEN, not sent yet
+    held_opens: tuple[HeldOpen, ...] = ()            # the group's OPENs still held (bursts)
+    own_tickets: tuple[ListedAlert, ...] = ()        # the group's own tickets in account_window
+    storm_size: int = 0                              # keys listed on the storm ticket so far
+    storm_routing: tuple[str, str] | None = None     # its (product group, alert type)
 
 
 @dataclass(frozen=True)
@@ -255,3 +290,7 @@ class Decision:
     storm_leave: str | None = None         # storm correlationId this alert key recovered in
     reopen: str | None = None              # a closed correlationId appended to again
     previous_id: str | None = None         # the closed ticket a new one follows
+    fold_section: str | None = None        # the storm list section fold_note belongs in
+    fold_title: str | None = None          # a new title for the row folded into (storm count)
+    damp: str | None = None                # correlationId whose unsent calls are damped
+    absorb: tuple[HeldOpen, ...] = ()      # held OPENs the storm ticket opened here takes over

@@ -9,7 +9,9 @@ from tests.helpers import SAMPLES, cli, outcomes, write_config
 
 @pytest.fixture
 def config(tmp_path, psa_sim, smtp_sink):
-    return write_config(tmp_path, psa_sim, smtp_port=smtp_sink.port)
+    # A recovery closes its ticket at once: no flap damping (default 120 s since issue 15).
+    return write_config(tmp_path, psa_sim, smtp_port=smtp_sink.port,
+                        extra="\n[storm]\nresolve_delay = 0.0\n")
 
 
 def ingest(config, name_or_bytes):

@@ -94,11 +94,11 @@ async def test_sighup_applies_every_reloadable_setting(tmp_path, dovecot, psa_si
             # Storm windows: a repeat now waits in a 99 s window instead of going at once.
             dovecot.append(zabbix(2).replace(b"Message-ID: <", b"Message-ID: <again."),
                            folder="Alerts")
-            await until(lambda: any(row["action"] == "UPDATE" for row in
-                                    r.bridge.sync_store.outbox_rows(("pending",))),
+            await until(lambda: any(row["action"] == "UPDATE" and row["kind"] == "psa"
+                                    for row in r.bridge.sync_store.outbox_rows(("pending",))),
                         what="the held append")
             [held] = [row for row in r.bridge.sync_store.outbox_rows(("pending",))
-                      if row["action"] == "UPDATE"]
+                      if row["action"] == "UPDATE" and row["kind"] == "psa"]
             assert held["next_attempt_at"] > time.time() + 60
             # SMTP host/port: a forward reaches the new server only.
             dovecot.append(sample("20-regular-human.eml"), folder="Alerts")

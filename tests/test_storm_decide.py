@@ -55,14 +55,14 @@ def test_resolve_waits_behind_a_held_append():
 
 
 def test_fire_within_resolve_delay_cancels_the_resolve():
-    ctx = AlertContext(2050.0, corr(), pending_resolve=pending("RESOLVED", row=9))
+    ctx = AlertContext(2050.0, corr(), pending_resolve=pending("RESOLVED", due=2120.0, row=9))
     d = decide(alert(), ctx, policy=POLICY)
     assert d.cancel_row == 9 and d.outbox[0].action == "UPDATE"
     assert "flapping" in d.outbox[0].payload["summary"]
 
 
 def test_second_resolve_folds_into_the_waiting_one():
-    ctx = AlertContext(2050.0, corr(), pending_resolve=pending("RESOLVED", row=9))
+    ctx = AlertContext(2050.0, corr(), pending_resolve=pending("RESOLVED", due=2120.0, row=9))
     d = decide(alert("resolved"), ctx, policy=POLICY)
     assert d.outcome is Outcome.COALESCED and d.fold_into == 9
 

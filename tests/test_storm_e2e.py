@@ -175,7 +175,10 @@ def history(ticket: dict[str, Any]) -> list[str]:
 # -- 1. a site outage: 500 alerts for one account within a minute ---------------------------------
 
 
-async def test_500_alerts_in_a_minute_make_cap_plus_one_storm_ticket(make_rig, psa_sim):
+async def test_500_alerts_in_a_minute_make_three_tickets_and_one_storm_ticket(make_rig, psa_sim):
+    # Issue 15: a burst is grouped early. The first `burst_threshold` (3) new alerts get their
+    # own tickets at once; the next ones wait `group_wait` and, when the account cap is reached,
+    # the storm ticket takes them over. (Before: account_cap single tickets + 1 storm ticket.)
     rig = make_rig(account_cap=10, account_window=60.0, coalesce_window=300.0)
     hosts = [f"host{i:03d}" for i in range(500)]
     ids = await rig.feed(*(rig.nagios(h, at=T0 + i * 0.1) for i, h in enumerate(hosts)),
@@ -183,26 +186,30 @@ async def test_500_alerts_in_a_minute_make_cap_plus_one_storm_ticket(make_rig, p
     await rig.settle()
 
     tickets = psa_sim.tickets()
-    assert len(tickets) == 11  # account_cap individual tickets + 1 storm ticket
+    assert len(tickets) == 4  # burst_threshold individual tickets + 1 storm ticket
     [storm] = [t for t in tickets if t["productGroup"] == "storm"]
     assert storm["alertType"] == "Alert Storm" and storm["accountId"] == "ACME-001"
+    assert storm["title"].startswith("Alert storm: ") and storm["title"].endswith(
+        " alerts for ACME-001")
     assert sorted(t["title"] for t in tickets if t is not storm) == \
-        sorted(f"HTTP on {h} is CRITICAL" for h in hosts[:10])
-    # The storm ticket lists every grouped alert key.
+        sorted(f"HTTP on {h} is CRITICAL" for h in hosts[:3])
+    # The storm ticket lists every alert key of the burst, those with tickets of their own too.
     text = "\n".join(h["summary"] for h in storm["history"])
-    missing = [h for h in hosts[10:] if key(h) not in text]
-    assert not missing, f"{len(missing)} grouped keys are not listed, e.g. {missing[:3]}"
-    # One line per grouped key, at most STORM_APPEND_CHARS of lines per append, so that no
-    # append is cut at the summary limit: the opener is in the OPEN, 489 keys in the appends.
+    missing = [h for h in hosts if key(h) not in text]
+    assert not missing, f"{len(missing)} keys are not listed, e.g. {missing[:3]}"
+    # One line per key, at most STORM_APPEND_CHARS of lines per call, so nothing is cut at the
+    # summary limit.
     updates = history(storm)[1:]
-    assert history(storm)[0] == "OPEN" and set(updates) == {"UPDATE"}
-    line = len(text) // 490
-    assert len(updates) <= math.ceil(489 * line / (STORM_APPEND_CHARS - 200)) + 1
+    assert history(storm)[0] == "OPEN" and set(updates) <= {"UPDATE"}
+    line = len(text) // 500
+    assert len(updates) + 1 <= math.ceil(500 * line / (STORM_APPEND_CHARS - 200)) + 1
     assert all(len(h["summary"]) <= rig.settings.psa.summary_max_chars
                for h in storm["history"])
+    assert len(psa_sim.calls()) <= 3 + 1 + len(updates)
 
     outcomes = rig.outcomes(ids)
-    assert outcomes[:10] == ["created"] * 10
+    assert outcomes[:3] == ["created"] * 3
+    assert outcomes[3:10] == ["coalesced"] * 7  # held, then taken over by the storm ticket
     assert outcomes[10] == "created"  # the message that opened the storm ticket
     assert set(outcomes[11:]) <= {"coalesced", "appended"}
     # Every grouping decision is an event that names the storm ticket.
@@ -211,20 +218,23 @@ async def test_500_alerts_in_a_minute_make_cap_plus_one_storm_ticket(make_rig, p
     assert {e["detail"]["storm"] for e in grouped} == {storm["correlationId"]}
     assert {e["alert_key"] for e in grouped} == {key(h) for h in hosts[10:]}
     assert all("storm" in e["detail"]["reason"] for e in grouped)
-    assert rig.store.scalar("SELECT count(*) FROM storm_members WHERE state='open'") == 490
+    taken = rig.events("grouped")
+    assert {e["alert_key"] for e in taken if e["alert_key"].startswith("nagios:")} == \
+        {key(h) for h in hosts[3:10]}
+    assert rig.store.scalar("SELECT count(*) FROM storm_members WHERE state='open'") == 497
 
-    # Later, every alert recovers: the ten tickets close on their own; recoveries of grouped
+    # Later, every alert recovers: the three tickets close on their own; recoveries of grouped
     # keys append to the storm ticket, which resolves once the last of them has recovered.
     later = T0 + 3600
     await rig.feed(*(rig.nagios(h, kind="RECOVERY", at=later + i * 0.1)
                      for i, h in enumerate(hosts)), now=later + 50)
     await rig.settle()
     tickets = {t["correlationId"]: t for t in psa_sim.tickets()}
-    assert len(tickets) == 11 and all(t["status"] == "closed" for t in tickets.values())
+    assert len(tickets) == 4 and all(t["status"] == "closed" for t in tickets.values())
     storm = tickets[storm["correlationId"]]
     assert history(storm)[-1] == "RESOLVED" and history(storm).count("RESOLVED") == 1
     recovered = "\n".join(h["summary"] for h in storm["history"][1:-1])
-    assert all(f"RECOVERED {key(h)}" in recovered for h in hosts[10:-1])
+    assert all(f"RECOVERED {key(h)}" in recovered for h in hosts[3:-1])
     assert key(hosts[-1]) in storm["history"][-1]["summary"]  # the last one closes it
     assert rig.store.scalar("SELECT count(*) FROM storm_members WHERE state='open'") == 0
     assert rig.store.scalar("SELECT count(*) FROM correlations WHERE state='open'") == 0
@@ -240,8 +250,10 @@ async def test_global_cap_is_the_last_guard_across_accounts(make_rig, psa_sim):
     await rig.settle()
     tickets = psa_sim.tickets()
     storms = [t for t in tickets if t["productGroup"] == "storm"]
-    # global_cap individual tickets, then one storm ticket per account that kept alerting.
-    assert len(tickets) - len(storms) == 15
+    # Each account's first burst_threshold (3) alerts get tickets at once; its next ones are
+    # held for group_wait, and once global_cap (15) new alerts arrived overall, one storm ticket
+    # per account that kept alerting takes them over. (Before issue 15: 15 individual tickets.)
+    assert len(tickets) - len(storms) == 9
     assert sorted(t["accountId"] for t in storms) == sorted(groups.values())
     grouped = [e for e in rig.events("decided") if e["detail"].get("storm")]
     assert len(grouped) == 60 - 15
@@ -369,7 +381,7 @@ async def test_fail_repeat_recover_is_one_create_bounded_appends_one_close(
                       h["summary"])
         assert m, h["summary"]
         covered.append(int(m.group(1)))
-    assert covered == [6, 4]  # 09:01..09:06, then 09:07..09:10
+    assert covered == [5, 5]  # [09:01, 09:06), then [09:06, 09:11): windows are half-open
     out = rig.outcomes(ids)
     assert out[0] == "created" and out[-1] == "resolved"
     assert out.count("appended") == len(appends)

@@ -54,7 +54,9 @@ async def run_once(config) -> int:
 
 @pytest.fixture
 def config(tmp_path, dovecot, psa_sim, smtp_sink):
-    return write_config(tmp_path, psa_sim, smtp_port=smtp_sink.port, extra=XML_CONFIG,
+    # A resolve closes its ticket at once: no flap damping (default 120 s since issue 15).
+    return write_config(tmp_path, psa_sim, smtp_port=smtp_sink.port,
+                        extra=XML_CONFIG + "\n[storm]\nresolve_delay = 0.0\n",
                         imap=imap_section(dovecot))
 
 

@@ -114,4 +114,4 @@ def build_alert(rule: DetectRule, view: MessageView, account: Account,
                  summary=cut_tokens(rule.summary.render(fields), secrets).strip(),
                  device=device or None,
                  ticket_ref=view.token_value("ticket_id"),
-                 coalesce_window=rule.coalesce_window)
+                 coalesce_window=rule.coalesce_window, min_duration=rule.min_duration)

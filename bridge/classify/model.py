@@ -133,7 +133,8 @@ class DetectRule(Rule):
     Status: `open`, `resolved`, `update` phrase lists (each replaces the global one) searched
     in `status_in` = "subject" (default), "body" or "both". `require_authentication = true`
     rejects mail whose sender is not authenticated. `coalesce_window` (seconds) overrides the
-    global coalescing window of `[storm]` for this rule's alerts.
+    global coalescing window of `[storm]` for this rule's alerts; `min_duration` (seconds) holds
+    a new problem that long before it opens a ticket, and a recovery within it opens nothing.
     """
 
     NAME: ClassVar[str] = "detect"
@@ -154,6 +155,7 @@ class DetectRule(Rule):
         "status_in": "where status phrases are searched: subject (default), body, both",
         "require_authentication": "true: reject mail whose sender is not authenticated",
         "coalesce_window": "seconds: repeats within it become one append (default: [storm])",
+        "min_duration": "seconds a problem must last before it opens a ticket (default 0)",
     }
     matcher: Matcher = Matcher()
     product_group: str = ""
@@ -170,6 +172,7 @@ class DetectRule(Rule):
     status_in: str = "subject"
     require_authentication: bool = False
     coalesce_window: float | None = None
+    min_duration: float = 0.0
 
     def index_keys(self) -> tuple[str, tuple[str, ...]] | None:
         return self.matcher.index_keys()
@@ -194,7 +197,8 @@ class DetectRule(Rule):
             body_regex=r.regexes("body_regex"), status=rule_status, own_status=own,
             status_in=r.choice("status_in", ("subject", "body", "both"), "subject"),
             require_authentication=r.flag("require_authentication"),
-            coalesce_window=r.seconds("coalesce_window"))
+            coalesce_window=r.seconds("coalesce_window"),
+            min_duration=r.seconds("min_duration") or 0.0)
 
 
 @dataclass(frozen=True)

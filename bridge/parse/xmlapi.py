@@ -54,8 +54,8 @@ _NOT_XML_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\ufff
 
 # Outcomes an action can be reported with: the message outcomes of SPEC §3.8 that apply to one
 # alert, plus "pending" (queued; the PSA has not answered yet).
-OUTCOMES = ("created", "appended", "resolved", "nothing-to-resolve", "coalesced", "suppressed",
-            "pending", "failed", "rejected")
+OUTCOMES = ("created", "appended", "resolved", "nothing-to-resolve", "coalesced", "damped",
+            "suppressed", "pending", "failed", "rejected")
 _FAILED = {"failed", "rejected"}
 
 

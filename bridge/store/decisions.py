@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge.models import AlertContext, CorrelationView, Decision, PendingCall
+from bridge.models import AlertContext, CorrelationView, Decision, HeldOpen, ListedAlert, \
+    PendingCall
+from bridge.stormgroup import add_storm_line, storm_key
 
 
 class DecisionsMixin:
@@ -54,6 +56,7 @@ class DecisionsMixin:
         now = self.clock()
         conn = self.conn
         meta = dict(alert_meta or {})
+        alert_group = meta.get("product_group")  # before a storm ticket's own routing
         d = decision
         if d.close_correlation:  # first: a stale ticket is closed before its successor opens
             conn.execute("UPDATE correlations SET state='closed', closed_at=? WHERE"
@@ -84,14 +87,20 @@ class DecisionsMixin:
             # A grouped key that recovered and fires again during the storm is open again, so
             # the storm ticket does not resolve while it is still failing.
             conn.execute("INSERT INTO storm_members (storm_id, alert_key, account_id, state,"
-                         " joined_at) VALUES (?,?,?,'open',?) ON CONFLICT (storm_id, alert_key)"
-                         " DO UPDATE SET state='open', joined_at=excluded.joined_at",
-                         (d.storm_join, d.alert_key, meta.get("account_id"), arrived_at))
+                         " joined_at, product_group) VALUES (?,?,?,'open',?,?) ON CONFLICT"
+                         " (storm_id, alert_key) DO UPDATE SET state='open',"
+                         " joined_at=excluded.joined_at",
+                         (d.storm_join, d.alert_key, meta.get("account_id"), arrived_at,
+                          alert_group))
         if d.storm_leave:
             conn.execute("UPDATE storm_members SET state='resolved' WHERE storm_id=? AND"
                          " alert_key=?", (d.storm_leave, d.alert_key))
+        if d.absorb:
+            self._absorb(d, message_ref, meta.get("account_id"))
+        if d.damp:
+            self._damp(d.damp, message_ref)
         if d.fold_into is not None:
-            self._fold(d.fold_into, arrived_at, d.fold_note)
+            self._fold(d.fold_into, arrived_at, d.fold_note, d.fold_section, d.fold_title)
         if d.cancel_row is not None:
             self._cancel(d.cancel_row, message_ref)
         if d.flush_row is not None:
@@ -106,7 +115,8 @@ class DecisionsMixin:
                           " correlations WHERE alert_key=? AND state='open'", [alert_key])
         return rows[0] if rows else None
 
-    def _fold(self, row_id: int, arrived_at: float, note: str | None) -> None:
+    def _fold(self, row_id: int, arrived_at: float, note: str | None,
+              section: str | None = None, title: str | None = None) -> None:
         conn = self.conn
         conn.execute("UPDATE outbox SET occurrences=occurrences+1,"
                      " last_arrived_at=max(coalesce(last_arrived_at, ?), ?),"
@@ -116,8 +126,53 @@ class DecisionsMixin:
         if note:
             payload = json.loads(self.scalar("SELECT payload FROM outbox WHERE id=?",
                                              (row_id,)) or "{}")
-            payload["summary"] = f"{payload.get('summary', '')}\n{note}"
+            summary = str(payload.get("summary", ""))
+            payload["summary"] = add_storm_line(summary, section, note) if section \
+                else f"{summary}\n{note}"
+            if title:
+                payload["title"] = title
             conn.execute("UPDATE outbox SET payload=? WHERE id=?", (json.dumps(payload), row_id))
+
+    def _settle_unsent(self, cid: str, outcome: str, reason: str, by_message: int,
+                       event: str) -> None:
+        """The unsent calls of a correlation (PSA and webhook mirrors) are dropped and their
+        waiting messages end with `outcome`: the ticket is never created."""
+        conn = self.conn
+        rows = conn.execute("SELECT id, message_ref, ordering_key FROM outbox WHERE"
+                            " correlation_id=? AND state='pending'", (cid,)).fetchall()
+        now = self.clock()
+        for row_id, message, okey in rows:
+            conn.execute("UPDATE outbox SET state='done', result=?, updated_at=? WHERE id=?",
+                         (json.dumps({event: reason}), now, row_id))
+            if message is not None and message != by_message:
+                conn.execute("UPDATE messages SET state='done', outcome=?, reason=?,"
+                             " updated_at=? WHERE id=? AND state='pending'",
+                             (outcome, reason, now, message))
+            self._event(conn, event, message, okey, outcome,
+                        {"outbox": row_id, "by_message": by_message, "reason": reason})
+
+    def _damp(self, cid: str, by_message: int) -> None:
+        """A problem healed before its held OPEN went out: no ticket, both mails `damped`."""
+        self._settle_unsent(cid, "damped", f"the problem healed (message {by_message}) before"
+                            " its ticket was due: no ticket", by_message, "damped")
+        self.conn.execute("UPDATE correlations SET state='damped', closed_at=opened_at WHERE"
+                          " correlation_id=?", (cid,))
+
+    def _absorb(self, d: Decision, by_message: int, account_id: str | None) -> None:
+        """A storm ticket takes over the burst's held OPENs: each key is listed on it (a
+        storm member since its own arrival) instead of getting a ticket of its own."""
+        storm = d.open_correlation or d.storm_join
+        for h in d.absorb:
+            self._settle_unsent(h.correlation_id, "coalesced",
+                                f"a burst: listed on storm ticket {storm} instead of a ticket"
+                                " of its own", by_message, "grouped")
+            self.conn.execute("DELETE FROM correlations WHERE correlation_id=?",
+                              (h.correlation_id,))
+            self.conn.execute(
+                "INSERT INTO storm_members (storm_id, alert_key, account_id, state, joined_at,"
+                " product_group) VALUES (?,?,?,'open',?,?) ON CONFLICT (storm_id, alert_key)"
+                " DO UPDATE SET state='open'",
+                (storm, h.alert_key, account_id, h.arrived_at, h.product_group))
 
     def _cancel(self, row_id: int, by_message: int) -> None:
         """A pending resolve is cancelled by a re-fire (flap): its message is settled too."""
@@ -130,6 +185,11 @@ class DecisionsMixin:
                  " resolve delay"
         conn.execute("UPDATE outbox SET state='done', result=?, updated_at=? WHERE id=?",
                      (json.dumps({"cancelled": reason}), self.clock(), row_id))
+        # Its webhook mirrors wait as it did: they are cancelled with it.
+        conn.execute("UPDATE outbox SET state='done', result=?, updated_at=? WHERE"
+                     " kind='webhook' AND action='RESOLVED' AND state='pending' AND"
+                     " correlation_id=(SELECT correlation_id FROM outbox WHERE id=?)",
+                     (json.dumps({"cancelled": reason}), self.clock(), row_id))
         conn.execute("UPDATE messages SET state='done', outcome='coalesced', reason=?,"
                      " updated_at=? WHERE id=? AND state='pending'",
                      (reason, self.clock(), row[0]))
@@ -138,55 +198,113 @@ class DecisionsMixin:
                     {"outbox": row_id, "by_message": by_message, "reason": reason})
 
     def alert_context(self, alert: Any, arrived_at: float, policy: Any) -> AlertContext:
-        """What decide() needs to know about an alert key, read in the deciding transaction."""
+        """What decide() needs to know about an alert key, read in the deciding transaction.
+        Unsent calls are those of the key's open correlation only: a heal never folds into
+        the pending resolve of an earlier ticket of the same key."""
         key = alert.alert_key
         corr = self.open_correlation(key)
-        storm_of_key = None
+        cid = corr.correlation_id if corr else None
+        ctx: dict[str, Any] = {"arrived_at": arrived_at, "open_correlation": corr}
+        if cid is not None:
+            ctx["pending_update"] = self._pending(key, ("UPDATE",), cid)
+            ctx["pending_resolve"] = self._pending(key, ("RESOLVED",), cid)
+            ctx["held_open"] = self._pending(key, ("OPEN",), cid, unsent=True)
         sid = self.scalar("SELECT m.storm_id FROM storm_members m JOIN correlations c ON"
                           " c.correlation_id=m.storm_id WHERE m.alert_key=? AND m.state='open'"
                           " AND c.state='open' LIMIT 1", (key,))
         if sid:
             storm_of_key = self._correlation_view(sid)
-        ctx: dict[str, Any] = {
-            "arrived_at": arrived_at, "open_correlation": corr,
-            "pending_update": self._pending(key, "UPDATE"),
-            "pending_resolve": self._pending(key, "RESOLVED"),
-            "storm_of_key": storm_of_key,
-        }
-        if storm_of_key is not None:
+            ctx["storm_of_key"] = storm_of_key
             ctx["storm_members_open"] = int(self.scalar(
                 "SELECT count(*) FROM storm_members WHERE storm_id=? AND state='open'", (sid,)))
-            ctx["storm_pending_update"] = self._pending(storm_of_key.alert_key, "UPDATE")
+            ctx |= self._storm_state(storm_of_key)
         elif corr is None and alert.status != "resolved":
-            ctx["last_closed"] = self._last_closed(key)
-            # The window ends at this alert's arrival: alerts that arrived later but were
-            # processed first (live mail before another mailbox's backlog) do not count.
-            since = arrived_at - policy.account_window
-            ctx["new_alerts_account"] = int(self.scalar(
-                "SELECT (SELECT count(*) FROM correlations WHERE account_id=? AND opened_at>?"
-                " AND opened_at<=? AND alert_key NOT LIKE 'storm:%') + (SELECT count(*) FROM"
-                " storm_members WHERE account_id=? AND joined_at>? AND joined_at<=?)",
-                (alert.account_id, since, arrived_at, alert.account_id, since, arrived_at)))
-            ctx["new_alerts_global"] = int(self.scalar(
-                "SELECT (SELECT count(*) FROM correlations WHERE opened_at>? AND opened_at<=?"
-                " AND alert_key NOT LIKE 'storm:%') + (SELECT count(*) FROM storm_members"
-                " WHERE joined_at>? AND joined_at<=?)", (since, arrived_at, since, arrived_at)))
-            storm = self.open_correlation(f"storm:{alert.account_id}")
-            ctx["open_storm"] = storm
-            if storm is not None:
-                ctx["storm_pending_update"] = self._pending(storm.alert_key, "UPDATE")
+            ctx |= self._new_alert_context(alert, arrived_at, policy)
         return AlertContext(**ctx)
 
-    def _pending(self, key: str, action: str) -> PendingCall | None:
+    def _new_alert_context(self, alert: Any, t: float, policy: Any) -> dict[str, Any]:
+        """Counts of new alert keys before this one, and the storm state of its account."""
+        key, account = alert.alert_key, alert.account_id
+        group = alert.product_group if policy.storm_group == "product_group" else None
+        ctx: dict[str, Any] = {"last_closed": self._last_closed(key)}
+        # Windows end at this alert's arrival: alerts that arrived later but were processed
+        # first (live mail before another mailbox's backlog) do not count.
+        ctx["new_alerts_account"] = self._new_keys(account, t - policy.account_window, t, group)
+        ctx["new_alerts_global"] = self._new_keys(None, t - policy.account_window, t)
+        ctx["burst_alerts"] = self._new_keys(account, t - policy.burst_window, t, group)
+        storm = self.open_correlation(storm_key(account, group))
+        ctx["open_storm"] = storm
+        if storm is not None:
+            ctx |= self._storm_state(storm)
+        elif ctx["burst_alerts"] >= policy.burst_threshold or \
+                ctx["new_alerts_account"] >= policy.account_cap:
+            # A storm ticket may open now: it takes over the burst's held OPENs and names
+            # the tickets the burst already got.
+            rows = self.conn.execute(
+                "SELECT o.id, o.ordering_key, o.correlation_id,"
+                " json_extract(o.payload, '$.title'), json_extract(o.payload, '$.alertType'),"
+                " json_extract(o.payload, '$.productGroup'), o.first_arrived_at, o.held_until"
+                " FROM outbox o JOIN correlations c ON c.correlation_id=o.correlation_id"
+                " WHERE o.kind='psa' AND o.action='OPEN' AND o.state='pending'"
+                " AND o.attempts=0 AND o.held_until>? AND c.account_id=? AND c.state='open'"
+                " AND coalesce(?, c.product_group) IS c.product_group"
+                " AND o.ordering_key NOT LIKE 'storm:%' ORDER BY o.first_arrived_at, o.id",
+                (t, account, group)).fetchall()
+            ctx["held_opens"] = tuple(HeldOpen(r[0], r[1], r[2], r[3] or "", r[4] or "",
+                                               r[5] or "", r[6] or t, r[7]) for r in rows)
+            held = {r[2] for r in rows}
+            ctx["own_tickets"] = tuple(
+                ListedAlert(r[0], r[1] or "", r[2] or "", r[3]) for r in self.conn.execute(
+                    "SELECT alert_key, title, alert_type, correlation_id FROM correlations"
+                    " WHERE account_id=? AND opened_at>? AND opened_at<=? AND state='open'"
+                    " AND coalesce(?, product_group) IS product_group"
+                    " AND alert_key NOT LIKE 'storm:%' ORDER BY opened_at",
+                    (account, t - policy.account_window, t, group)).fetchall()
+                if r[3] not in held)
+        return ctx
+
+    def _new_keys(self, account: str | None, since: float, until: float,
+                  group: str | None = None) -> int:
+        """New alert keys (own tickets and keys grouped into a storm) in (since, until], of an
+        account (and product group) or of all."""
+        where = "account_id=? AND " if account is not None else ""
+        args: list[Any] = [account] if account is not None else []
+        if group is not None:
+            where += "product_group=? AND "
+            args.append(group)
+        return int(self.scalar(
+            f"SELECT (SELECT count(*) FROM correlations WHERE {where}opened_at>? AND"
+            f" opened_at<=? AND alert_key NOT LIKE 'storm:%') + (SELECT count(*) FROM"
+            f" storm_members WHERE {where}joined_at>? AND joined_at<=?)",
+            (*args, since, until, *args, since, until)))
+
+    def _storm_state(self, storm: CorrelationView | None) -> dict[str, Any]:
+        if storm is None:
+            return {}
+        r = self.conn.execute("SELECT product_group, alert_type FROM correlations WHERE"
+                              " correlation_id=?", (storm.correlation_id,)).fetchone()
+        return {
+            "storm_pending_update": self._pending(storm.alert_key, ("OPEN", "UPDATE"),
+                                                  storm.correlation_id),
+            "storm_size": int(self.scalar("SELECT count(*) FROM storm_members WHERE"
+                                          " storm_id=?", (storm.correlation_id,))),
+            "storm_routing": (r[0], r[1]) if r and r[0] and r[1] else None,
+        }
+
+    def _pending(self, key: str, actions: tuple[str, ...], cid: str,
+                 unsent: bool = False) -> PendingCall | None:
+        marks = ",".join("?" * len(actions))
         r = self.conn.execute(
             "SELECT id, action, first_arrived_at, occurrences, next_attempt_at, message_ref,"
-            " length(json_extract(payload, '$.summary'))"
-            " FROM outbox WHERE kind='psa' AND ordering_key=? AND action=? AND state='pending'"
-            " ORDER BY id DESC LIMIT 1", (key, action)).fetchone()
+            " length(json_extract(payload, '$.summary')), correlation_id, held_until"
+            f" FROM outbox WHERE kind='psa' AND ordering_key=? AND action IN ({marks})"
+            " AND correlation_id=? AND state='pending'"
+            + (" AND attempts=0" if unsent else "") + " ORDER BY id DESC LIMIT 1",
+            (key, *actions, cid)).fetchone()
         if r is None:
             return None
         return PendingCall(r[0], r[1], r[2] if r[2] is not None else 0.0, r[3], r[4], r[5],
-                           r[6] or 0)
+                           r[6] or 0, r[7], r[8])
 
     def _correlation_view(self, cid: str) -> CorrelationView | None:
         r = self.conn.execute("SELECT alert_key, correlation_id, opened_at, occurrences FROM"

@@ -66,7 +66,7 @@ class MaintenanceMixin:
             ("outbox_deleted", "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE"
              " state='done' AND updated_at < ? LIMIT ?)", cut),
             ("correlations_deleted", "DELETE FROM correlations WHERE correlation_id IN"
-             " (SELECT correlation_id FROM correlations WHERE state IN ('closed','void')"
+             " (SELECT correlation_id FROM correlations WHERE state IN ('closed','void','damped')"
              " AND coalesce(closed_at, last_seen_at) < ? LIMIT ?)", correlations_cut),
         ]
         counts: dict[str, int] = {}

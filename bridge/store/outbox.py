@@ -49,9 +49,10 @@ class OutboxMixin:
             cur = conn.execute(
                 "INSERT INTO outbox (kind, ordering_key, message_ref, action, correlation_id,"
                 " payload, next_attempt_at, created_at, updated_at, first_arrived_at,"
-                " last_arrived_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " last_arrived_at, held_until) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (item.kind, item.ordering_key, message_ref, item.action, item.correlation_id,
-                 json.dumps(item.payload), due, now, now, arrived_at, arrived_at))
+                 json.dumps(item.payload), due, now, now, arrived_at, arrived_at,
+                 item.not_before if item.not_before is not None else arrived_at))
             row_id = int(cur.lastrowid)
             self._event(conn, "queued", message_ref, item.ordering_key if item.kind != "smtp"
                         else None, None, {"outbox": row_id, "kind": item.kind,
@@ -128,14 +129,6 @@ class OutboxMixin:
                          " next_attempt_at=?, last_error=?, updated_at=? WHERE id=?",
                          (next_at, error, self.clock(), row_id))
 
-    def release_holds(self) -> int:
-        """`run --once --flush`, `simulate --flush`: every held call (coalescing window,
-        resolve delay) is due now."""
-        now = self.clock()
-        with self.write() as conn:
-            return conn.execute("UPDATE outbox SET next_attempt_at=? WHERE state='pending'"
-                                " AND next_attempt_at>?", (now, now)).rowcount
-
     def retry_waiting_now(self) -> int:
         """After a reload: rows waiting on a failure (refused credentials, an SMTP or webhook
         setting, a peer that was down) are tried again at once with the new settings. Held
@@ -169,12 +162,30 @@ class OutboxMixin:
             conn.execute("UPDATE outbox SET state='dead', last_error=?, updated_at=?"
                          " WHERE id=?", (reason, self.clock(), row_id))
 
+    def flush_held(self) -> int:
+        """`run --once --flush`: every row still held by storm control (coalescing window,
+        resolve delay, group wait, minimum duration) is due now. Rows waiting to retry after
+        a failure keep their backoff. Returns how many rows were moved."""
+        now = self.clock()
+        with self.write() as conn:
+            n = conn.execute("UPDATE outbox SET next_attempt_at=?, updated_at=? WHERE"
+                             " state='pending' AND attempts=0 AND next_attempt_at>?",
+                             (now, now, now)).rowcount
+            if n:
+                self._event(conn, "flushed", None, None, None, {"rows": n})
+        return int(n)
+
     def outbox_pending_count(self) -> int:
         return int(self.scalar("SELECT count(*) FROM outbox WHERE state IN"
                                " ('pending','in_flight')"))
 
     def next_outbox_due(self) -> float | None:
-        return self.scalar("SELECT min(next_attempt_at) FROM outbox WHERE state='pending'")
+        """When the next row can go: the earliest due head of a key. A row due behind a held
+        row of its key (an append behind a held OPEN) cannot go before that one does."""
+        return self.scalar(
+            "SELECT min(o.next_attempt_at) FROM outbox o WHERE o.state='pending' AND NOT EXISTS"
+            " (SELECT 1 FROM outbox p WHERE p.ordering_key=o.ordering_key AND p.kind=o.kind"
+            "  AND p.id < o.id AND p.state IN ('pending','in_flight'))")
 
     def outbox_rows(self, states: tuple[str, ...] = ("pending", "in_flight", "dead"),
                     limit: int = 500) -> list[dict[str, Any]]:

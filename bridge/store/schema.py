@@ -151,4 +151,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outbox_in_flight ON outbox(claimed_by) WHERE state = 'in_flight';
     CREATE INDEX messages_suspect ON messages(arrived_at, id) WHERE suspect = 1;
     """,
+    # 7: when a decision meant an outbox row to go, on the arrival clock: the arrival time, or
+    # the end of its hold (group wait, minimum duration, coalescing window, resolve delay).
+    # Kept apart from next_attempt_at, which processing time, retries and `--flush` move:
+    # whether a recovery damps a held OPEN, or a storm takes it over, is judged on arrival time.
+    # (No change of shape for it, but from here correlations.state may also be 'damped': a
+    # problem that healed before its held OPEN went out; it never was a ticket.)
+    # The product group of a storm member, for storms per account and product group.
+    """
+    ALTER TABLE outbox ADD COLUMN held_until REAL;
+    ALTER TABLE storm_members ADD COLUMN product_group TEXT;
+    """,
 ]
