@@ -1,8 +1,9 @@
 """SQLite access for the pipeline. All SQL lives in this package, so stages stay free of I/O.
 
-`Store` owns the connection (WAL, migrations, `write()` transactions, `query`/`scalar`), the
-event log, meta values and backups; its domain methods come from the mixins in `staging`,
-`decisions` and `outbox`. `AsyncStore` runs a `Store` on one dedicated thread for asyncio code.
+`Store` opens the connection (WAL, migrations) and makes backups; `write()` transactions,
+`query`/`scalar`, the event log and meta values come from `StoreBase` (bridge.store.base), its
+domain methods from the mixins in `staging`, `decisions`, `outbox`, `owners` and `reads`.
+`AsyncStore` runs a `Store` on one dedicated thread for asyncio code.
 The names other modules import from here (`StagedRow`, `StageResult`, `OutboxRow`,
 `message_id_of`, `events_log`, `TROUBLE_EVENTS`) stay importable from this module.
 """
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator, Literal, TypeVar
 import sqlite_utils
 
 from bridge.store import files
+from bridge.store.base import TROUBLE_EVENTS, events_log, no_redaction
 from bridge.store.decisions import DecisionsMixin
 from bridge.store.outbox import OutboxMixin, OutboxRow
 from bridge.store.reads import ReadsMixin
@@ -33,10 +35,6 @@ __all__ = ["Store", "AsyncStore", "StagedRow", "StageResult", "OutboxRow", "mess
            "events_log", "TROUBLE_EVENTS", "StoreNotReady"]
 
 T = TypeVar("T")
-events_log = logging.getLogger("mailbridge.events")
-# Events an administrator reading the log should not miss.
-TROUBLE_EVENTS = frozenset({"retry", "dead", "rules-reload-failed", "admin-alert",
-                            "correlation-void", "xml-reply-limited"})
 
 
 class StoreNotReady(RuntimeError):
@@ -55,9 +53,8 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin):
         self.path = str(path)
         self.clock = clock  # injected in tests: due times and windows follow it
         self.readonly = readonly
-        # The owner (see bridge.store.lease) under which this connection's claims are recorded;
-        # None: claims without an owner, taken back by any reclaim (the pre-owner behaviour).
-        self.owner: str | None = None
+        self.owner = None  # no lease yet: see StoreBase.owner
+        self.redact = no_redaction
         if readonly:
             if not Path(self.path).exists():
                 raise StoreNotReady(f"no store at {self.path} yet: start mailbridge or run"
@@ -114,69 +111,8 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin):
                 self.conn.execute(f"PRAGMA user_version = {number}")
         return version, max(version, len(MIGRATIONS))
 
-    @contextlib.contextmanager
-    def write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken IMMEDIATE so read-decide-write cannot interleave with
-        another process. `durable` commits with synchronous=FULL (staging: the source is told
-        the message is taken right after)."""
-        if self.conn.in_transaction:  # nested: join the outer transaction
-            yield self.conn
-            return
-        if durable:
-            self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
-        finally:
-            if durable:
-                self.conn.execute("PRAGMA synchronous=NORMAL")
-
     def close(self) -> None:
         self.conn.close()
-
-    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
-        return list(self.db.query(sql, params))
-
-    def scalar(self, sql: str, params: Any = ()) -> Any:
-        row = self.conn.execute(sql, params).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.write() as conn:
-            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key)"
-                         " DO UPDATE SET value=excluded.value", (key, value))
-
-    def get_meta(self, key: str) -> str | None:
-        return self.scalar("SELECT value FROM meta WHERE key=?", (key,))
-
-    # -- events -------------------------------------------------------------------------------
-
-    def event(self, kind: str, message_ref: int | None = None, alert_key: str | None = None,
-              outcome: str | None = None, /, **detail: Any) -> None:
-        with self.write() as conn:
-            self._event(conn, kind, message_ref, alert_key, outcome, detail)
-
-    redact: Callable[[str], str] = staticmethod(lambda s: s)  # type: ignore[assignment]
-
-    def _event(self, conn: sqlite3.Connection, kind: str, message_ref: int | None,
-               alert_key: str | None, outcome: str | None, detail: dict[str, Any]) -> None:
-        outcome = getattr(outcome, "value", outcome)  # an enum's plain value, never its repr
-        text = self.redact(json.dumps(detail, default=str)) if detail else None
-        conn.execute("INSERT INTO events (at, kind, message_ref, alert_key, outcome, detail)"
-                     " VALUES (?,?,?,?,?,?)",
-                     (self.clock(), kind, message_ref, alert_key, outcome, text))
-        # The same event, one log line (the log handler redacts again and formats it).
-        level = logging.WARNING if kind in TROUBLE_EVENTS else logging.INFO
-        if events_log.isEnabledFor(level):
-            extra = {k: v for k, v in (("message_ref", message_ref), ("alert_key", alert_key))
-                     if v is not None}
-            events_log.log(level, "%s%s %s", kind, f" -> {outcome}" if outcome else "",
-                           text or "", extra=extra)
 
     # -- maintenance --------------------------------------------------------------------------
 

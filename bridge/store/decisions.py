@@ -3,8 +3,8 @@
 `DecisionsMixin` is the part of `Store` that records a decision in the deciding transaction
 (correlation opens and closes, storm membership, folded or cancelled pending calls, new outbox
 rows), reads the context `decide()` needs about an alert key, and keeps correlations as
-delivery sees them (confirmed, void, reopened as a create). It relies on what `Store` provides:
-`conn`, `write()`, `clock`, `query`, `scalar`, `_event` (and `enqueue` from `OutboxMixin`).
+delivery sees them (confirmed, void, reopened as a create). It builds on `OutboxMixin`
+(`enqueue`) and `StoreBase`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import json
 from typing import Any
 
 from bridge.models import AlertContext, CorrelationView, Decision, PendingCall
+from bridge.store.outbox import OutboxMixin
 
 
-class DecisionsMixin:
+class DecisionsMixin(OutboxMixin):
     """Decisions, correlations and storm state (mixed into `Store`)."""
 
     # -- decisions ----------------------------------------------------------------------------
