@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import json
-import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, TypeVar
+from typing import Any, Callable, Concatenate, Coroutine, Literal, ParamSpec, TypeVar
 
 import sqlite_utils
 
@@ -35,6 +32,7 @@ __all__ = ["Store", "AsyncStore", "StagedRow", "StageResult", "OutboxRow", "mess
            "events_log", "TROUBLE_EVENTS", "StoreNotReady"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class StoreNotReady(RuntimeError):
@@ -125,26 +123,50 @@ def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
+def _on_store_thread(method: Callable[Concatenate[Store, P], T]
+                     ) -> Callable[Concatenate[AsyncStore, P], Coroutine[Any, Any, T]]:
+    """The awaitable twin of a Store method, run on the AsyncStore's thread (typed, unlike
+    the attribute proxy it replaces)."""
+
+    async def call(self: AsyncStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.run(lambda: method(self.store, *args, **kwargs))
+
+    call.__name__ = call.__qualname__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
 class AsyncStore:
-    """Runs a Store on one dedicated thread; `await store.call(fn, *args)` or attribute calls."""
+    """Runs a Store on one dedicated thread: `await store.run(fn, *args)`, or the awaitable
+    twins below of the Store methods that asyncio code calls (same signatures, checked)."""
 
     def __init__(self, store: Store):
         self.store = store
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                            thread_name_prefix="store")
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.store, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self.run(method, *args, **kwargs)
-
-        return call
 
     def close(self) -> None:
         self._pool.submit(self.store.close).result()
         self._pool.shutdown(wait=True)
+
+    query = _on_store_thread(Store.query)
+    scalar = _on_store_thread(Store.scalar)
+    event = _on_store_thread(Store.event)
+    stage_many = _on_store_thread(Store.stage_many)
+    release_claims = _on_store_thread(Store.release_claims)
+    pending_work = _on_store_thread(Store.pending_work)
+    message_raw = _on_store_thread(Store.message_raw)
+    message_arrived_at = _on_store_thread(Store.message_arrived_at)
+    claim_outbox = _on_store_thread(Store.claim_outbox)
+    reclaim_in_flight = _on_store_thread(Store.reclaim_in_flight)
+    release_outbox = _on_store_thread(Store.release_outbox)
+    next_outbox_due = _on_store_thread(Store.next_outbox_due)
+    outbox_results = _on_store_thread(Store.outbox_results)
+    open_correlation = _on_store_thread(Store.open_correlation)
+    close_correlation = _on_store_thread(Store.close_correlation)
+    correlation_state = _on_store_thread(Store.correlation_state)
+    reopen_as_create = _on_store_thread(Store.reopen_as_create)
