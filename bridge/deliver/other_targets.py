@@ -7,24 +7,39 @@ mail goes to one of our own addresses, and no forward carries a message the safe
 rejects (`bridge.classify.safety`): either would feed a mail loop, so such a row goes dead with
 the reason. A forward is streamed with its secrets cut out (`bridge.deliver.forward`); when the
 relay refuses it as too big, it is sent again at once without the original, saying why. It
-relies on what `Delivery` provides: `store`, `settings`, `smtp`, `webhooks`, `mailboxes`,
-`runtime`, `clock` and `_retry`.
+relies on what `Delivery` provides, declared below: `store`, `settings`, `smtp`, `webhooks`,
+`mailboxes`, `runtime`, `clock` and `_retry`.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from bridge.config import Settings
 from bridge.deliver.settle import HOLD_DELAY, Writes, backoff
-from bridge.store.db import OutboxRow
+from bridge.store.db import AsyncStore, OutboxRow
 
 if TYPE_CHECKING:
-    from bridge.deliver.outbox import Delivery
+    from bridge.deliver.smtp import SendResult, SmtpSender
+    from bridge.deliver.webhook import WebhookTarget
+    from bridge.sources.imap import ImapSource
+    from bridge.status import RuntimeStatus
 
 
 class OtherTargets:
     """Mail, webhook and IMAP-move delivery (mixed into `Delivery`)."""
+
+    # Set by `Delivery.__init__` (and replaced by a reload's `Delivery.use`).
+    store: AsyncStore
+    settings: Settings
+    smtp: SmtpSender | None
+    webhooks: Mapping[str, WebhookTarget]
+    mailboxes: Mapping[str, ImapSource]  # IMAP sources by name, for outcome-based moves
+    runtime: RuntimeStatus | None
+    clock: Callable[[], float]
+    # Delivery's rescheduling with backoff, shared with the PSA target.
+    _retry: Callable[[Writes, OutboxRow, float, str], None]
 
     # -- mail ---------------------------------------------------------------------------------
 
@@ -68,31 +83,35 @@ class OtherTargets:
             result = await self.smtp.send(msg)
         self._settle_mail(tx, row, result)
 
-    def _settle_mail(self, tx: Writes, row: OutboxRow, result: Any) -> None:
+    def _settle_mail(self, tx: Writes, row: OutboxRow, result: SendResult) -> None:
         p = row.payload
         tx.event("mailed", row.message_ref, None, result.verdict, outbox=row.id,
                  type=p.get("type"), to=p.get("to"), detail=result.detail)
         if result.verdict == "ok":
             tx.outbox_done(row.id, {"sent_to": p.get("to")})
-        elif getattr(result, "config_error", False):
+        elif result.config_error:
             # Our SMTP settings are wrong (certificate, login): hold everything, do not
             # dead-letter every message one by one; the admin fixes the config and reloads.
-            if self.runtime is not None:
-                _call(self.runtime, "smtp_problem", result.detail)
+            # The held rows show the reason in `status`.
             self._retry(tx, row, HOLD_DELAY, f"SMTP configuration problem: {result.detail}")
         elif result.verdict == "permanent":
             tx.outbox_dead(row.id, f"SMTP refused: {result.detail}")
         else:
             self._retry(tx, row, backoff(row.attempts), f"SMTP: {result.detail}")
 
-    async def _forward(self, tx: Writes, row: OutboxRow, mail: Any) -> Any:
+    async def _forward(self, tx: Writes, row: OutboxRow, mail: Any) -> SendResult | None:
         """Send a forward; None when the row was settled here (refused before sending)."""
         from bridge.classify.safety import own_addresses, unsafe_reason
         from bridge.deliver.forward import build_forward, secrets_of
         from bridge.parse.mime import parse
 
         p = row.payload
-        raw = await self.store.message_raw(row.message_ref) or b""
+        smtp = self.smtp
+        if smtp is None:  # `_smtp` checked it; a reload may have removed it since
+            self._retry(tx, row, HOLD_DELAY, "no SMTP server configured")
+            return None
+        raw = (await self.store.message_raw(row.message_ref)
+               if row.message_ref is not None else None) or b""
         parsed = parse(raw)
         unsafe = unsafe_reason(parsed, own_addresses(self.settings))
         if unsafe is not None:
@@ -108,7 +127,7 @@ class OtherTargets:
         except mail.ComposeError as exc:
             tx.outbox_dead(row.id, f"cannot compose the mail: {exc}")
             return None
-        result = await self.smtp.send_mail(out)
+        result = await smtp.send_mail(out)
         if not result.too_big:
             return result
         # The same message will never pass; the forward without its original will. Both
@@ -120,7 +139,7 @@ class OtherTargets:
                f"({result.detail})")
         out = build_forward(raw, parsed, p["to"], p.get("note", ""), from_address, (),
                             omit=why)
-        return await self.smtp.send_mail(out)
+        return await smtp.send_mail(out)
 
     async def _compose(self, row: OutboxRow, mail: Any) -> Any:
         p = row.payload
@@ -184,13 +203,7 @@ def _own_recipient(settings: Any, payload: Any) -> str | None:
     return None
 
 
-def _call(obj: Any, name: str, *args: Any) -> None:
-    fn = getattr(obj, name, None)
-    if callable(fn):
-        fn(*args)
-
-
-async def _refile(delivery: Delivery, tx: Writes, row: OutboxRow) -> None:
+async def _refile(delivery: OtherTargets, tx: Writes, row: OutboxRow) -> None:
     source = delivery.mailboxes.get(str(row.payload.get("source")))
     folder = str(row.payload.get("folder"))
     if source is None:

@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable
 
 from bridge.deliver.psa_wire import truncate
-from bridge.store.db import OutboxRow
+from bridge.store.db import OutboxRow, Store
 # Crashes of the deliverer on a row (an exception, or the process dying with the row in flight)
 # before it goes dead; counted in the row's own `crashes`, never in `attempts`, so transient
 # retries (503s, timeouts) do not use it up. Defined by the store, which counts the deaths.
@@ -26,29 +26,46 @@ AUTH_RECHECK = 10 * 60.0 # credentials refused: try again now and then even with
 
 class Writes:
     """The store writes one delivery causes, recorded and then applied in one transaction
-    on the store's thread (a call used to cost four or five separate commits)."""
-
-    WRITE_OPS = frozenset({"event", "outbox_done", "outbox_dead", "outbox_retry", "outbox_crashed",
-                           "set_outcome", "confirm_correlation", "close_correlation",
-                           "void_correlation"})
+    on the store's thread (a call used to cost four or five separate commits). Each method
+    records the Store method of the same name with the same arguments."""
 
     def __init__(self) -> None:
-        self.ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.ops: list[Callable[[Store], object]] = []
 
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        if name not in self.WRITE_OPS:
-            raise AttributeError(name)
+    def event(self, kind: str, message_ref: int | None = None, alert_key: str | None = None,
+              outcome: str | None = None, /, **detail: Any) -> None:
+        self.ops.append(lambda s: s.event(kind, message_ref, alert_key, outcome, **detail))
 
-        def record(*args: Any, **kwargs: Any) -> None:
-            self.ops.append((name, args, kwargs))
-        return record
+    def outbox_done(self, row_id: int, result: dict[str, Any]) -> None:
+        self.ops.append(lambda s: s.outbox_done(row_id, result))
 
-    def apply(self, store: Any) -> None:
+    def outbox_dead(self, row_id: int, reason: str) -> None:
+        self.ops.append(lambda s: s.outbox_dead(row_id, reason))
+
+    def outbox_retry(self, row_id: int, next_at: float, error: str) -> None:
+        self.ops.append(lambda s: s.outbox_retry(row_id, next_at, error))
+
+    def outbox_crashed(self, row_id: int, next_at: float, error: str) -> None:
+        self.ops.append(lambda s: s.outbox_crashed(row_id, next_at, error))
+
+    def set_outcome(self, message_ref: int | None, outcome: str, reason: str) -> None:
+        self.ops.append(lambda s: s.set_outcome(message_ref, outcome, reason))
+
+    def confirm_correlation(self, correlation_id: str, psa_id: str | None) -> None:
+        self.ops.append(lambda s: s.confirm_correlation(correlation_id, psa_id))
+
+    def close_correlation(self, correlation_id: str) -> None:
+        self.ops.append(lambda s: s.close_correlation(correlation_id))
+
+    def void_correlation(self, correlation_id: str, reason: str) -> None:
+        self.ops.append(lambda s: s.void_correlation(correlation_id, reason))
+
+    def apply(self, store: Store) -> None:
         if not self.ops:
             return
         with store.write():
-            for name, args, kwargs in self.ops:
-                getattr(store, name)(*args, **kwargs)
+            for op in self.ops:
+                op(store)
 
 
 PSA_OUTCOME = {"created": "created", "updated": "appended", "closed": "resolved",
