@@ -52,7 +52,7 @@ class Bridge:
         self.sync_store = Store(settings.store.path, clock=clock)
         # One redactor per process: logs and events pass through the same one.
         self.redactor = redactor or Redactor(settings.secrets())
-        self.sync_store.redact = self.redactor.redact  # type: ignore[method-assign]
+        self.sync_store.redact = self.redactor.redact
         self.store = AsyncStore(self.sync_store)
         self.parts: Parts = assemble(settings, peers=peers)  # raises on an invalid rule set
         self._boot_settings = settings  # what the store, the HTTP bind and logging follow
@@ -82,8 +82,10 @@ class Bridge:
         return self.parts.pipeline
 
     def _build_sources(self, settings: Settings) -> list[Source]:
+        from bridge.sources.imap import ImapSource
+
         sources = build_sources(settings, self.stage, self.runtime)
-        self.delivery.mailboxes = {s.name: s for s in sources if s.name.startswith("imap:")}
+        self.delivery.mailboxes = {s.name: s for s in sources if isinstance(s, ImapSource)}
         return sources
 
     # -- stages -------------------------------------------------------------------------------

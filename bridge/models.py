@@ -173,7 +173,7 @@ class Classification:
 
 # -- decide -> outbox -------------------------------------------------------------------------
 
-OutboxKind = Literal["psa", "webhook", "smtp"]
+OutboxKind = Literal["psa", "webhook", "smtp", "imap"]
 PsaAction = Literal["OPEN", "UPDATE", "RESOLVED"]
 
 

@@ -95,7 +95,7 @@ class Pipeline:
         return len(rows)
 
     def apply_batch(self, store: Store, rows: list[StagedRow], results: list[Result],
-                    worker: str) -> None:
+                    worker: str) -> int:
         """One short write transaction for the batch, a savepoint per message. A message
         whose claim this process no longer holds (the administrator released or quarantined
         it meanwhile) is left alone."""
