@@ -18,7 +18,7 @@ import collections
 import logging
 import time
 from dataclasses import replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Mapping, cast
 
 from bridge.config import Settings
 from bridge.decide import new_correlation_id
@@ -26,8 +26,17 @@ from bridge.deliver.other_targets import OtherTargets
 from bridge.deliver.peers import CURRENT_ROW, Peers
 from bridge.deliver.settle import (AUTH_RECHECK, CRASH_LIMIT, HOLD_DELAY, PSA_OUTCOME,
                                    RETRY_CAP, Writes, backoff, with_occurrences)
+from bridge.models import PsaAction
 from bridge.store.db import AsyncStore, OutboxRow
 from bridge.store.owners import HEARTBEAT
+
+if TYPE_CHECKING:
+    from bridge.deliver.psa import PsaClient
+    from bridge.deliver.psa_wire import PsaResult
+    from bridge.deliver.smtp import SmtpSender
+    from bridge.deliver.webhook import WebhookTarget
+    from bridge.sources.imap import ImapSource
+    from bridge.status import RuntimeStatus
 
 __all__ = ["AUTH_RECHECK", "CRASH_LIMIT", "HOLD_DELAY", "PSA_OUTCOME", "RETRY_CAP", "Delivery",
            "Writes", "backoff", "with_occurrences"]
@@ -37,10 +46,11 @@ RECLAIM_EVERY = HEARTBEAT  # seconds between two looks for rows left by a dead d
 
 
 class Delivery(OtherTargets):
-    def __init__(self, store: AsyncStore, settings: Settings, *, psa: Any = None,
-                 smtp: Any = None, webhooks: dict[str, Any] | None = None,
-                 mailboxes: dict[str, Any] | None = None,
-                 runtime: Any = None, clock: Callable[[], float] = time.time,
+    def __init__(self, store: AsyncStore, settings: Settings, *, psa: PsaClient | None = None,
+                 smtp: SmtpSender | None = None,
+                 webhooks: Mapping[str, WebhookTarget] | None = None,
+                 mailboxes: Mapping[str, ImapSource] | None = None,
+                 runtime: RuntimeStatus | None = None, clock: Callable[[], float] = time.time,
                  new_id: Callable[[], str] = new_correlation_id):
         self.store = store
         self.settings = settings
@@ -79,7 +89,7 @@ class Delivery(OtherTargets):
             except Exception:  # a peer that fails to close must not stop delivery
                 log.warning("closing the previous PSA/webhook clients failed", exc_info=True)
 
-    def resume_psa(self, psa: Any = None) -> None:
+    def resume_psa(self, psa: PsaClient | None = None) -> None:
         """After SIGHUP with new credentials: start sending again."""
         if psa is not None:
             self.psa = psa
@@ -218,9 +228,14 @@ class Delivery(OtherTargets):
                     return
                 row = await self._as_create(row)
                 action, cid = row.action or "OPEN", row.correlation_id
+        if self.psa is None:  # not reached: rows of kind psa are claimed only with a client
+            self._retry(tx, row, HOLD_DELAY, "no PSA client configured")
+            return
         started = time.monotonic()
         result = await self.psa.sync(
-            action, with_occurrences(row, self.settings.psa.summary_max_chars), cid)
+            # The store holds only the actions the decider wrote (OutboxItem.action).
+            cast(PsaAction, action),
+            with_occurrences(row, self.settings.psa.summary_max_chars), cid)
         duration = time.monotonic() - started
         tx.event(
             "sent", row.message_ref, row.ordering_key, result.verdict, outbox=row.id,
@@ -275,7 +290,7 @@ class Delivery(OtherTargets):
                         f" {result.message or result.detail}".replace("  ", " ").strip())
 
     async def _not_found(self, tx: Writes, row: OutboxRow, action: str,
-                         cid: str | None, result: Any) -> None:
+                         cid: str | None, result: PsaResult) -> None:
         cause = result.message or "OemNotFoundException"
         if action == "OPEN" or not cid:
             if cid:
@@ -284,7 +299,7 @@ class Delivery(OtherTargets):
             return
         # The 404 does not say which cause: the client has asked whether the ticket itself
         # still exists (GET …/alert/{correlationId}).
-        gone = getattr(result, "ticket_gone", None)
+        gone = result.ticket_gone
         if gone is None:
             self._retry(tx, row, backoff(row.attempts),
                         "404 on update; ticket lookup failed, will ask again")
