@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from bridge.classify.loader import load_ruleset
 from bridge.classify.ruleset import RuleSet
@@ -78,7 +78,7 @@ def build_peers(settings: Settings) -> Peers:
     return Peers(psa, smtp, webhooks)
 
 
-def assemble(settings: Settings, *, peers: Callable[[Settings], Any] = build_peers,
+def assemble(settings: Settings, *, peers: Callable[[Settings], Peers] = build_peers,
              new_id: Callable[[], str] = new_correlation_id,
              ruleset: RuleSet | None = None) -> Parts:
     """Build every part from `settings`. Loads the rules first, so an invalid rule set fails

@@ -272,7 +272,7 @@ def setup_logging(settings: LogSettings, redactor: Redactor,
     return handler
 
 
-class MessageLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class MessageLog(logging.LoggerAdapter[logging.Logger]):
     """A logger that stamps every record with a message's id and alert key:
     `log = MessageLog(logger, message_ref=12, alert_key="k"); log.info("sent")`."""
 

@@ -8,11 +8,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import click
 
 from bridge.config import ConfigError, Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 EX_TEMPFAIL = 75
 
@@ -26,11 +28,21 @@ def _default_config() -> str:
     return "/etc/mailbridge/config.toml"
 
 
-config_option = click.option("--config", "config_path", default=_default_config,
-                             show_default="$MAILBRIDGE_CONFIG, ./config.toml or"
-                             " /etc/mailbridge/config.toml", type=click.Path(dir_okay=False),
-                             help="the TOML config file")
-json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+_config_option = click.option("--config", "config_path", default=_default_config,
+                              show_default="$MAILBRIDGE_CONFIG, ./config.toml or"
+                              " /etc/mailbridge/config.toml", type=click.Path(dir_okay=False),
+                              help="the TOML config file")
+_json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
+# Declared functions rather than bare `click.option(...)` values, so that modules importing
+# them from here (cli_claims, imported at the end of this one) see their type.
+def config_option(f: F) -> F:
+    return _config_option(f)
+
+
+def json_option(f: F) -> F:
+    return _json_option(f)
 
 
 def _settings(config_path: str) -> Settings:
@@ -211,7 +223,7 @@ def _store(settings: Settings, write: bool = False) -> Any:
     except StoreNotReady as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    store.redact = Redactor(settings.secrets()).redact  # type: ignore[assignment]
+    store.redact = Redactor(settings.secrets()).redact
     return store
 
 

@@ -19,20 +19,25 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from bridge import sdnotify
 from bridge.assembly import Parts, assemble, build_peers
 from bridge.audit import Redactor
 from bridge.config import Settings, load_settings
 from bridge.deliver.outbox import Delivery
+from bridge.deliver.peers import Peers
 from bridge.models import RawMessage
+from bridge.pipeline import Pipeline
 from bridge.seams import Source
 from bridge.sources import build_sources, sources_signature
 from bridge.status import RuntimeStatus
 from bridge.store.db import AsyncStore, Store
 from bridge.store.lease import OwnerConflict, OwnerLease
 from bridge.store.spool import stage_spooled
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 log = logging.getLogger("mailbridge.daemon")
 
@@ -43,7 +48,7 @@ READY_GRACE = 45.0  # seconds; below the unit's TimeoutStartSec=90
 
 class Bridge:
     def __init__(self, settings: Settings, *, config_path: Path | None = None,
-                 peers: Callable[[Settings], Any] = build_peers, worker: str | None = None,
+                 peers: Callable[[Settings], Peers] = build_peers, worker: str | None = None,
                  clock: Callable[[], float] = time.time, redactor: Redactor | None = None):
         self.config_path = config_path
         self.worker = worker or f"{os.uname().nodename}:{os.getpid()}"
@@ -52,7 +57,7 @@ class Bridge:
         self.sync_store = Store(settings.store.path, clock=clock)
         # One redactor per process: logs and events pass through the same one.
         self.redactor = redactor or Redactor(settings.secrets())
-        self.sync_store.redact = self.redactor.redact  # type: ignore[method-assign]
+        self.sync_store.redact = self.redactor.redact
         self.store = AsyncStore(self.sync_store)
         self.parts: Parts = assemble(settings, peers=peers)  # raises on an invalid rule set
         self._boot_settings = settings  # what the store, the HTTP bind and logging follow
@@ -71,19 +76,20 @@ class Bridge:
         self._intake: dict[str, tuple[asyncio.Future[None], asyncio.Event]] = {}
         self._reload_lock = asyncio.Lock()
         self._reload_task: asyncio.Task[bool] | None = None
-        self.web_app: Any = None
+        self.web_app: Starlette | None = None
 
     @property
     def settings(self) -> Settings:
         return self.parts.settings
 
     @property
-    def pipeline(self) -> Any:
+    def pipeline(self) -> Pipeline:
         return self.parts.pipeline
 
     def _build_sources(self, settings: Settings) -> list[Source]:
+        from bridge.sources.imap import ImapSource
         sources = build_sources(settings, self.stage, self.runtime)
-        self.delivery.mailboxes = {s.name: s for s in sources if s.name.startswith("imap:")}
+        self.delivery.mailboxes = {s.name: s for s in sources if isinstance(s, ImapSource)}
         return sources
 
     # -- stages -------------------------------------------------------------------------------
@@ -239,7 +245,7 @@ class Bridge:
             waiter.cancel()
             stopper.cancel()
 
-    def _start_web(self, stop: asyncio.Event) -> asyncio.Future[Any] | None:
+    def _start_web(self, stop: asyncio.Event) -> asyncio.Future[None] | None:
         h = self.settings.http
         if not h.enabled:
             return None

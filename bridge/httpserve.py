@@ -177,6 +177,7 @@ def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
     class GuardedH11(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
 
+        # Same signature as uvicorn's H11Protocol, which narrows asyncio's BaseTransport too.
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()

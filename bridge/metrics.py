@@ -155,4 +155,4 @@ def exposition(store: Store | None, runtime: RuntimeStatus | None = None) -> byt
     """The /metrics body. Run it on the thread that owns `store` (None: the store could not be
     opened; the process counters and `mailbridge_store_up 0` are still served)."""
     both = _Both(REGISTRY, StoreCollector(store, runtime))
-    return generate_latest(both)  # type: ignore[arg-type]
+    return generate_latest(both)

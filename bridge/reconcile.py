@@ -11,7 +11,7 @@ PSA has but mailbridge does not know are reported only. The daemon runs it hourl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 @dataclass
@@ -49,9 +49,13 @@ def compare(open_rows: list[dict[str, Any]], known_ids: set[str],
             report.unknown_open.append({"correlation_id": cid, "title": t.get("title")})
     return report
 
+if TYPE_CHECKING:
+    from bridge.deliver.psa import PsaClient
+    from bridge.store.db import AsyncStore
 
-async def reconcile(store: Any, psa: Any, fix: bool = False) -> ReconcileReport:
-    """`store` is an AsyncStore; `psa` a PsaClient. Raises PsaError when the list fails."""
+
+async def reconcile(store: AsyncStore, psa: PsaClient, fix: bool = False) -> ReconcileReport:
+    """Raises PsaError when the list fails."""
     open_rows = await store.confirmed_open_correlations()
     known = await store.correlation_ids()
     report = compare(open_rows, known, await psa.list_alerts())

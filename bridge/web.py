@@ -65,7 +65,8 @@ class _Reader:
 
     async def __call__(self, fn: Callable[[Store], T]) -> T:
         if self._async is not None:
-            return await self._async.run(lambda: fn(self._async.store))  # type: ignore[union-attr]
+            store = self._async.store
+            return await self._async.run(lambda: fn(store))
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="web-store")
         return await asyncio.get_running_loop().run_in_executor(self._pool,

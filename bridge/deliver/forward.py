@@ -131,6 +131,7 @@ def build_forward(raw: bytes, parsed: ParsedMessage, to: str, reason: str, from_
     lines += ["", f"The original message is {how}.", ""]
     _set_text(msg, "\n".join(lines))
     msg.make_mixed()
-    msg.attach(part)
+    # typeshed wants attach(Self); a subpart is a plain MIMEPart on purpose (no MIME-Version).
+    msg.attach(part)  # type: ignore[arg-type]
     head, tail = to_bytes(msg).split(placeholder.encode(), 1)
     return OutgoingMail(envelope.sender, envelope.recipients, (head, *body, tail))

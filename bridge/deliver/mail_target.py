@@ -165,7 +165,8 @@ class MailTarget:
         from bridge.parse.mime import parse
 
         p, s = row.payload, self.env.settings
-        raw = await self.env.store.message_raw(row.message_ref) or b""
+        raw = (await self.env.store.message_raw(row.message_ref) or b"") \
+            if row.message_ref is not None else b""
         parsed = parse(raw)
         unsafe = unsafe_reason(parsed, own_addresses(s))
         if unsafe is not None:

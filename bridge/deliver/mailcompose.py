@@ -168,7 +168,8 @@ def compose_forward(raw: bytes, parsed: ParsedMessage, to: str, reason: str,
     lines += ["", f"The original message is {how}.", ""]
     _set_text(msg, "\n".join(lines))
     msg.make_mixed()
-    msg.attach(original)
+    # typeshed wants attach(Self); a subpart is a plain MIMEPart on purpose (no MIME-Version).
+    msg.attach(original)  # type: ignore[arg-type]
     return msg
 
 
@@ -234,7 +235,7 @@ def loop_reason(parsed: ParsedMessage, own_addresses: Iterable[str],
 class _Generator(BytesGenerator):
     """BytesGenerator that writes a verbatim message/rfc822 payload with its 8-bit bytes."""
 
-    def _encode(self, s: str) -> bytes:  # type: ignore[override]
+    def _encode(self, s: str) -> bytes:
         return s.encode("ascii", "surrogateescape")
 
 

@@ -118,7 +118,8 @@ def interpret_sync_response(action: str, http_status: int, content: bytes | str,
                             sent_correlation_id: str | None) -> PsaResult:
     """Turn a sync answer into a verdict, liberally (the seed's examples disagree)."""
     body = _json_object(content)
-    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    inner = body.get("data")
+    data = inner if isinstance(inner, dict) else {}
     correlation_id = _first_str(data, body, keys=("correlationID", "correlationId",
                                                   "correlationid", "correlation_id"))
     message_id = _first_str(data, body, keys=("messageId", "messageID", "message_id"))

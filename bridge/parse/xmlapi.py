@@ -35,7 +35,8 @@ VERSION = "1"
 MAX_ACTIONS = 100
 
 ActionKind = Literal["open", "update", "resolve"]
-_STATUS = {"open": "open", "update": "update", "resolve": "resolved"}
+_STATUS: dict[str, Literal["open", "update", "resolved"]] = {
+    "open": "open", "update": "update", "resolve": "resolved"}
 # Header elements, in the order the schema requires; then the actions.
 _HEADER = ("application", "password", "respond-to", "transaction-id")
 _FIELDS = ("alert-id", "title", "summary", "account", "product-group", "alert-type", "device")
@@ -88,7 +89,7 @@ class Action:
 
     @property
     def status(self) -> Literal["open", "update", "resolved"]:
-        return _STATUS[self.kind]  # type: ignore[return-value]
+        return _STATUS[self.kind]
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def _tag(element: etree._Element) -> str:
 
 
 def _read_action(element: etree._Element, index: int) -> Action:
-    kind: ActionKind = element.tag  # type: ignore[assignment]
+    kind: ActionKind = element.tag  # the caller only passes tags that are keys of _REQUIRED
     if element.attrib:
         raise _Refused("unknown-attribute", f"<{kind}> takes no attributes", index)
     if not _blank(element.text):

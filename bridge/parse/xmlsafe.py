@@ -92,7 +92,7 @@ class _RefuseAll(etree.Resolver):
 def _decode(data: bytes) -> str:
     """The document as text, its encoding decided from the BOM and the whole declaration;
     the declaration itself is removed (the text is parsed as the UTF-8 we re-encode)."""
-    bom_codec: str | None = "none"
+    bom_codec = "none"
     for bom, codec in _BOMS:
         if data.startswith(bom):
             if codec is None:

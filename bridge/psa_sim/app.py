@@ -40,7 +40,8 @@ def create_app(partner: PartnerConfig, state_path: Path | None = None) -> Starle
             body = None
         if not isinstance(body, dict):
             body = {}
-        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        inner = body.get("data")
+        data = inner if isinstance(inner, dict) else {}
         entry = {k: data.get(k) for k in ("incidentStatus", "accountId", "productGroup",
                                           "alertType", "title")}
         entry["correlationId"] = body.get("correlationId") or body.get("correlationID")

@@ -92,7 +92,7 @@ class ImapConnection:
     @property
     def proto(self) -> ImapProtocol:
         assert self._client is not None
-        return self._client.protocol  # type: ignore[return-value]
+        return self._client.protocol  # aioimaplib is untyped; we installed this protocol
 
     @property
     def usable(self) -> bool:

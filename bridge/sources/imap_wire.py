@@ -107,11 +107,11 @@ class BodyFetchCommand(FetchCommand):
         if self._literal_got == self._expected_size:
             literal, self._literal = self._literal, None
             self._expected_size = self._literal_got = 0
-            self.append_to_resp(P.Literal(literal.getvalue()))  # type: ignore[arg-type]
+            self.append_to_resp(P.Literal(literal.getvalue()))
         self._reset_timer()
         return data[missing:]
 
-    def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
+    def append_to_resp(self, line: bytes | P.Literal, result: str = "Pending") -> None:
         if isinstance(line, bytes) and self.FETCH_MESSAGE_DATA_RE.match(line):
             self._last_fetch = len(self._resp_lines)
         super().append_to_resp(line, result)

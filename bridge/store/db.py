@@ -1,10 +1,12 @@
 """SQLite access for the pipeline. All SQL lives in this package, so stages stay free of I/O.
 
-`Store` owns the connection (WAL, migrations, `write()` transactions, `query`/`scalar`), the
-event log, meta values and backups; its domain methods come from the mixins in `staging`,
-`decisions`, `outbox`, `owners`, `reads`, `operator` (the operator's views and counts) and
-`maintenance` (retention, reconcile, admin alerts, savepoints, simulate's scratch copy).
-Modules outside this package call named methods, never SQL (tests/test_store_owns_sql.py). `AsyncStore` runs a `Store` on one dedicated thread for asyncio code.
+`Store` opens the connection (WAL, migrations) and makes backups; `write()` transactions,
+`query`/`scalar`, the event log and meta values come from `StoreBase` (bridge.store.base), its
+domain methods from the mixins in `staging`, `decisions`, `outbox`, `owners`, `reads`,
+`operator` (the operator's views and counts) and `maintenance` (retention, reconcile, admin
+alerts, savepoints, simulate's scratch copy). Modules outside this package call named methods,
+never SQL (tests/test_store_owns_sql.py). `AsyncStore` runs a `Store` on one dedicated thread
+for asyncio code.
 The names other modules import from here (`StagedRow`, `StageResult`, `OutboxRow`,
 `message_id_of`, `events_log`, `TROUBLE_EVENTS`) stay importable from this module.
 """
@@ -13,17 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import json
-import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, TypeVar
+from typing import Any, Callable, Concatenate, Coroutine, Literal, ParamSpec, TypeVar
 
 import sqlite_utils
 
 from bridge.store import files
+from bridge.store.base import TROUBLE_EVENTS, events_log, no_redaction
 from bridge.store.decisions import DecisionsMixin
 from bridge.store.maintenance import MaintenanceMixin
 from bridge.store.operator import OperatorMixin
@@ -37,10 +37,7 @@ __all__ = ["Store", "AsyncStore", "StagedRow", "StageResult", "OutboxRow", "mess
            "events_log", "TROUBLE_EVENTS", "StoreNotReady"]
 
 T = TypeVar("T")
-events_log = logging.getLogger("mailbridge.events")
-# Events an administrator reading the log should not miss.
-TROUBLE_EVENTS = frozenset({"retry", "dead", "rules-reload-failed", "admin-alert",
-                            "correlation-void", "xml-reply-limited"})
+P = ParamSpec("P")
 
 
 class StoreNotReady(RuntimeError):
@@ -60,9 +57,8 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, 
         self.path = str(path)
         self.clock = clock  # injected in tests: due times and windows follow it
         self.readonly = readonly
-        # The owner (see bridge.store.lease) under which this connection's claims are recorded;
-        # None: claims without an owner, taken back by any reclaim (the pre-owner behaviour).
-        self.owner: str | None = None
+        self.owner = None  # no lease yet: see StoreBase.owner
+        self.redact = no_redaction
         if readonly:
             if not Path(self.path).exists():
                 raise StoreNotReady(f"no store at {self.path} yet: start mailbridge or run"
@@ -119,69 +115,8 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, 
                 self.conn.execute(f"PRAGMA user_version = {number}")
         return version, max(version, len(MIGRATIONS))
 
-    @contextlib.contextmanager
-    def write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken IMMEDIATE so read-decide-write cannot interleave with
-        another process. `durable` commits with synchronous=FULL (staging: the source is told
-        the message is taken right after)."""
-        if self.conn.in_transaction:  # nested: join the outer transaction
-            yield self.conn
-            return
-        if durable:
-            self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
-        finally:
-            if durable:
-                self.conn.execute("PRAGMA synchronous=NORMAL")
-
     def close(self) -> None:
         self.conn.close()
-
-    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
-        return list(self.db.query(sql, params))
-
-    def scalar(self, sql: str, params: Any = ()) -> Any:
-        row = self.conn.execute(sql, params).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.write() as conn:
-            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key)"
-                         " DO UPDATE SET value=excluded.value", (key, value))
-
-    def get_meta(self, key: str) -> str | None:
-        return self.scalar("SELECT value FROM meta WHERE key=?", (key,))
-
-    # -- events -------------------------------------------------------------------------------
-
-    def event(self, kind: str, message_ref: int | None = None, alert_key: str | None = None,
-              outcome: str | None = None, /, **detail: Any) -> None:
-        with self.write() as conn:
-            self._event(conn, kind, message_ref, alert_key, outcome, detail)
-
-    redact: Callable[[str], str] = staticmethod(lambda s: s)  # type: ignore[assignment]
-
-    def _event(self, conn: sqlite3.Connection, kind: str, message_ref: int | None,
-               alert_key: str | None, outcome: str | None, detail: dict[str, Any]) -> None:
-        outcome = getattr(outcome, "value", outcome)  # an enum's plain value, never its repr
-        text = self.redact(json.dumps(detail, default=str)) if detail else None
-        conn.execute("INSERT INTO events (at, kind, message_ref, alert_key, outcome, detail)"
-                     " VALUES (?,?,?,?,?,?)",
-                     (self.clock(), kind, message_ref, alert_key, outcome, text))
-        # The same event, one log line (the log handler redacts again and formats it).
-        level = logging.WARNING if kind in TROUBLE_EVENTS else logging.INFO
-        if events_log.isEnabledFor(level):
-            extra = {k: v for k, v in (("message_ref", message_ref), ("alert_key", alert_key))
-                     if v is not None}
-            events_log.log(level, "%s%s %s", kind, f" -> {outcome}" if outcome else "",
-                           text or "", extra=extra)
 
     # -- maintenance --------------------------------------------------------------------------
 
@@ -194,26 +129,53 @@ def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
+def _on_store_thread(method: Callable[Concatenate[Store, P], T]
+                     ) -> Callable[Concatenate[AsyncStore, P], Coroutine[Any, Any, T]]:
+    """The awaitable twin of a Store method, run on the AsyncStore's thread (typed, unlike
+    the attribute proxy it replaces)."""
+
+    async def call(self: AsyncStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.run(lambda: method(self.store, *args, **kwargs))
+
+    call.__name__ = call.__qualname__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
 class AsyncStore:
-    """Runs a Store on one dedicated thread; `await store.call(fn, *args)` or attribute calls."""
+    """Runs a Store on one dedicated thread: `await store.run(fn, *args)`, or the awaitable
+    twins below of the Store methods that asyncio code calls (same signatures, checked)."""
 
     def __init__(self, store: Store):
         self.store = store
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                            thread_name_prefix="store")
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.store, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self.run(method, *args, **kwargs)
-
-        return call
 
     def close(self) -> None:
         self._pool.submit(self.store.close).result()
         self._pool.shutdown(wait=True)
+
+    query = _on_store_thread(Store.query)
+    scalar = _on_store_thread(Store.scalar)
+    event = _on_store_thread(Store.event)
+    stage_many = _on_store_thread(Store.stage_many)
+    release_claims = _on_store_thread(Store.release_claims)
+    pending_work = _on_store_thread(Store.pending_work)
+    message_raw = _on_store_thread(Store.message_raw)
+    message_arrived_at = _on_store_thread(Store.message_arrived_at)
+    claim_outbox = _on_store_thread(Store.claim_outbox)
+    reclaim_in_flight = _on_store_thread(Store.reclaim_in_flight)
+    release_outbox = _on_store_thread(Store.release_outbox)
+    next_outbox_due = _on_store_thread(Store.next_outbox_due)
+    outbox_results = _on_store_thread(Store.outbox_results)
+    open_correlation = _on_store_thread(Store.open_correlation)
+    close_correlation = _on_store_thread(Store.close_correlation)
+    correlation_state = _on_store_thread(Store.correlation_state)
+    reopen_as_create = _on_store_thread(Store.reopen_as_create)
+    confirmed_open_correlations = _on_store_thread(Store.confirmed_open_correlations)
+    correlation_ids = _on_store_thread(Store.correlation_ids)
+    close_reconciled = _on_store_thread(Store.close_reconciled)

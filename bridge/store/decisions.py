@@ -3,8 +3,8 @@
 `DecisionsMixin` is the part of `Store` that records a decision in the deciding transaction
 (correlation opens and closes, storm membership, folded or cancelled pending calls, new outbox
 rows), reads the context `decide()` needs about an alert key, and keeps correlations as
-delivery sees them (confirmed, void, reopened as a create). It relies on what `Store` provides:
-`conn`, `write()`, `clock`, `query`, `scalar`, `_event` (and `enqueue` from `OutboxMixin`).
+delivery sees them (confirmed, void, reopened as a create). It builds on `OutboxMixin`
+(`enqueue`) and `StoreBase`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Any
 from bridge.models import AlertContext, CorrelationView, Decision, HeldOpen, ListedAlert, \
     PendingCall
 from bridge.stormgroup import add_storm_line, storm_key
+from bridge.store.outbox import OutboxMixin
 
 
-class DecisionsMixin:
+class DecisionsMixin(OutboxMixin):
     """Decisions, correlations and storm state (mixed into `Store`)."""
 
     # -- decisions ----------------------------------------------------------------------------

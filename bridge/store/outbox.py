@@ -3,8 +3,8 @@
 `OutboxMixin` is the part of `Store` that owns the `outbox` table: rows are enqueued with a
 decision, claimed head-of-key only (an UPDATE never overtakes its OPEN), settled as done, retried
 or dead, and inspected or requeued by the administrator. In-flight rows carry their owner and are
-taken back only from a dead one (`reclaim_in_flight`). It relies on what `Store` provides:
-`conn`, `write()`, `clock`, `query`, `scalar`, `_event`, `owner` (and `OwnersMixin`).
+taken back only from a dead one (`reclaim_in_flight`). It builds on `OwnersMixin` (who is
+gone) and `StoreBase`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.models import OutboxItem
+from bridge.store.base import inserted_id
+from bridge.store.owners import OwnersMixin
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class OutboxRow:
 CRASH_LIMIT = 3  # deliverer crashes (or deaths with the row in flight) before a row goes dead
 
 
-class OutboxMixin:
+class OutboxMixin(OwnersMixin):
     """The outbox queue (mixed into `Store`)."""
 
     # -- outbox -------------------------------------------------------------------------------
@@ -53,7 +55,7 @@ class OutboxMixin:
                 (item.kind, item.ordering_key, message_ref, item.action, item.correlation_id,
                  json.dumps(item.payload), due, now, now, arrived_at, arrived_at,
                  item.not_before if item.not_before is not None else arrived_at))
-            row_id = int(cur.lastrowid)
+            row_id = inserted_id(cur)
             self._event(conn, "queued", message_ref, item.ordering_key if item.kind != "smtp"
                         else None, None, {"outbox": row_id, "kind": item.kind,
                                           "action": item.action})

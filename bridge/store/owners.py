@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from bridge.store.base import StoreBase
+
 HEARTBEAT = 10.0  # seconds between two heartbeats of a live owner
 LEASE = 60.0      # an owner whose last heartbeat is older than this is gone
 
@@ -104,11 +106,9 @@ def describe(row: dict[str, Any], now: float | None = None) -> str:
 _COLUMNS = "id, kind, pid, host, boot_id, proc_start, started_at, heartbeat_at"
 
 
-class OwnersMixin:
+class OwnersMixin(StoreBase):
     """The `owners` table (mixed into `Store`). Lease times are wall-clock time, never the
     store's injectable clock: a lease is about real processes."""
-
-    conn: sqlite3.Connection
 
     def _owner_rows(self, ids: Iterable[str | None]) -> dict[str, dict[str, Any]]:
         wanted = sorted({i for i in ids if i is not None})
@@ -146,7 +146,7 @@ class OwnersMixin:
     def register_owner(self, owner_id: str, kind: str, ident: Identity) -> None:
         """Record a new owner; a second live daemon is refused (OwnerConflict)."""
         now = time.time()
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.write() as conn:
             if kind == "daemon":
                 cur = conn.execute(f"SELECT {_COLUMNS} FROM owners WHERE kind='daemon'"
                                    " AND id != ?", (owner_id,))
@@ -156,7 +156,7 @@ class OwnersMixin:
                     if owner_alive(row, now, me=ident):
                         raise OwnerConflict(
                             f"another mailbridge daemon already runs on the store"
-                            f" {getattr(self, 'path', '')} ({describe(row, now)}); stop it"
+                            f" {self.path} ({describe(row, now)}); stop it"
                             " first (one-shot commands such as `run --once` may run beside it)")
             conn.execute(f"INSERT OR REPLACE INTO owners ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
                          (owner_id, kind, ident.pid, ident.host, ident.boot_id, ident.proc_start,
@@ -164,13 +164,13 @@ class OwnersMixin:
 
     def heartbeat_owner(self, owner_id: str) -> bool:
         """Renew the lease; False when the row is gone (another process judged us dead)."""
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.write() as conn:
             return bool(conn.execute("UPDATE owners SET heartbeat_at=? WHERE id=?",
                                      (time.time(), owner_id)).rowcount)
 
     def release_owner(self, owner_id: str) -> None:
         """A clean stop: claims not finished go back uncounted (no crash, no poison charge)."""
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.write() as conn:
             conn.execute("UPDATE messages SET state='staged', claimed_by=NULL,"
                          " claims=max(claims-1, 0) WHERE state='processing' AND claimed_by=?",
                          (owner_id,))

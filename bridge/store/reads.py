@@ -1,20 +1,17 @@
 """Read-only views of one message for previews and the operator (no writes here).
 
-`ReadsMixin` is part of `Store`; it relies on `conn` and `db`.
+`ReadsMixin` is part of `Store`; it builds on `StoreBase` (`conn` and `db`).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
-import sqlite_utils
+from bridge.store.base import StoreBase
 
 
-class ReadsMixin:
-    conn: sqlite3.Connection
-    db: sqlite_utils.Database
+class ReadsMixin(StoreBase):
 
     def preview_of(self, message_ref: int) -> dict[str, Any]:
         """A message's outcome, what classified it and its outbox rows (`simulate`)."""

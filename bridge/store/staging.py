@@ -3,9 +3,8 @@
 `StagingMixin` is the part of `Store` that owns the `messages` and `raw_messages` tables:
 staging with duplicate detection by (source, uid) or Message-ID and hash, big raw bodies
 through incremental blob I/O, claims by pipeline workers, and the final outcome of a message.
-Claims have owners and a poison cap (see `claim_staged`). It relies on what `Store` provides:
-`conn`, `write()`, `clock`, `scalar`, `_event`, `owner` (and `outbox_pending_count` from
-`OutboxMixin`, `gone_claimants` and `_prune_owners` from `OwnersMixin`).
+Claims have owners and a poison cap (see `claim_staged`). It builds on `OutboxMixin`
+(`outbox_pending_count`) and, through it, `OwnersMixin` and `StoreBase`.
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.models import RawMessage
+from bridge.store.base import inserted_id
+from bridge.store.outbox import OutboxMixin
 
 
 CLAIM_LIMIT = 3         # hand-outs without an outcome before a message is quarantined as poison
@@ -56,7 +57,7 @@ def message_id_of(raw: bytes) -> str | None:
     return None
 
 
-class StagingMixin:
+class StagingMixin(OutboxMixin):
     """Staged messages and their raw bytes (mixed into `Store`)."""
 
     # -- staging ------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ class StagingMixin:
                     " VALUES (?,?,?,?,?,?,?,'staged',?,?)",
                     (msg.source, msg.source_uid, msg.arrived_at, now, mid, sha, len(msg.raw),
                      now, msg.oversize))
-                mid_id = int(cur.lastrowid)
+                mid_id = inserted_id(cur)
                 self._put_raw(mid_id, msg.raw)
                 self._event(conn, "staged", mid_id, None, None,
                             {"source": msg.source, "source_uid": msg.source_uid,

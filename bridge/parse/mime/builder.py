@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from datetime import timezone
 from email.utils import parsedate_to_datetime
+from typing import Callable
 
 import html_text
 import lxml.etree
@@ -91,7 +92,7 @@ class _Builder:
         self.defects: list[str] = []
         self.fields: dict[str, object] = {}
 
-    def guarded(self, what: str, step) -> None:  # type: ignore[no-untyped-def]
+    def guarded(self, what: str, step: Callable[[], object]) -> None:
         try:
             step()
         except Exception as exc:  # noqa: BLE001 - one broken field must not lose the others
@@ -247,4 +248,7 @@ class _Builder:
         usable = self.top.fields or self.fields.get("body") or self.fields.get("attachments") \
             or self.fields.get("xml_parts")
         error = None if usable else "no headers and no readable body"
-        return ParsedMessage(**self.fields, defects=defects, parse_error=error)  # type: ignore[arg-type]
+        # `fields` holds each field under its own name and type, filled step by step by
+        # `guarded`; mypy sees only dict[str, object].
+        return ParsedMessage(**self.fields, defects=defects,  # type: ignore[arg-type]
+                             parse_error=error)

@@ -65,7 +65,7 @@ def decode_text(data: bytes, charset: str | None) -> tuple[str, str | None]:
         try:
             return data.decode(codec, "replace"), defect
         except Exception:  # noqa: BLE001 - e.g. a codec that rejects the error handler
-            defect = f"charset {charset[:40]!r} failed"
+            defect = f"charset {(charset or '')[:40]!r} failed"
     if any(esc in data for esc in _JIS_ESCAPES):
         try:
             return data.decode("iso2022_jp_2", "replace"), defect

@@ -15,9 +15,12 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import getaddresses
+from typing import Callable, TypeVar
 
 from bridge.parse.mime.charsets import _ENCODED_WORD, decode_text
 from bridge.parse.mime.limits import MimeLimits
+
+T = TypeVar("T")
 
 # -- header blocks -----------------------------------------------------------------------------
 
@@ -98,8 +101,8 @@ def _read_headers(buf: bytes, start: int, end: int, limits: MimeLimits, top: boo
             break
 
     repaired: list[tuple[bytes, bytes]] = []
-    for name, value in fields:
-        value = bytes(value)
+    for name, folded in fields:
+        value = bytes(folded)
         while name in _GLUE_CHECKED and (glued := _GLUED.search(value)):
             defects.append(f"two headers glued together in {name.decode('ascii', 'replace')}")
             repaired.append((name, value[:glued.start()].rstrip()))
@@ -296,7 +299,7 @@ def _mime_info(content_type: bytes | None, disposition: bytes | None, default: s
     if cd_text is not None:
         msg["Content-Disposition"] = cd_text
 
-    def attempt(getter, fallback):  # type: ignore[no-untyped-def]
+    def attempt(getter: Callable[[], T], fallback: T) -> T:
         try:
             return getter()
         except Exception:  # noqa: BLE001 - broken RFC 2231 parameters must not lose the part

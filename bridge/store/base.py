@@ -1,0 +1,110 @@
+"""The plumbing every part of `Store` builds on: the connection, transactions, reads, events.
+
+`StoreBase` declares what `Store.__init__` (bridge.store.db) sets up and implements the
+helpers on top of it; the domain mixins (`staging`, `decisions`, `outbox`, `owners`, `reads`)
+inherit from it, so each one is type-checked against the attributes it really uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import logging
+import sqlite3
+from typing import Any, Callable, Iterator
+
+import sqlite_utils
+
+events_log = logging.getLogger("mailbridge.events")
+# Events an administrator reading the log should not miss.
+TROUBLE_EVENTS = frozenset({"retry", "dead", "rules-reload-failed", "admin-alert",
+                            "correlation-void", "xml-reply-limited"})
+
+
+def no_redaction(text: str) -> str:
+    return text
+
+
+def inserted_id(cur: sqlite3.Cursor) -> int:
+    """The rowid an INSERT just made (always set after one)."""
+    if cur.lastrowid is None:
+        raise RuntimeError("no row was inserted")
+    return cur.lastrowid
+
+
+class StoreBase:
+    """Connection plumbing shared by the store's mixins (set up by `Store.__init__`)."""
+
+    path: str
+    clock: Callable[[], float]  # injected in tests: due times and windows follow it
+    readonly: bool
+    # The owner (see bridge.store.lease) under which this connection's claims are recorded;
+    # None: claims without an owner, taken back by any reclaim (the pre-owner behaviour).
+    owner: str | None
+    conn: sqlite3.Connection
+    db: sqlite_utils.Database
+    # Applied to every event's detail before it is stored or logged (the daemon sets the
+    # secrets redactor).
+    redact: Callable[[str], str]
+
+    @contextlib.contextmanager
+    def write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken IMMEDIATE so read-decide-write cannot interleave with
+        another process. `durable` commits with synchronous=FULL (staging: the source is told
+        the message is taken right after)."""
+        if self.conn.in_transaction:  # nested: join the outer transaction
+            yield self.conn
+            return
+        if durable:
+            self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            if durable:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        return list(self.db.query(sql, params))
+
+    def scalar(self, sql: str, params: Any = ()) -> Any:
+        row = self.conn.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key)"
+                         " DO UPDATE SET value=excluded.value", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        value = self.scalar("SELECT value FROM meta WHERE key=?", (key,))
+        return None if value is None else str(value)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def event(self, kind: str, message_ref: int | None = None, alert_key: str | None = None,
+              outcome: str | None = None, /, **detail: Any) -> None:
+        with self.write() as conn:
+            self._event(conn, kind, message_ref, alert_key, outcome, detail)
+
+    def _event(self, conn: sqlite3.Connection, kind: str, message_ref: int | None,
+               alert_key: str | None, outcome: str | None, detail: dict[str, Any]) -> None:
+        if isinstance(outcome, enum.Enum):  # an enum's plain value, never its repr
+            outcome = str(outcome.value)
+        text = self.redact(json.dumps(detail, default=str)) if detail else None
+        conn.execute("INSERT INTO events (at, kind, message_ref, alert_key, outcome, detail)"
+                     " VALUES (?,?,?,?,?,?)",
+                     (self.clock(), kind, message_ref, alert_key, outcome, text))
+        # The same event, one log line (the log handler redacts again and formats it).
+        level = logging.WARNING if kind in TROUBLE_EVENTS else logging.INFO
+        if events_log.isEnabledFor(level):
+            extra = {k: v for k, v in (("message_ref", message_ref), ("alert_key", alert_key))
+                     if v is not None}
+            events_log.log(level, "%s%s %s", kind, f" -> {outcome}" if outcome else "",
+                           text or "", extra=extra)
