@@ -32,18 +32,28 @@ def _vm(field: str) -> int | None:
 _tree_peak = [0]
 
 
+def _pss_kib(pid: int) -> int:
+    """Proportional set size: pages shared between the forkserver and its workers count once
+    in all, not once per process as RSS would."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _tree_rss_kib() -> int:
-    """RSS of this process and every descendant (the worker pool's forkserver and workers)."""
+    """Memory of this process and every descendant (the worker pool's forkserver and
+    workers), as proportional set sizes."""
     parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            parents[int(entry.name)] = int(fields[1])
-            rss[int(entry.name)] = int(fields[21]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
         except (OSError, ValueError, IndexError):
             continue
     mine, total = {os.getpid()}, 0
@@ -55,7 +65,7 @@ def _tree_rss_kib() -> int:
                 mine.add(pid)
                 changed = True
     for pid in mine:
-        total += rss.get(pid, 0)
+        total += _pss_kib(pid)
     return total
 
 
@@ -71,7 +81,7 @@ def _report() -> None:
     target = os.environ.get("MB_BENCH_HWM")
     hwm = _vm("VmHWM")
     if target and hwm is not None:
-        Path(target).write_text(f"{hwm} {max(_tree_peak[0], hwm)}")
+        Path(target).write_text(f"{hwm} {_tree_peak[0] or hwm}")
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from typing import Any
 from bench import corpus
 from bench.harness import BenchSettings, Servers, child_env, mailbridge_args, make_config
 
-NO_STORM = {"account_cap": 1_000_000, "global_cap": 1_000_000}
+NO_STORM = {"account_cap": 1_000_000, "global_cap": 1_000_000, "burst_threshold": 1_000_000}
 
 
 def _percentile(values: list[float], p: float) -> float:

@@ -40,13 +40,15 @@ class Sizes:
     # storm appends, so the effect of the caps shows apart from that of the appends.
     storm_variants: tuple[dict[str, Any], ...] = ({"account_cap": 20, "global_cap": 200},)
     limit_runs: int = 3
+    hostile: int = 10_000
+    breakers: int = 10
 
 
 SMOKE = Sizes(backlog=100, latency_s=2.0, scale_small=(5, 50), scale_large=(50, 2000),
               scale_messages=200, regex=(5, 20), attachment=2 * 1024 * 1024, storm=200,
-              sites=5, storm_variants=(), limit_runs=1)
+              sites=5, storm_variants=(), limit_runs=1, hostile=100, breakers=2)
 
-BENCHES = ("backlog", "latency", "scaling", "memory", "storm", "xml")
+BENCHES = ("backlog", "hostile", "latency", "scaling", "memory", "storm", "xml")
 
 
 def _backlog(z: Sizes) -> Any:
@@ -79,6 +81,12 @@ def _storm(z: Sizes) -> Any:
     return storm.run(z.storm, z.sites, tuple(BenchSettings(storm=v) for v in z.storm_variants))
 
 
+def _hostile(z: Sizes) -> Any:
+    from bench import hostile
+
+    return hostile.run(z.hostile, z.breakers)
+
+
 def _xml(z: Sizes) -> Any:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_xml_hostile.py")],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -87,7 +95,8 @@ def _xml(z: Sizes) -> Any:
 
 
 RUNNERS: dict[str, Callable[[Sizes], Any]] = {
-    "backlog": _backlog, "latency": _latency, "scaling": _scaling, "memory": _memory,
+    "backlog": _backlog, "hostile": _hostile, "latency": _latency, "scaling": _scaling,
+    "memory": _memory,
     "storm": _storm, "xml": _xml}
 
 
@@ -132,6 +141,19 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         out.append(("1. Ratio to the limit (bare aioimaplib UID FETCH, batches of 200: "
                     f"{b['limit_s']:.2f} s = {b['limit_rate']:,.0f} msg/s)",
                     f"**{b['ratio']:.1f}×**", "aim ≤ 5×", b["ratio"] <= 5))
+    if b and b.get("tree_rss_mib", -1) > 0:
+        out.append(("1. Peak RSS of the backlog drain, summed over the daemon and its worker"
+                    " processes (proportional share of pages each)",
+                    f"**{b['tree_rss_mib']:.0f} MiB** (main process {b['max_rss_mib']:.0f})",
+                    "≤ 150 MB", b["tree_rss_mib"] <= 150))
+    h = r.get("hostile")
+    if h:
+        out.append((f"1h. Backlog with {h['breakers']} budget-breaking mails (worker hooks:"
+                    f" half run away, half allocate without end; wall {h['wall_s']:g} s,"
+                    f" {h['workers']} workers)",
+                    f"{h['hostile']['seconds']:.1f} s vs clean {h['clean']['seconds']:.1f} s;"
+                    f" {h['hostile']['quarantined']} quarantined",
+                    f"≤ {h['bound_s']:.1f} s, exactly the breakers quarantined", h["ok"]))
     lat = r.get("latency")
     if lat:
         out.append((f"2. Latency under IDLE, APPEND → call ({lat['messages']} alerts at "

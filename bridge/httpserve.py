@@ -223,6 +223,10 @@ def server_config(app: Any, limits: HttpLimits, **options: Any) -> uvicorn.Confi
     """A uvicorn Config that applies `limits` (h11 only: the one protocol we guard). uvicorn's
     `limit_concurrency` counts open connections too, which our cap already bounds, so it is set
     above the cap: it is the second line (503) for requests, not the first."""
+    # `backlog` is also how many connections asyncio accepts in one go before any protocol
+    # sees one (uvicorn's default, 2,048, lets a flood take every descriptor in a single
+    # loop iteration, before the cap can close a connection): keep it at the cap.
     return uvicorn.Config(app, http=guarded_protocol(limits),
+                          backlog=min(128, limits.connection_cap()),
                           limit_concurrency=2 * limits.connection_cap(),
                           timeout_keep_alive=max(1, round(limits.keepalive_timeout)), **options)

@@ -248,7 +248,7 @@ async def serve(app: ASGIApp, host: str, port: int, stop: asyncio.Event,
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    sock.listen(128)
+    sock.listen(min(128, (limits or HttpLimits()).connection_cap()))
     bound = sock.getsockname()[1]
     throttle_server_logs()
     config = server_config(app, limits or HttpLimits(), log_config=None, access_log=False,

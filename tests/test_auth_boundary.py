@@ -92,7 +92,9 @@ async def run_once(config) -> None:
 
 @pytest.fixture
 def config(tmp_path, dovecot, psa_sim, smtp_sink):
-    return write_config(tmp_path, psa_sim, smtp_port=smtp_sink.port, imap=imap_section(dovecot))
+    # A recovery closes at once (no resolve delay): these tests are about who may close.
+    return write_config(tmp_path, psa_sim, smtp_port=smtp_sink.port, imap=imap_section(dovecot),
+                        extra="\n[storm]\nresolve_delay = 0\n")
 
 
 @pytest.mark.dovecot
