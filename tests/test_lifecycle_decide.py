@@ -87,7 +87,7 @@ def test_cap_reached_opens_a_storm_ticket_that_takes_over_held_opens():
     [item] = d.outbox
     assert item.action == "OPEN" and item.ordering_key == "storm:ACME-001"
     # No storm routing configured: the first alert's.
-    assert (item.payload["productGroup"], item.payload["alertType"]) == ("servers", "Host Down")
+    assert (item.payload["product_group"], item.payload["alert_type"]) == ("servers", "Host Down")
     assert item.payload["title"] == "Alert storm: 7 alerts for ACME-001"
     assert item.not_before == 1030.0  # when the first held OPEN would have gone
     assert d.absorb == held and d.storm_join == "storm-1"

@@ -86,7 +86,7 @@ def test_over_the_account_cap_opens_a_storm_ticket():
                new_id=lambda: "storm-1", policy=POLICY)
     [item] = d.outbox
     assert item.ordering_key == "storm:ACME-001" and item.action == "OPEN"
-    assert item.payload["productGroup"] == "storm" and item.payload["alertType"] == "Alert Storm"
+    assert item.payload["product_group"] == "storm" and item.payload["alert_type"] == "Alert Storm"
     assert d.storm_join == "storm-1" and d.open_key == "storm:ACME-001"
     assert "acme:db9:x" in item.payload["summary"]
 

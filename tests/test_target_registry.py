@@ -32,8 +32,8 @@ from bridge.store import AsyncStore, Store
 from bridge.store.db import OutboxRow
 
 NOW = 1_000_000.0
-PSA_DATA = {"title": "web01 down", "summary": "ping failed", "alertType": "Host Down",
-            "accountId": "ACME-001", "productGroup": "servers"}
+PSA_DATA = {"title": "web01 down", "summary": "ping failed", "alert_type": "Host Down",
+            "account_id": "ACME-001", "product_group": "servers"}
 
 
 class Clock:

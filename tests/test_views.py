@@ -66,8 +66,8 @@ def fill(path: Path, now: float | None = None) -> Filled:
         store.set_outcome(mid, outcome, reason)
 
     key = "ates:Veeam:8932"
-    payload = {"title": "Backup failed on SRV01", "accountId": "ACME-001",
-               "incidentStatus": "OPEN"}
+    payload = {"title": "Backup failed on SRV01", "account_id": "ACME-001",
+               "summary": "job failed", "alert_type": "Backup Failed", "product_group": "backup"}
     # created: a new ticket; the PSA call is recorded with its (redacted) request summary.
     mid = stage("created", raw_mail("Backup failed on SRV01"), now - 7200)
     decide(mid, Decision("new alert", alert_key=key, open_correlation="corr-1",
