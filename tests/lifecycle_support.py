@@ -1,6 +1,6 @@
 """Shared by the lifecycle tests (issue 15): Nagios mail, a rules copy with a minimum duration,
 a whole mailbridge on an injected clock, and a model of the documented lifecycle written apart
-from `bridge/decide.py` (docs/storm.md is its specification)."""
+from `bridge/decide/core.py` (docs/storm.md is its specification)."""
 
 from __future__ import annotations
 

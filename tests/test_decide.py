@@ -1,6 +1,6 @@
 """decide(): the create / append / resolve table of SPEC §3.5, as a pure function."""
 
-from bridge.decide import decide
+from bridge.decide.core import decide
 from bridge.models import Alert, CorrelationView, Outcome
 
 

@@ -4,10 +4,10 @@ bursts held and taken over, damping."""
 from dataclasses import replace
 
 from bridge.config import StormSettings
-from bridge.decide import decide
+from bridge.decide.core import decide
+from bridge.decide.stormgroup import STORM_APPEND_CHARS, add_storm_line
 from bridge.models import Alert, AlertContext, CorrelationView, HeldOpen, ListedAlert, Outcome, \
     PendingCall
-from bridge.stormgroup import STORM_APPEND_CHARS, add_storm_line
 
 POLICY = StormSettings(coalesce_window=300, resolve_delay=120, account_cap=10,
                        account_window=60, global_cap=100, burst_threshold=3, burst_window=30,

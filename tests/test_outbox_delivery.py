@@ -13,7 +13,7 @@ import sqlite3
 import pytest
 
 from bridge.config import settings_from_dict
-from bridge.decide import decide
+from bridge.decide.core import decide
 from bridge.deliver.outbox import Delivery
 from bridge.deliver.psa import PsaClient
 from bridge.models import Alert, RawMessage, TicketCall

@@ -1,7 +1,7 @@
 """Storm control in decide(): coalescing, resolve delay (flap damping), caps, re-open, stale."""
 
 from bridge.config import StormSettings
-from bridge.decide import decide
+from bridge.decide.core import decide
 from bridge.models import Alert, AlertContext, CorrelationView, Outcome, PendingCall
 
 POLICY = StormSettings(coalesce_window=300, resolve_delay=120, account_cap=3,

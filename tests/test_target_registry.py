@@ -26,8 +26,8 @@ from bridge.deliver.psa_target import PsaTarget
 from bridge.deliver.smtp import SmtpSender
 from bridge.deliver.webhook import WebhookTarget
 from bridge.deliver.webhook_target import HookTarget
-from bridge.httpserve import ThreadedServer
 from bridge.models import OutboxItem, RawMessage
+from bridge.operator.httpserve import ThreadedServer
 from bridge.store import AsyncStore, Store
 from bridge.store.db import OutboxRow
 

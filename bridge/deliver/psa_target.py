@@ -165,7 +165,7 @@ def _confirm(sent: Event, cid: str | None, result: PsaResult) -> tuple[Effect, .
 
 def _observe(verdict: str, duration: float) -> None:
     try:
-        from bridge import metrics
+        from bridge.operator import metrics
     except ImportError:
         return
     metrics.API_CALLS.labels(verdict).inc()

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bridge.decide.stormgroup import add_storm_line, storm_key
 from bridge.models import AlertContext, CorrelationView, Decision, HeldOpen, ListedAlert, \
     PendingCall, TicketCall
-from bridge.stormgroup import add_storm_line, storm_key
 from bridge.store.outbox import OutboxMixin
 
 

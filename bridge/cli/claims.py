@@ -26,7 +26,7 @@ def processing(ctx: click.Context, config_path: str, as_json: bool) -> None:
     """Messages in processing and who holds them (subcommands: release ID, quarantine ID)."""
     ctx.obj = config_path
     if ctx.invoked_subcommand is None:
-        from bridge import views
+        from bridge.operator import views
 
         rows = _store(_settings(config_path)).processing_rows()
         if as_json:

@@ -55,7 +55,7 @@ def _settings(config_path: str) -> Settings:
 
 def _setup_logging(settings: Settings) -> Any:
     """Logging through the process's one redactor, which is returned for the store."""
-    from bridge.audit import Redactor, setup_logging
+    from bridge.operator.audit import Redactor, setup_logging
 
     redactor = Redactor(settings.secrets())
     setup_logging(settings.log, redactor)
@@ -133,7 +133,7 @@ def ingest(config_path: str) -> None:
 @click.option("--online", is_flag=True, help="also log in to IMAP/SMTP and ask the PSA")
 def check(config_path: str, online: bool) -> None:
     """Validate config, rules and accounts; with --online, reach every peer."""
-    from bridge.checks import run_checks
+    from bridge.operator.checks import run_checks
 
     settings = _settings(config_path)
     sys.exit(run_checks(settings, online=online, echo=click.echo))
@@ -215,7 +215,7 @@ def demo(keep: str | None) -> None:
 def _store(settings: Settings, write: bool = False) -> Any:
     """Views open the store read-only: no migration, no write lock, so they answer while the
     pipeline writes. Commands that change something open it for writing, never migrating."""
-    from bridge.audit import Redactor
+    from bridge.operator.audit import Redactor
     from bridge.store.db import Store, StoreNotReady
 
     try:
@@ -232,13 +232,13 @@ def _store(settings: Settings, write: bool = False) -> Any:
 @json_option
 def status(config_path: str, as_json: bool) -> None:
     """Backlog, outbox depth, failures, rule-set version, PSA state."""
-    from bridge import views
+    from bridge.operator import views
 
-    from bridge.status import load_runtime
+    from bridge.operator.status import load_runtime
 
     settings = _settings(config_path)
     store = _store(settings)
-    from bridge.audit import Redactor
+    from bridge.operator.audit import Redactor
 
     # The status holds server text (errors); it passes the redactor whatever the daemon did.
     data = Redactor(settings.secrets()).redact_obj(views.status_view(store, load_runtime(store)))
@@ -259,7 +259,7 @@ def status(config_path: str, as_json: bool) -> None:
 def events(config_path: str, message: int | None, key: str | None, since: str | None,
            outcome: str | None, limit: int, as_json: bool) -> None:
     """The audit trail."""
-    from bridge import views
+    from bridge.operator import views
 
     settings = _settings(config_path)
     rows = views.events_view(_store(settings), message=message, key=key,
@@ -288,7 +288,7 @@ def _since(value: str | None) -> float | None:
 @json_option
 def tickets(config_path: str, remote: bool, as_json: bool) -> None:
     """Open correlations (alert key -> ticket), or the PSA's own list with --remote."""
-    from bridge import views
+    from bridge.operator import views
 
     settings = _settings(config_path)
     if remote:
@@ -337,7 +337,7 @@ def outbox(ctx: click.Context, config_path: str, as_json: bool) -> None:
     """List pending and dead outbox rows (subcommands: retry ID, drop ID)."""
     ctx.obj = config_path
     if ctx.invoked_subcommand is None:
-        from bridge import views
+        from bridge.operator import views
 
         rows = _store(_settings(config_path)).outbox_rows()
         if as_json:
@@ -409,7 +409,7 @@ def test_alert(config_path: str, account: str, product_group: str, alert_type: s
 def reconcile(config_path: str, fix: bool, as_json: bool) -> None:
     """Compare open correlations with the PSA's ticket list."""
     from bridge.assembly import build_peers
-    from bridge.reconcile import reconcile as do_reconcile
+    from bridge.operator.reconcile import reconcile as do_reconcile
     from bridge.store import AsyncStore
 
     settings = _settings(config_path)
@@ -449,7 +449,7 @@ def quarantine(ctx: click.Context, config_path: str, as_json: bool) -> None:
     """Quarantined messages (subcommands: show ID, release ID, delete ID)."""
     ctx.obj = config_path
     if ctx.invoked_subcommand is None:
-        from bridge import views
+        from bridge.operator import views
 
         rows = views.quarantine_list(_store(_settings(config_path)))
         if as_json:
@@ -463,8 +463,8 @@ def quarantine(ctx: click.Context, config_path: str, as_json: bool) -> None:
 @click.pass_obj
 def quarantine_show(config_path: str, message_id: int) -> None:
     """Headers, reason, readable text and events of one message (secrets redacted)."""
-    from bridge import views
-    from bridge.audit import Redactor
+    from bridge.operator import views
+    from bridge.operator.audit import Redactor
 
     settings = _settings(config_path)
     shown = views.quarantine_show(_store(settings), message_id,
@@ -513,7 +513,7 @@ def backup(config_path: str, target: str, force: bool) -> None:
 
 
 # `processing` and `migrate` live in a module of their own (this one is long enough).
-from bridge.cli_claims import migrate, processing  # noqa: E402
+from bridge.cli.claims import migrate, processing  # noqa: E402
 
 main.add_command(processing)
 main.add_command(migrate)

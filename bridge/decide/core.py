@@ -34,9 +34,9 @@ from dataclasses import replace
 from typing import Callable
 
 from bridge.config import StormSettings
+from bridge.decide.stormgroup import STORM_APPEND_CHARS, STORM_LINE_CHARS, grouped, join_storm, storm_key
 from bridge.models import Alert, AlertContext, CorrelationView, Decision, OutboxItem, Outcome, \
     TicketCall
-from bridge.stormgroup import STORM_APPEND_CHARS, STORM_LINE_CHARS, grouped, join_storm, storm_key
 
 __all__ = ["DEFAULT_POLICY", "STORM_APPEND_CHARS", "STORM_LINE_CHARS", "decide",
            "new_correlation_id", "storm_key", "with_webhooks"]
