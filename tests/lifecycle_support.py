@@ -176,7 +176,7 @@ class Policy:
 class Model:
     """The lifecycle of docs/storm.md for alerts that never reach a storm ticket: per key, how
     many tickets open and whether the last one is open at quiescence. Written from the docs,
-    not from decide.py: state is per key, time is arrival time, windows are half-open."""
+    not from decide/core.py: state is per key, time is arrival time, windows are half-open."""
 
     policy: Policy
     tickets: dict[str, list[_Ticket]] = field(default_factory=dict)

@@ -1,7 +1,7 @@
 """Storm tickets: one ticket per storm group (an account, or an account and product group,
 `storm_group`) for a burst of new alerts.
 
-Pure, like `decide.py`, which hands over here when a new alert belongs on a storm ticket
+Pure, like `core.py` (`decide()`), which hands over here when a new alert belongs on a storm ticket
 (docs/storm.md, "Bursts and the storm ticket"). A storm ticket's summary is a compact list: a
 short header, then one block per section — an alert type for failing alerts, `Recovered`, and
 the alerts of the burst that got tickets of their own before the storm began — with one line
