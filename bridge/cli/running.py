@@ -16,7 +16,8 @@ from bridge.config import ConfigError, load_settings
 
 @click.command()
 @config_option
-@click.option("--once", is_flag=True, help="drain sources and outbox, then exit (0 done, 3 pending)")
+@click.option("--once", is_flag=True,
+              help="drain sources and outbox, then exit (0 done, 3 pending)")
 @click.option("--flush", is_flag=True, help="with --once: send held work (coalesced appends,"
               " delayed resolves) now")
 def run(config_path: str, once: bool, flush: bool) -> None:

@@ -34,7 +34,8 @@ from dataclasses import replace
 from typing import Callable
 
 from bridge.config import StormSettings
-from bridge.decide.stormgroup import STORM_APPEND_CHARS, STORM_LINE_CHARS, grouped, join_storm, storm_key
+from bridge.decide.stormgroup import (STORM_APPEND_CHARS, STORM_LINE_CHARS, grouped, join_storm,
+                                      storm_key)
 from bridge.models import Alert, AlertContext, CorrelationView, Decision, OutboxItem, Outcome, \
     TicketCall
 
