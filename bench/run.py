@@ -370,10 +370,10 @@ CHANGES_TABLE = """| change | where | before → after (measured) |
 | One single-connection httpx client per concurrency slot, handed out through a queue (before: one shared pool, which poll()ed every pooled connection on each request — a third of the client's CPU) | bridge/deliver/psa.py | with claim-ahead and the claim's partial indexes: mailbridge CPU on the 10,000-message backlog 40 s → 26 s |
 | Those clients share **one** TLS context (one per client had pushed the peak RSS up) | bridge/deliver/psa.py | peak RSS of benchmark 1 at concurrency 64: 150 MiB → 97 MiB |
 | `sniffio` added to the dependencies: httpcore imported it, failed, and tried again on every request | pyproject.toml | ~8 % of busy samples → under 1 %; as the first round's experiment, mailbridge CPU −28 % (2,000 messages: 7.4–8.1 s → 5.3–5.6 s) |
-| Listening sockets are created with `proto=IPPROTO_TCP`: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, so every response of the in-process simulator (used by the benchmarks and tests) and of /metrics waited ~44 ms for a delayed ACK (Nagle) | bridge/httpserve.py, bridge/web.py | one GET: 44 ms → 1.2 ms |
+| Listening sockets are created with `proto=IPPROTO_TCP`: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, so every response of the in-process simulator (used by the benchmarks and tests) and of /metrics waited ~44 ms for a delayed ACK (Nagle) | bridge/operator/httpserve.py, bridge/operator/web.py | one GET: 44 ms → 1.2 ms |
 | Raw bytes in a table of their own, `raw_messages`, written once (migration 4; before, SQLite rewrote the whole `messages` row, 50 MB blob included, at every UPDATE); big messages written and read through SQLite's incremental blob I/O (`blobopen`) | bridge/store | one 50 MiB message: peak RSS growth 7.1× → 1.9× the message |
 | Partial indexes for the outbox claim (migration 5: unfinished rows only); a 32 MB page cache (SQLite's default: 2 MB) | bridge/store | in the CPU figure of the PSA client row |
-| A storm append lists alert lines up to `STORM_APPEND_CHARS` = 7,000 characters (was 40 lines); default caps `account_cap = 10`, `global_cap = 100` (were 20 / 200) | bridge/decide.py, bridge/config.py, config.example.toml | storm benchmark: 340 calls (6.8 %) → 180 calls (3.6 %) |
+| A storm append lists alert lines up to `STORM_APPEND_CHARS` = 7,000 characters (was 40 lines); default caps `account_cap = 10`, `global_cap = 100` (were 20 / 200) | bridge/decide/core.py, bridge/config.py, config.example.toml | storm benchmark: 340 calls (6.8 %) → 180 calls (3.6 %) |
 | `BenchSettings.concurrency` 16 → 64, the configuration's maximum (before the PSA client change, 32 and 64 were slower than 16); the harness waits for its child with a blocking `wait4` and a timer instead of polling every 5 ms, which took the GIL from the in-process simulator | bench/ | in the backlog figures below |
 | **All together**: backlog drain | | 180 msg/s → 515 msg/s (bar met); ratio to the bare fetch 60× → ~21×; mailbridge CPU 40 s → ~20 s |
 | **All together**: latency under IDLE | | p50 319 → 318 ms, p99 540 → 538 ms: the median is mostly Dovecot's notification delay (section 2) |"""
@@ -534,7 +534,7 @@ def _storm_note(storms: list[dict[str, Any]]) -> str:
 STORM_GAP = """**Gap with the shipped defaults: next step.** Each alert opened before the caps
 grouped its site is a call, and each grouped alert costs a line of an append; once a storm append
 is full, further alerts could be folded into it as a count ("and N more alerts; `mailbridge events
---key …` lists them") instead of opening another append (bridge/decide.py), so a storm costs
+--key …` lists them") instead of opening another append (bridge/decide/core.py), so a storm costs
 about one append per site per window."""
 
 PROFILE_NOTES = ["## Profile", "",

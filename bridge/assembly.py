@@ -5,23 +5,26 @@ Every command gets its parts from `assemble` — the daemon, `run --once`, `inge
 component builds another from settings on its own (Alertmanager's config coordinator: one
 place turns a config into the running objects, and a reload builds a fresh set and swaps it
 in whole). Only the peers may be replaced: `simulate` assembles with `DryRunPeers`, which
-accept every call and record the exact request they would have sent.
+accept every call and record the exact request they would have sent. `restart_needed` names
+the settings a reload cannot re-assemble (read once at start); `rules_signature` tells the rule
+watch when the rule files changed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from bridge.classify.loader import load_ruleset
 from bridge.classify.ruleset import RuleSet
 from bridge.config import Settings
-from bridge.decide import new_correlation_id
-from bridge.decider import Decider
+from bridge.decide.core import new_correlation_id
+from bridge.decide.decider import Decider
 from bridge.deliver.peers import Peers
-from bridge.isolation import WorkerPool
-from bridge.pipeline import Evaluator, Pipeline, classify_context
+from bridge.process.isolation import WorkerPool
+from bridge.process.pipeline import Evaluator, Pipeline, classify_context
 
 if TYPE_CHECKING:
     from bridge.deliver.webhook import WebhookTarget
@@ -66,7 +69,7 @@ def build_peers(settings: Settings) -> Peers:
 
         tokens = None
         if settings.smtp.oauth2 is not None:
-            from bridge.oauth2 import TokenProvider
+            from bridge.auth.oauth2 import TokenProvider
 
             tokens = TokenProvider(settings.smtp.oauth2)
         smtp = SmtpSender(settings.smtp, token_provider=tokens)
@@ -88,3 +91,31 @@ def assemble(settings: Settings, *, peers: Callable[[Settings], Peers] = build_p
     pipeline = Pipeline(settings, rules, classify_context(settings), decider)
     evaluator = WorkerPool(pipeline, settings.processing)
     return Parts(settings, rules, decider, pipeline, evaluator, peers(settings))
+
+
+def restart_needed(started: Settings, fresh: Settings) -> list[str]:
+    """The settings a running process cannot change: they are read once at start."""
+    out = []
+    if Path(started.store.path) != Path(fresh.store.path):
+        out.append("store.path")
+    for name in ("enabled", "host", "port"):
+        if getattr(started.http, name) != getattr(fresh.http, name):
+            out.append(f"http.{name}")
+    if started.log != fresh.log:
+        out.append("log")
+    return out
+
+
+def rules_signature(settings: Settings) -> tuple[tuple[str, float, int], ...]:
+    """Names, times and sizes of the rule files and the accounts file: a cheap change test."""
+    paths = list(Path(settings.rules.directory).glob("*.toml"))
+    if settings.rules.accounts is not None:
+        paths.append(Path(settings.rules.accounts))
+    out = []
+    for p in sorted(paths):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append((str(p), st.st_mtime, st.st_size))
+    return tuple(out)

@@ -21,17 +21,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from bridge import sdnotify
-from bridge.assembly import Parts, assemble, build_peers
-from bridge.audit import Redactor
+from bridge.assembly import Parts, assemble, build_peers, restart_needed, rules_signature
 from bridge.config import Settings, load_settings
 from bridge.deliver.outbox import Delivery
 from bridge.deliver.peers import Peers
 from bridge.models import RawMessage
-from bridge.pipeline import Pipeline
+from bridge.operator import sdnotify
+from bridge.operator.audit import Redactor
+from bridge.operator.status import RuntimeStatus
+from bridge.process.pipeline import Pipeline
 from bridge.seams import Source
 from bridge.sources import build_sources, sources_signature
-from bridge.status import RuntimeStatus
 from bridge.store.db import AsyncStore, Store
 from bridge.store.lease import OwnerConflict, OwnerLease
 from bridge.store.spool import stage_spooled
@@ -145,7 +145,7 @@ class Bridge:
 
     async def run(self, stop: asyncio.Event | None = None, shutdown_timeout: float = 20.0) -> int:
         stop = stop or asyncio.Event()
-        from bridge.httpserve import raise_nofile_limit
+        from bridge.operator.httpserve import raise_nofile_limit
 
         raise_nofile_limit()  # before any source, client or listener opens a descriptor
         loop = asyncio.get_running_loop()
@@ -180,7 +180,7 @@ class Bridge:
         delivery_stop = asyncio.Event()
         deliver_task = asyncio.ensure_future(self.delivery.run(delivery_stop))
         process_task = asyncio.ensure_future(self._process_loop(stop))
-        from bridge.housekeeping import housekeeping
+        from bridge.operator.housekeeping import housekeeping
 
         house_task = asyncio.ensure_future(housekeeping(self, stop))
         web_task = self._start_web(stop)
@@ -249,8 +249,8 @@ class Bridge:
         h = self.settings.http
         if not h.enabled:
             return None
-        from bridge.httpserve import HttpLimits
-        from bridge.web import create_app, serve
+        from bridge.operator.httpserve import HttpLimits
+        from bridge.operator.web import create_app, serve
 
         path = self.settings.store.path
         # The dashboard reads through its own connection, never queued behind pipeline writes.
@@ -356,34 +356,6 @@ class Bridge:
                 pass
         await self.lease.release()  # unfinished claims go back uncounted
         self.store.close()
-
-
-def restart_needed(started: Settings, fresh: Settings) -> list[str]:
-    """The settings a running process cannot change: they are read once at start."""
-    out = []
-    if Path(started.store.path) != Path(fresh.store.path):
-        out.append("store.path")
-    for name in ("enabled", "host", "port"):
-        if getattr(started.http, name) != getattr(fresh.http, name):
-            out.append(f"http.{name}")
-    if started.log != fresh.log:
-        out.append("log")
-    return out
-
-
-def rules_signature(settings: Settings) -> tuple[tuple[str, float, int], ...]:
-    """Names, times and sizes of the rule files and the accounts file: a cheap change test."""
-    paths = list(Path(settings.rules.directory).glob("*.toml"))
-    if settings.rules.accounts is not None:
-        paths.append(Path(settings.rules.accounts))
-    out = []
-    for p in sorted(paths):
-        try:
-            st = p.stat()
-        except OSError:
-            continue
-        out.append((str(p), st.st_mtime, st.st_size))
-    return tuple(out)
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:

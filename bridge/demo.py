@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bridge.config import settings_from_dict
-from bridge.httpserve import ThreadedServer, free_port
+from bridge.operator.httpserve import ThreadedServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -180,6 +180,52 @@ PsaAction = Literal["OPEN", "UPDATE", "RESOLVED"]
 
 
 @dataclass(frozen=True)
+class TicketCall:
+    """What a create, append or resolve says about the ticket, in the core's own words.
+
+    decide and the storm logic build it, the store keeps it as an outbox row's payload (its
+    snake_case fields, JSON), and only a ticketing target renders it in its wire names (the
+    MSPCentric client: `alertType`, `accountId`, … in `deliver/psa.py`). Outbox rows written
+    before this shape carried those wire names; migration 8 (`store/schema.py`) rewrote them.
+    """
+
+    title: str
+    summary: str
+    alert_type: str
+    account_id: str
+    product_group: str
+    device: str | None = None
+
+    @classmethod
+    def of(cls, alert: Alert) -> TicketCall:
+        return cls(alert.title, alert.summary, alert.alert_type, alert.account_id,
+                   alert.product_group, alert.device or None)
+
+    def payload(self) -> dict[str, str]:
+        """The outbox row's payload (no `device` key when there is none)."""
+        out = {"title": self.title, "summary": self.summary, "alert_type": self.alert_type,
+               "account_id": self.account_id, "product_group": self.product_group}
+        if self.device:
+            out["device"] = self.device
+        return out
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> TicketCall:
+        """Read an outbox row's payload back; other keys (e.g. `target`) are ignored."""
+        missing = [k for k in TICKET_FIELDS if payload.get(k) is None]
+        if missing:
+            raise ValueError(f"ticket call lacks {', '.join(missing)}")
+        device = payload.get("device")
+        return cls(title=str(payload["title"]), summary=str(payload["summary"]),
+                   alert_type=str(payload["alert_type"]), account_id=str(payload["account_id"]),
+                   product_group=str(payload["product_group"]),
+                   device=str(device) if device else None)
+
+
+TICKET_FIELDS = ("title", "summary", "alert_type", "account_id", "product_group")
+
+
+@dataclass(frozen=True)
 class OutboxItem:
     """One call to make, written to the outbox in the same transaction as the decision."""
 

@@ -25,7 +25,7 @@ from bridge.config import Settings
 from bridge.deliver.dryrun import DryRunLog, dry_run_peers
 from bridge.deliver.outbox import Delivery
 from bridge.deliver.psa import PsaClient, redact_payload
-from bridge.models import RawMessage
+from bridge.models import RawMessage, TicketCall
 from bridge.store.db import AsyncStore, Store
 
 def arrival_time(raw: bytes, path: Path) -> float:
@@ -128,7 +128,8 @@ def _result(store: Store, message_id: int, label: str, log: DryRunLog,
 def _render(row: dict[str, Any], psa: PsaClient | None) -> dict[str, Any]:
     """The request an outbox row makes (sent in the preview or still held), secrets masked."""
     if row["kind"] == "psa" and psa is not None:
-        body = redact_payload(psa.build_payload(row["action"], row["payload"],
+        body = redact_payload(psa.build_payload(row["action"],
+                                                TicketCall.from_payload(row["payload"]),
                                                 row["correlation_id"]))
         return {"incidentStatus": row["action"], "correlationId": row["correlation_id"],
                 "data": body["data"], "state": row["state"]}

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any
 
-from bridge.decider import SEND_NOW
+from bridge.decide.decider import SEND_NOW
 from bridge.models import Alert, RawMessage
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Shared by the lifecycle tests (issue 15): Nagios mail, a rules copy with a minimum duration,
 a whole mailbridge on an injected clock, and a model of the documented lifecycle written apart
-from `bridge/decide.py` (docs/storm.md is its specification)."""
+from `bridge/decide/core.py` (docs/storm.md is its specification)."""
 
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ class Policy:
 class Model:
     """The lifecycle of docs/storm.md for alerts that never reach a storm ticket: per key, how
     many tickets open and whether the last one is open at quiescence. Written from the docs,
-    not from decide.py: state is per key, time is arrival time, windows are half-open."""
+    not from decide/core.py: state is per key, time is arrival time, windows are half-open."""
 
     policy: Policy
     tickets: dict[str, list[_Ticket]] = field(default_factory=dict)

@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from bridge.audit import MessageLog, Redactor, setup_logging
 from bridge.config import LogSettings, settings_from_dict
 from bridge.models import RawMessage
+from bridge.operator.audit import MessageLog, Redactor, setup_logging
 from bridge.store import Store
 from tests.test_views import ATES_PW, SECRET, XML_PW, leaks
 

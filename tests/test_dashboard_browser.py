@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.operator.web import create_app, serve
 from bridge.store import Store
-from bridge.web import create_app, serve
 from tests.test_views import fill, leaks
 from tests.test_web import make_settings, runtime_ok
 

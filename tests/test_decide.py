@@ -1,6 +1,6 @@
 """decide(): the create / append / resolve table of SPEC §3.5, as a pure function."""
 
-from bridge.decide import decide
+from bridge.decide.core import decide
 from bridge.models import Alert, CorrelationView, Outcome
 
 
@@ -21,8 +21,8 @@ def test_first_occurrence_opens_with_a_new_correlation_id():
     assert (item.kind, item.action, item.correlation_id, item.ordering_key) == \
         ("psa", "OPEN", "fresh", "acme:web01:Host Down")
     assert item.payload == {"title": "web01 down", "summary": "PING CRITICAL",
-                            "alertType": "Host Down", "accountId": "ACME-001",
-                            "productGroup": "servers", "device": "web01"}
+                            "alert_type": "Host Down", "account_id": "ACME-001",
+                            "product_group": "servers", "device": "web01"}
 
 
 def test_repeat_appends_to_the_open_ticket():

@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from bridge.config import HttpSettings
-from bridge.httpserve import HttpLimits, _Throttle, free_port, raise_nofile_limit
+from bridge.operator.httpserve import HttpLimits, _Throttle, free_port, raise_nofile_limit
+from bridge.operator.web import create_app, host_allowed, serve
 from bridge.store import Store
-from bridge.web import create_app, host_allowed, serve
 from tests.helpers import MAILBRIDGE, SAMPLES, outcomes, write_config
 from tests.test_web import make_settings
 
@@ -187,7 +187,7 @@ def test_connection_cap_leaves_three_quarters_of_the_descriptors() -> None:
 def test_raise_nofile_limit_raises_the_soft_limit_to_the_hard_one() -> None:
     done = subprocess.run(
         [sys.executable, "-c", "import resource;"
-         "from bridge.httpserve import raise_nofile_limit;"
+         "from bridge.operator.httpserve import raise_nofile_limit;"
          "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024));"
          "print(raise_nofile_limit(), resource.getrlimit(resource.RLIMIT_NOFILE))"],
         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])

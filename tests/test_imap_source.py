@@ -499,7 +499,7 @@ async def test_wrong_password_is_an_auth_error_without_the_password(dovecot: Dov
 @pytest.mark.dovecot
 async def test_xoauth2_against_dovecot_oauth2_passdb(staging: Staging) -> None:
     """Dovecot checks the token at a local RFC 7662 introspection endpoint; the token comes
-    from the same server's token endpoint through bridge.oauth2.TokenProvider."""
+    from the same server's token endpoint through bridge.auth.oauth2.TokenProvider."""
     oauth = OAuthServer(issue=["expired-token", "good-token"], valid={"good-token"})
     try:
         with DovecotServer(oauth2_introspection_url=oauth.introspection_url) as server:

@@ -4,10 +4,10 @@ bursts held and taken over, damping."""
 from dataclasses import replace
 
 from bridge.config import StormSettings
-from bridge.decide import decide
+from bridge.decide.core import decide
+from bridge.decide.stormgroup import STORM_APPEND_CHARS, add_storm_line
 from bridge.models import Alert, AlertContext, CorrelationView, HeldOpen, ListedAlert, Outcome, \
     PendingCall
-from bridge.stormgroup import STORM_APPEND_CHARS, add_storm_line
 
 POLICY = StormSettings(coalesce_window=300, resolve_delay=120, account_cap=10,
                        account_window=60, global_cap=100, burst_threshold=3, burst_window=30,
@@ -87,7 +87,7 @@ def test_cap_reached_opens_a_storm_ticket_that_takes_over_held_opens():
     [item] = d.outbox
     assert item.action == "OPEN" and item.ordering_key == "storm:ACME-001"
     # No storm routing configured: the first alert's.
-    assert (item.payload["productGroup"], item.payload["alertType"]) == ("servers", "Host Down")
+    assert (item.payload["product_group"], item.payload["alert_type"]) == ("servers", "Host Down")
     assert item.payload["title"] == "Alert storm: 7 alerts for ACME-001"
     assert item.not_before == 1030.0  # when the first held OPEN would have gone
     assert d.absorb == held and d.storm_join == "storm-1"

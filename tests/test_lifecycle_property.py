@@ -7,7 +7,7 @@ key whose last mail was a problem has exactly one (its own, or the storm ticket 
 on). Where no storm can happen, the tickets each key got and their state also match the model.
 
 Part 2 — thousands more examples against the model of `tests/lifecycle_support.py` (written
-from docs/storm.md, not from decide.py), with an in-process PSA standing in for the simulator
+from docs/storm.md, not from decide/core.py), with an in-process PSA standing in for the simulator
 so that they run in seconds.
 """
 

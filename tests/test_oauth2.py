@@ -1,4 +1,4 @@
-"""bridge.oauth2 against a real (local) token endpoint, and the XOAUTH2 string against Google's
+"""bridge.auth.oauth2 against a real (local) token endpoint, and the XOAUTH2 string against Google's
 published example. The end-to-end XOAUTH2 login against Dovecot is in test_imap_source.py.
 """
 
@@ -9,8 +9,8 @@ from typing import Iterator
 
 import pytest
 
+from bridge.auth.oauth2 import OAuth2Error, TokenProvider, xoauth2_string
 from bridge.config import OAuth2Settings
-from bridge.oauth2 import OAuth2Error, TokenProvider, xoauth2_string
 from tests.fixtures.dovecot import OAuthServer, free_port
 
 SECRET = "cl1ent-s3cret-value"

@@ -7,14 +7,16 @@ injected so held rows and backoff can be stepped through without waiting.
 from __future__ import annotations
 
 import itertools
+import json
+import sqlite3
 
 import pytest
 
 from bridge.config import settings_from_dict
-from bridge.decide import decide
+from bridge.decide.core import decide
 from bridge.deliver.outbox import Delivery
 from bridge.deliver.psa import PsaClient
-from bridge.models import Alert, RawMessage
+from bridge.models import Alert, RawMessage, TicketCall
 from bridge.store import AsyncStore, Store
 
 
@@ -136,7 +138,8 @@ async def test_failure_after_the_psa_created_the_ticket_makes_no_second_one(rig,
 async def test_crash_between_send_and_commit_makes_no_second_ticket(rig):
     mid = rig.alert("open")
     [row] = rig.store.claim_outbox(rig.clock(), 5)
-    sent = await rig.client.sync(row.action, dict(row.payload), row.correlation_id)
+    sent = await rig.client.sync(row.action, TicketCall.from_payload(row.payload),
+                                 row.correlation_id)
     assert sent.verdict == "created"
     # The process dies here: the row is still in flight, nothing recorded.
     await rig.close()
@@ -145,6 +148,35 @@ async def test_crash_between_send_and_commit_makes_no_second_ticket(rig):
     await rig.drain_until_settled()
     assert rig.outcome(mid) == "created"
     assert len(rig.sim.tickets()) == 1
+
+
+async def test_rows_queued_with_the_old_wire_names_are_delivered_after_the_upgrade(rig):
+    # Before migration 8 a PSA row's payload carried MSPCentric's names (alertType, accountId,
+    # productGroup). Such rows, written as the old code wrote them, one of them queued and one
+    # delivered, must survive the upgrade: the queued one is sent with the right routing.
+    done = rig.alert("open", key="acme:db1:Disk", alert_type="Disk")
+    await rig.drain_until_settled()
+    queued = rig.alert("open", key="acme:web01:Host Down")
+    await rig.close()
+    conn = sqlite3.connect(rig.path)
+    for row_id, payload in conn.execute("SELECT id, payload FROM outbox").fetchall():
+        p = json.loads(payload)
+        old = {"title": p["title"], "summary": p["summary"], "alertType": p["alert_type"],
+               "accountId": p["account_id"], "productGroup": p["product_group"],
+               "device": "web01"}
+        conn.execute("UPDATE outbox SET payload=? WHERE id=?", (json.dumps(old), row_id))
+    conn.execute("PRAGMA user_version = 7")
+    conn.commit()
+    conn.close()
+    rig.open()  # migrates, as `run` does
+    payloads = [json.loads(r[0]) for r in rig.store.conn.execute("SELECT payload FROM outbox")]
+    assert all(set(p) == {"title", "summary", "alert_type", "account_id", "product_group",
+                          "device"} for p in payloads)
+    await rig.drain_until_settled()
+    assert rig.outcome(done) == "created" and rig.outcome(queued) == "created"
+    web = [t for t in rig.sim.tickets() if t["alertType"] == "Host Down"]
+    assert len(web) == 1 and web[0]["accountId"] == "ACME-001"
+    assert web[0]["productGroup"] == "servers" and web[0]["device"] == "web01"
 
 
 async def test_update_of_a_ticket_gone_at_the_psa_creates_a_new_one(rig):

@@ -81,7 +81,7 @@ async def test_a_config_secret_never_reaches_events_logs_or_pages(tmp_path, psa_
         caplog.set_level(logging.DEBUG)
         bridge = await run_all(config, [leaky, raw.replace(b"Message-ID: <", b"Message-ID: <x")])
         try:
-            from bridge import views
+            from bridge.operator import views
 
             events = bridge.sync_store.query("SELECT detail FROM events")
             assert events and all(secret not in (e["detail"] or "") for e in events)
@@ -95,7 +95,7 @@ async def test_a_config_secret_never_reaches_events_logs_or_pages(tmp_path, psa_
 
 
 async def test_refused_credentials_mail_the_admin_once(tmp_path, psa_sim, smtp_sink):
-    from bridge.admin import check_and_alert
+    from bridge.operator.admin import check_and_alert
 
     config = write_config(tmp_path, psa_sim, smtp_port=smtp_sink.port)
     text = config.read_text().replace(

@@ -26,7 +26,7 @@ DYING_RUN = """
 import asyncio, os, signal, sys
 from bridge.config import load_settings
 from bridge.daemon import Bridge
-from bridge.pipeline import Pipeline
+from bridge.process.pipeline import Pipeline
 from bridge.store.db import Store
 
 real_apply, real_claim = Pipeline.apply, Store.claim_staged

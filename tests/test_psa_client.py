@@ -13,6 +13,7 @@ import stamina
 from pydantic import SecretStr
 
 from bridge.config import PsaSettings
+from bridge.models import TicketCall
 from bridge.deliver.psa import (
     PsaClient,
     PsaError,
@@ -33,10 +34,11 @@ FAST = RetryPolicy(attempts=3, wait_initial=0.01, wait_max=0.02, wait_jitter=0.0
                    max_inline_retry_after=2.0)
 
 
-def alert(**overrides: Any) -> dict[str, Any]:
-    return {"title": "Backup Failed: Agent not checking in", "summary": "Job 'nightly' failed",
-            "alertType": "Backup Failed", "accountId": "ACME-001", "productGroup": "backup",
-            **overrides}
+def alert(**overrides: Any) -> TicketCall:
+    fields = {"title": "Backup Failed: Agent not checking in", "summary": "Job 'nightly' failed",
+              "alert_type": "Backup Failed", "account_id": "ACME-001",
+              "product_group": "backup"} | overrides
+    return TicketCall(**fields)
 
 
 @pytest.fixture
@@ -88,9 +90,9 @@ async def test_ticket_creation_off_is_suppressed(psa_sim: SimulatorServer,
 
 @pytest.mark.parametrize("control, data, cause", [
     ({"psa": ""}, {}, "No PSA found"),
-    ({}, {"accountId": "NOPE-1"}, "Account was not found"),
-    ({}, {"accountId": "UMBRELLA-004"}, "not mapped"),
-    ({}, {"productGroup": "toasters"}, "No rules defined"),
+    ({}, {"account_id": "NOPE-1"}, "Account was not found"),
+    ({}, {"account_id": "UMBRELLA-004"}, "not mapped"),
+    ({}, {"product_group": "toasters"}, "No rules defined"),
     ({"rule": {"product_group": "backup", "enabled": False}}, {}, "turned off"),
 ])
 async def test_open_not_found_causes(psa_sim: SimulatorServer, client: PsaClient,
@@ -287,10 +289,13 @@ async def test_get_retries_when_faults_apply_to_all(psa_sim: SimulatorServer,
 
 async def test_payload_is_strict_and_cut(psa_sim: SimulatorServer) -> None:
     async with PsaClient(psa_sim.settings(summary_max_chars=100), retry=FAST) as client:
-        data = alert(title="é" * 300, summary="x" * 500, incidentStatus="RESOLVED",
-                     device="web01")
+        data = alert(title="é" * 300, summary="x" * 500, device="web01")
         payload = client.build_payload("OPEN", data, "mb-cut")
         assert payload["data"]["incidentStatus"] == "OPEN"  # the action decides
+        # The core's neutral names become MSPCentric's wire names here, and only here.
+        assert (payload["data"]["alertType"], payload["data"]["accountId"],
+                payload["data"]["productGroup"]) == ("Backup Failed", "ACME-001", "backup")
+        assert not {"alert_type", "account_id", "product_group"} & set(payload["data"])
         assert len(payload["data"]["title"]) == 255 and payload["data"]["title"].endswith("…")
         assert len(payload["data"]["summary"]) == 100
         assert payload["grantType"] == "client_credentials" and payload["scope"] == "vendor_manage"
@@ -300,8 +305,8 @@ async def test_payload_is_strict_and_cut(psa_sim: SimulatorServer) -> None:
         assert result.verdict is Verdict.CREATED
     (ticket,) = psa_sim.tickets()
     assert len(ticket["title"]) == 255 and ticket["device"] == "web01"
-    with pytest.raises(ValueError, match="alertType"):
-        client.build_payload("OPEN", {"title": "t", "summary": "s"}, None)
+    with pytest.raises(ValueError, match="alert_type, account_id, product_group"):
+        TicketCall.from_payload({"title": "t", "summary": "s"})
     with pytest.raises(ValueError, match="correlationId"):
         await client.sync("UPDATE", alert(), None)
 

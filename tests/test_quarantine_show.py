@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bridge import views
 from bridge.models import RawMessage
+from bridge.operator import views
 from bridge.store import Store
 from tests.helpers import MAILBRIDGE, write_config
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bridge.httpserve import ThreadedServer
+from bridge.operator.httpserve import ThreadedServer
 from tests.fixtures.smtp import SmtpSink
 from tests.helpers import SAMPLES, cli, write_config
 from tests.test_daemon import Running, imap_section, sample, until
@@ -122,8 +122,8 @@ async def test_sighup_applies_every_reloadable_setting(tmp_path, dovecot, psa_si
 
 
 def test_settings_read_once_are_named_as_needing_a_restart(tmp_path, psa_sim):
+    from bridge.assembly import restart_needed
     from bridge.config import load_settings
-    from bridge.daemon import restart_needed
 
     config = write_config(tmp_path, psa_sim)
     before = load_settings(config)

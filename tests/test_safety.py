@@ -23,7 +23,7 @@ from bridge.deliver.smtpdata import data_chunks, wire_size
 from bridge.models import Kind
 from bridge.parse.mime import parse
 from bridge.parse.secret_spans import secret_spans
-from bridge.pipeline import classify_context
+from bridge.process.pipeline import classify_context
 from tests.helpers import SAMPLES, write_config
 
 ZABBIX = (SAMPLES / "05-zabbix-problem.eml").read_bytes()

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from bridge import sdnotify
+from bridge.operator import sdnotify
 
 
 def _receive(sock: socket.socket) -> str:

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.admin import check_and_alert
 from bridge.config import load_settings
 from bridge.daemon import Bridge
-from bridge.status import save_runtime
+from bridge.operator.admin import check_and_alert
+from bridge.operator.status import save_runtime
 from tests.fixtures.dovecot import free_port
 from tests.helpers import cli, write_config
 

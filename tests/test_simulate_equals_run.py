@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bridge.httpserve import ThreadedServer
+from bridge.operator.httpserve import ThreadedServer
 from bridge.store import Store
 from tests.helpers import SAMPLES, cli, write_config
 from tests.test_daemon import imap_section

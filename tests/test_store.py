@@ -2,7 +2,7 @@
 
 import threading
 
-from bridge.decide import decide
+from bridge.decide.core import decide
 from bridge.models import Alert, Decision, OutboxItem, Outcome, RawMessage
 from bridge.store import Store
 from bridge.store.db import message_id_of

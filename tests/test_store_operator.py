@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge.decide import decide
+from bridge.decide.core import decide
 from bridge.models import Alert, OutboxItem, RawMessage
 from bridge.store import Store
 from bridge.store.readonly import RawReader, schema_version_at

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from bridge.config import settings_from_dict
+from bridge.operator.web import create_app
 from bridge.store.db import Store, StoreNotReady
 from bridge.store.schema import MIGRATIONS
-from bridge.web import create_app
 from tests.helpers import SAMPLES, cli, outcomes, write_config
 
 HOLDER = """

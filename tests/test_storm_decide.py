@@ -1,7 +1,7 @@
 """Storm control in decide(): coalescing, resolve delay (flap damping), caps, re-open, stale."""
 
 from bridge.config import StormSettings
-from bridge.decide import decide
+from bridge.decide.core import decide
 from bridge.models import Alert, AlertContext, CorrelationView, Outcome, PendingCall
 
 POLICY = StormSettings(coalesce_window=300, resolve_delay=120, account_cap=3,
@@ -86,7 +86,7 @@ def test_over_the_account_cap_opens_a_storm_ticket():
                new_id=lambda: "storm-1", policy=POLICY)
     [item] = d.outbox
     assert item.ordering_key == "storm:ACME-001" and item.action == "OPEN"
-    assert item.payload["productGroup"] == "storm" and item.payload["alertType"] == "Alert Storm"
+    assert item.payload["product_group"] == "storm" and item.payload["alert_type"] == "Alert Storm"
     assert d.storm_join == "storm-1" and d.open_key == "storm:ACME-001"
     assert "acme:db9:x" in item.payload["summary"]
 

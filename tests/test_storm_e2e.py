@@ -18,7 +18,7 @@ import pytest
 
 from bridge.config import load_settings
 from bridge.daemon import Bridge
-from bridge.decide import STORM_APPEND_CHARS
+from bridge.decide.core import STORM_APPEND_CHARS
 from bridge.models import RawMessage
 from tests.helpers import cli, write_config
 

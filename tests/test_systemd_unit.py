@@ -126,7 +126,7 @@ MDWE_PROBE = textwrap.dedent("""
         pass
     import asyncio, sqlite3, ssl
     import lxml.etree, html_text, httpx, pydantic, aiosmtplib
-    import bridge.config, bridge.deliver.smtp, bridge.sdnotify
+    import bridge.config, bridge.deliver.smtp, bridge.operator.sdnotify
     ssl.create_default_context()
     sqlite3.connect(":memory:").execute("create table t(x)")
     assert lxml.etree.fromstring(b"<a><b>x</b></a>").findtext("b") == "x"

@@ -26,14 +26,14 @@ from bridge.deliver.psa_target import PsaTarget
 from bridge.deliver.smtp import SmtpSender
 from bridge.deliver.webhook import WebhookTarget
 from bridge.deliver.webhook_target import HookTarget
-from bridge.httpserve import ThreadedServer
 from bridge.models import OutboxItem, RawMessage
+from bridge.operator.httpserve import ThreadedServer
 from bridge.store import AsyncStore, Store
 from bridge.store.db import OutboxRow
 
 NOW = 1_000_000.0
-PSA_DATA = {"title": "web01 down", "summary": "ping failed", "alertType": "Host Down",
-            "accountId": "ACME-001", "productGroup": "servers"}
+PSA_DATA = {"title": "web01 down", "summary": "ping failed", "alert_type": "Host Down",
+            "account_id": "ACME-001", "product_group": "servers"}
 
 
 class Clock:

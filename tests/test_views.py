@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge import views
-from bridge.audit import Redactor, prune
 from bridge.models import Decision, OutboxItem, Outcome, RawMessage
-from bridge.status import RuntimeStatus, health
+from bridge.operator import views
+from bridge.operator.audit import Redactor, prune
+from bridge.operator.status import RuntimeStatus, health
 from bridge.store import Store
 
 SECRET = "Tr0ub4dor&3-test-secret"  # as if it were the PSA clientSecret in the config
@@ -66,8 +66,8 @@ def fill(path: Path, now: float | None = None) -> Filled:
         store.set_outcome(mid, outcome, reason)
 
     key = "ates:Veeam:8932"
-    payload = {"title": "Backup failed on SRV01", "accountId": "ACME-001",
-               "incidentStatus": "OPEN"}
+    payload = {"title": "Backup failed on SRV01", "account_id": "ACME-001",
+               "summary": "job failed", "alert_type": "Backup Failed", "product_group": "backup"}
     # created: a new ticket; the PSA call is recorded with its (redacted) request summary.
     mid = stage("created", raw_mail("Backup failed on SRV01"), now - 7200)
     decide(mid, Decision("new alert", alert_key=key, open_correlation="corr-1",
@@ -286,8 +286,8 @@ def test_prune_keeps_recent_material(tmp_path):
 
 
 def test_runtime_status_reasons_and_health(tmp_path):
-    from bridge import metrics
-    from bridge.status import CONNECT_GRACE
+    from bridge.operator import metrics
+    from bridge.operator.status import CONNECT_GRACE
 
     store = Store(tmp_path / "db")
     rt = RuntimeStatus()
@@ -342,7 +342,7 @@ def test_source_events_drive_the_runtime_status():
 
 
 def test_cli_status_reads_what_the_daemon_saved(tmp_path):
-    from bridge.status import load_runtime, save_runtime
+    from bridge.operator.status import load_runtime, save_runtime
 
     store = Store(tmp_path / "db")
     assert "psa_auth" not in views.status_view(store)  # no daemon ever ran

@@ -11,9 +11,9 @@ import pytest
 
 from bridge.config import settings_from_dict
 from bridge.models import RawMessage
-from bridge.status import RuntimeStatus
+from bridge.operator.status import RuntimeStatus
+from bridge.operator.web import create_app, serve
 from bridge.store import AsyncStore, Store
-from bridge.web import create_app, serve
 from tests.test_views import SECRET, fill, leaks, raw_mail
 
 VENDOR_KEY = "vendor-key-0123456789"

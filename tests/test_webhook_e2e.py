@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bridge.config import settings_from_dict
-from bridge.httpserve import ThreadedServer
+from bridge.operator.httpserve import ThreadedServer
 from tests.helpers import ROOT, SAMPLES, cli, write_config
 
 

@@ -14,9 +14,10 @@ from typing import Any, Mapping
 
 from bridge.config import Settings
 from bridge.deliver.peers import CURRENT_ROW, Peers
-from bridge.deliver.psa import PsaClient, PsaResult, Verdict, redact_payload
+from bridge.deliver.psa import Action, PsaClient, PsaResult, Verdict, redact_payload
 from bridge.deliver.smtp import SendResult, SmtpSender
 from bridge.deliver.webhook import WebhookResult, WebhookTarget
+from bridge.models import TicketCall
 
 
 _PSA_VERDICT = {"OPEN": Verdict.CREATED, "UPDATE": Verdict.UPDATED, "RESOLVED": Verdict.CLOSED}
@@ -42,9 +43,9 @@ class DryRunPsa(PsaClient):
         super().__init__(settings.psa)
         self.log = log
 
-    async def sync(self, action: Any, data: Mapping[str, Any],
+    async def sync(self, action: Action, call: TicketCall,
                    correlation_id: str | None = None) -> PsaResult:
-        body = redact_payload(self.build_payload(action, data, correlation_id))
+        body = redact_payload(self.build_payload(action, call, correlation_id))
         self.log.add({"kind": "psa", "action": action, "correlation_id": correlation_id,
                       "request": body})
         return PsaResult(_PSA_VERDICT[action], 200, "simulated: not sent", correlation_id)

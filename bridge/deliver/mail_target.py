@@ -102,7 +102,7 @@ class MailTarget:
         them (an action's call is still waiting: answer when it settled)."""
         if row.payload.get("type") != "reply" or not row.payload.get("rows"):
             return row
-        from bridge.xmltx import final_results
+        from bridge.decide.xmltx import final_results
 
         rows = await self.env.store.outbox_results(list(row.payload["rows"]))
         results = final_results(dict(row.payload), rows)
@@ -189,7 +189,7 @@ class MailTarget:
 
         final = p.get("final")
         if final is None:
-            from bridge.xmltx import final_results
+            from bridge.decide.xmltx import final_results
 
             final = final_results(dict(p), {})
         tx_id = p.get("transaction_id")

@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Mapping
 
 from bridge.config import Settings
-from bridge.decide import new_correlation_id
+from bridge.decide.core import new_correlation_id
 from bridge.deliver.peers import CURRENT_ROW, Peers
 from bridge.deliver.registry import (CLAIMED_WITHOUT_INSTANCE, address_of, build_targets,
                                      missing_reason)
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from bridge.deliver.psa import PsaClient
     from bridge.deliver.smtp import SmtpSender
     from bridge.deliver.webhook import WebhookTarget
-    from bridge.status import RuntimeStatus
+    from bridge.operator.status import RuntimeStatus
 
 __all__ = ["AUTH_RECHECK", "CRASH_LIMIT", "HOLD_DELAY", "PSA_OUTCOME", "RETRY_CAP", "Delivery",
            "backoff", "with_occurrences"]

@@ -30,6 +30,7 @@ from bridge.deliver.psa_wire import (SECRET_KEYS, AlertLookup, IntegrationStatus
                                      _json_any, _json_object, _message_of, _status_detail,
                                      _truthy, interpret_sync_response, parse_retry_after,
                                      redact_payload, truncate)
+from bridge.models import TicketCall
 
 __all__ = ["ACTIONS", "SECRET_KEYS", "Action", "AlertLookup", "IntegrationStatus", "PsaClient",
            "PsaError", "PsaResult", "RetryPolicy", "TokenBucket", "Verdict",
@@ -41,7 +42,6 @@ INTEGRATIONS_PATH = "/api/oem-api/integration/list"
 TITLE_MAX_CHARS = 255
 ACTIONS = ("OPEN", "UPDATE", "RESOLVED")
 Action = Literal["OPEN", "UPDATE", "RESOLVED"]
-DATA_KEYS = ("title", "summary", "alertType", "accountId", "productGroup")
 
 
 @dataclass(frozen=True)
@@ -127,14 +127,12 @@ class PsaClient:
 
     # -- the sync call ----------------------------------------------------------------------
 
-    def build_payload(self, action: Action, data: Mapping[str, Any],
+    def build_payload(self, action: Action, call: TicketCall,
                       correlation_id: str | None) -> dict[str, Any]:
-        """The exact request body (with secrets: log it only through `redact_payload`)."""
+        """The exact request body (with secrets: log it only through `redact_payload`). The
+        core's neutral ticket call gets the MSPCentric wire names here, and only here."""
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
-        missing = [k for k in DATA_KEYS if data.get(k) is None]
-        if missing:
-            raise ValueError(f"sync data lacks {', '.join(missing)}")
         s = self.settings
         body: dict[str, Any] = {
             "clientId": s.client_id,
@@ -147,19 +145,19 @@ class PsaClient:
         if correlation_id:
             body["correlationId"] = correlation_id
         fields = {
-            "title": truncate(_text(data["title"]), TITLE_MAX_CHARS),
-            "summary": truncate(_text(data["summary"]), s.summary_max_chars),
-            "alertType": _text(data["alertType"]),
-            "accountId": _text(data["accountId"]),
-            "productGroup": _text(data["productGroup"]),
-            "incidentStatus": action,  # the action decides, whatever `data` said
+            "title": truncate(_text(call.title), TITLE_MAX_CHARS),
+            "summary": truncate(_text(call.summary), s.summary_max_chars),
+            "alertType": _text(call.alert_type),
+            "accountId": _text(call.account_id),
+            "productGroup": _text(call.product_group),
+            "incidentStatus": action,
         }
-        if data.get("device"):
-            fields["device"] = truncate(_text(data["device"]), TITLE_MAX_CHARS)
+        if call.device:
+            fields["device"] = truncate(_text(call.device), TITLE_MAX_CHARS)
         body["data"] = fields
         return body
 
-    async def sync(self, action: Action, data: Mapping[str, Any],
+    async def sync(self, action: Action, call: TicketCall,
                    correlation_id: str | None = None) -> PsaResult:
         """Create, append or resolve. OPEN without a correlation id gets a fresh UUID, so a
         retry of this very call can never make a second ticket."""
@@ -167,7 +165,7 @@ class PsaClient:
             correlation_id = str(uuid.uuid4())
         if action != "OPEN" and not correlation_id:
             raise ValueError(f"{action} needs the ticket's correlationId")
-        payload = self.build_payload(action, data, correlation_id)
+        payload = self.build_payload(action, call, correlation_id)
         exchange = await self._exchange("POST", SYNC_PATH, json_body=payload)
         if exchange.failure is not None:
             f = exchange.failure
@@ -321,6 +319,6 @@ class PsaClient:
         return text
 
 
-def _text(value: Any) -> str:
+def _text(value: str) -> str:
     # Lone surrogates (from undecodable mail) cannot be sent as UTF-8 JSON.
-    return str(value).encode("utf-8", "replace").decode("utf-8")
+    return value.encode("utf-8", "replace").decode("utf-8")

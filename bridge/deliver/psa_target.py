@@ -5,7 +5,8 @@ a create, append or resolve ends the message with that outcome; a refused payloa
 a create ends it `failed`; a 409 holds the row and asks slowly; refused credentials pause the
 kind until a reload (`Settlement.refused`); anything transient retries with backoff. A
 follow-up whose create never made a ticket (or whose ticket is gone) is made into a create
-anew. The PSA's wire names stay inside `PsaClient`; this target sends the row's payload.
+anew. The row's payload is the core's neutral `TicketCall`; the PSA's wire names stay inside
+`PsaClient.build_payload`.
 One instance, "default", from `[psa]`.
 """
 
@@ -19,7 +20,7 @@ from bridge.deliver.psa import Action, PsaClient, PsaResult, Verdict, redact_pay
 from bridge.deliver.settle import (AUTH_RECHECK, HOLD_DELAY, PSA_OUTCOME, TargetEnv,
                                    backoff, failed, retry, settled, wait_until,
                                    with_occurrences)
-from bridge.models import Outcome
+from bridge.models import Outcome, TicketCall
 from bridge.seams import CorrelationChange, CorrelationOp, Effect, Event, RowState, Settlement
 from bridge.store.db import OutboxRow
 
@@ -145,7 +146,8 @@ class PsaTarget:
         store = self.env.store
         new_cid = self.env.new_id()
         arrived = await store.message_arrived_at(row.message_ref)
-        await store.reopen_as_create(row.id, row.ordering_key, new_cid, dict(row.payload),
+        await store.reopen_as_create(row.id, row.ordering_key, new_cid,
+                                     TicketCall.from_payload(row.payload),
                                      arrived)
         state = await store.correlation_state(new_cid)
         if state == "open":
@@ -163,7 +165,7 @@ def _confirm(sent: Event, cid: str | None, result: PsaResult) -> tuple[Effect, .
 
 def _observe(verdict: str, duration: float) -> None:
     try:
-        from bridge import metrics
+        from bridge.operator import metrics
     except ImportError:
         return
     metrics.API_CALLS.labels(verdict).inc()

@@ -1,8 +1,8 @@
 """How a delivered outbox row is settled: its settlement, its payload, its next wait.
 
 A target returns a `Settlement` (built with `done`, `settled`, `dead`, `failed`, `retry`,
-`wait_until`); `apply_settlement` writes it in one transaction. `with_occurrences` is the payload
-to send (an append covering several occurrences says so); `backoff` is the wait before the next
+`wait_until`); `apply_settlement` writes it in one transaction. `with_occurrences` is the ticket
+call to send (an append covering several occurrences says so); `backoff` is the wait before the next
 attempt (Retry-After when given, else exponential with jitter); the constants are the worker's
 limits and hold times; `TargetEnv` is what every target may use. Used by `Delivery`
 (`bridge.deliver.outbox`) and the targets (`bridge.deliver.registry`).
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from bridge.config import Settings
 from bridge.deliver.psa_wire import truncate
-from bridge.models import Outcome
+from bridge.models import Outcome, TicketCall
 from bridge.seams import CorrelationOp, Effect, Event, RowState, Settlement
 from bridge.store.db import OutboxRow
 # Crashes of the deliverer on a row (an exception, or the process dying with the row in flight)
@@ -114,22 +114,22 @@ PSA_OUTCOME = {"created": Outcome.CREATED, "updated": Outcome.APPENDED,
                "closed": Outcome.RESOLVED, "suppressed": Outcome.SUPPRESSED}
 
 
-def with_occurrences(row: OutboxRow, limit: int | None = None) -> dict[str, Any]:
-    """The payload to send; an append that covers several occurrences says so.
+def with_occurrences(row: OutboxRow, limit: int | None = None) -> TicketCall:
+    """The ticket call to send; an append that covers several occurrences says so.
 
     The note goes at the end of the summary; when `limit` (the PSA client's summary length) is
     given, the alert's own text is shortened instead, so the client's cut never drops the note."""
-    data = dict(row.payload)
+    call = TicketCall.from_payload(row.payload)
     if row.occurrences > 1 and row.first_arrived_at and row.last_arrived_at:
         first = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.first_arrived_at))
         last = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.last_arrived_at))
         note = (f"\n\n[mailbridge] This update covers {row.occurrences} occurrences,"
                 f" first {first} UTC, last {last} UTC.")
-        summary = str(data.get("summary", ""))
+        summary = call.summary
         if limit is not None and len(summary) + len(note) > limit:
             summary = truncate(summary, max(limit - len(note), 1))
-        data["summary"] = summary + note
-    return data
+        call = replace(call, summary=summary + note)
+    return call
 
 
 def backoff(attempts: int, retry_after: float | None = None, cap: float = RETRY_CAP) -> float:

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 import aiosmtplib
 from aiosmtplib.email import parse_address
 
+from bridge.auth.oauth2 import OAuth2Error
 from bridge.config import SmtpSettings
 from bridge.deliver.mailcompose import (  # noqa: F401  (re-exported for callers)
     ComposeError,
@@ -35,7 +36,6 @@ from bridge.deliver.mailcompose import (  # noqa: F401  (re-exported for callers
     to_bytes,
 )
 from bridge.deliver.smtpdata import OutgoingMail, send_data, wire_size
-from bridge.oauth2 import OAuth2Error
 
 Verdict = Literal["ok", "transient", "permanent"]
 
@@ -48,7 +48,7 @@ _SECONDS_PER_BYTE = 1 / (256 * 1024)
 
 
 class TokenSource(Protocol):
-    """What `SmtpSender` needs from `bridge.oauth2.TokenProvider` for XOAUTH2."""
+    """What `SmtpSender` needs from `bridge.auth.oauth2.TokenProvider` for XOAUTH2."""
 
     async def token(self) -> str: ...
 

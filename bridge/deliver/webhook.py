@@ -3,7 +3,7 @@
 The admin configures method, URL, headers and a payload template with `{placeholders}` over the
 alert's fields (`PLACEHOLDERS`); substituted values are JSON-string-escaped (a quote or newline
 in a subject cannot break a JSON template) and percent-encoded in the URL. Authentication is
-NONE, BASIC, or OAuth2 client credentials through `bridge.oauth2.TokenProvider` (token cached;
+NONE, BASIC, or OAuth2 client credentials through `bridge.auth.oauth2.TokenProvider` (token cached;
 a 401 invalidates it and the call is tried once more with a fresh one). One `send` is one
 attempt — retries belong to the outbox: 2xx → ok; 408/429/5xx, timeouts, connection errors and
 an unreachable token endpoint → transient; any other 4xx → permanent.
@@ -19,9 +19,9 @@ from urllib.parse import quote
 
 import httpx
 
+from bridge.auth.oauth2 import OAuth2Error, TokenProvider
 from bridge.config import WebhookSettings
 from bridge.deliver.psa import parse_retry_after
-from bridge.oauth2 import OAuth2Error, TokenProvider
 
 PLACEHOLDERS = frozenset({"title", "summary", "account_id", "product_group", "alert_type",
                           "status", "alert_key", "correlation_id", "device"})

@@ -16,7 +16,7 @@ from bridge.config import Settings
 from bridge.seams import Source, StageFn
 
 if TYPE_CHECKING:
-    from bridge.status import RuntimeStatus
+    from bridge.operator.status import RuntimeStatus
 
 
 def build_sources(settings: Settings, stage: StageFn, runtime: RuntimeStatus) -> list[Source]:
@@ -34,7 +34,7 @@ def build_sources(settings: Settings, stage: StageFn, runtime: RuntimeStatus) ->
         for imap in settings.imap:
             tokens = None
             if imap.oauth2 is not None:
-                from bridge.oauth2 import TokenProvider
+                from bridge.auth.oauth2 import TokenProvider
 
                 tokens = TokenProvider(imap.oauth2)
             sources.append(ImapSource(

@@ -21,12 +21,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from bridge.auth.oauth2 import TokenProvider
 from bridge.config import ImapSettings
 from bridge.models import RawMessage
-from bridge.oauth2 import TokenProvider
-from bridge.sources.imap_client import (ImapAuthError, ImapConfigError, ImapConnection,
-                                        ImapConnectionLost, ImapError, ImapTimeout)
+from bridge.sources.imap_client import ImapConnection
+from bridge.sources.imap_errors import (ImapAuthError, ImapConfigError, ImapConnectionLost,
+                                        ImapError, ImapTimeout)
 from bridge.sources.imap_parse import chunks_by_size
+from bridge.sources.imap_staging import StagingPipeline
 
 __all__ = ["ImapSource", "ImapState", "StageFn", "ImapError", "ImapAuthError",
            "ImapConfigError", "ImapConnectionLost", "ImapTimeout"]
@@ -309,14 +311,12 @@ class ImapSource:
     async def _drain(self, stop: asyncio.Event | None) -> int:
         """Search, take, repeat until the folder holds nothing new (mail arriving during a
         pass is taken in the same pass). Messages whose staging failed are skipped until the
-        next pass, so one bad message cannot spin this loop.
-
-        Staging overlaps the IMAP work: while batch k is being staged (on the store's thread),
-        batch k+1 is fetched; batch k is moved once its stage() has returned. At most one
-        stage() call is in flight, and nothing is moved before its own stage() said so."""
+        next pass, so one bad message cannot spin this loop. Staging overlaps the IMAP work
+        (`StagingPipeline`); nothing is moved before its own stage() said so."""
         conn = self._conn
         assert conn is not None
-        pipe = _Pipeline(self, conn)
+        pipe = StagingPipeline(conn, self._stage_safely, self.settings.processed_folder,
+                               self._taken)
         while stop is None or not stop.is_set():
             await conn.noop()
             # Cleared after the NOOP (whose EXISTS the SEARCH covers) and before the SEARCH:
@@ -384,6 +384,10 @@ class ImapSource:
             self._emit("stage_failed", count=results.count(False), error="stage reported failure")
         return results
 
+    def _taken(self, count: int, folder: str) -> None:
+        self.state.taken += count
+        self._emit("taken", count=count, folder=folder)
+
     def _emit(self, kind: str, **detail: Any) -> None:
         detail["source"] = self.name
         log.debug("%s: %s %s", self.name, kind, detail)
@@ -393,49 +397,3 @@ class ImapSource:
             self._on_event(kind, detail)
         except Exception:  # noqa: BLE001 — an observer must not stop the mail
             log.exception("%s: on_event callback failed for %s", self.name, kind)
-
-
-class _Pipeline:
-    """One batch staged while the next is fetched. `push(msgs)` waits for the previous
-    batch's stage() result, starts staging `msgs`, then moves the previous batch's staged
-    messages; `finish()` stages-and-moves what is left. A stage() still running when the
-    connection fails is left to complete: its messages stay in the folder, and the next pass
-    finds them already staged (the store de-duplicates)."""
-
-    def __init__(self, source: ImapSource, conn: ImapConnection) -> None:
-        self.source = source
-        self.conn = conn
-        self.moved = 0
-        self.failed: set[int] = set()
-        self._pending: tuple[asyncio.Future[list[bool]], list[int]] | None = None
-
-    async def push(self, msgs: list[RawMessage]) -> None:
-        if not msgs:
-            return
-        done = await self._collect()
-        uids = [int(str(m.source_uid).rsplit(":", 1)[1]) for m in msgs]
-        self._pending = (asyncio.ensure_future(self.source._stage_safely(msgs)), uids)
-        await self._move(done)
-
-    async def finish(self) -> None:
-        await self._move(await self._collect())
-
-    async def _collect(self) -> list[int]:
-        """Wait for the batch being staged; return its UIDs that may now be moved."""
-        if self._pending is None:
-            return []
-        task, uids = self._pending
-        self._pending = None
-        results = await task
-        self.failed |= {u for u, ok in zip(uids, results) if not ok}
-        return [u for u, ok in zip(uids, results) if ok]
-
-    async def _move(self, uids: list[int]) -> None:
-        if not uids:
-            return
-        # Only now, with their batch committed, may the messages leave the folder.
-        folder = self.source.settings.processed_folder
-        await self.conn.move(uids, folder)
-        self.moved += len(uids)
-        self.source.state.taken += len(uids)
-        self.source._emit("taken", count=len(uids), folder=folder)

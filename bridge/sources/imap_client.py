@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import logging
 import ssl
 from typing import Any, Awaitable, TypeVar
@@ -22,46 +21,16 @@ from typing import Any, Awaitable, TypeVar
 import aioimaplib
 from aioimaplib.aioimaplib import AUTH, Command
 
-from bridge.audit import Redactor
+from bridge.auth.oauth2 import OAuth2Error, TokenProvider, xoauth2_string
 from bridge.config import ImapSettings
-from bridge.oauth2 import OAuth2Error, TokenProvider, xoauth2_string
+from bridge.operator.audit import Redactor
 from bridge.sources import imap_parse as P
+from bridge.sources.imap_errors import (ImapAuthError, ImapConfigError, ImapConnectionLost,
+                                        ImapError, ImapTimeout, refuse_settings)
 from bridge.sources.imap_wire import BodyFetchCommand, ImapClient, ImapProtocol, SaslCommand
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class ImapError(Exception):
-    """The IMAP source could not do its work; the message is safe to show and log."""
-
-
-class ImapConfigError(ImapError):
-    """The settings cannot work (e.g. plain text to a remote host)."""
-
-
-class ImapAuthError(ImapError):
-    """The server refused the credentials (password or OAuth2 token)."""
-
-
-class ImapTimeout(ImapError):
-    pass
-
-
-class ImapConnectionLost(ImapError):
-    pass
-
-
-# -- the connection ---------------------------------------------------------------------------
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ImapConnection:
@@ -86,8 +55,7 @@ class ImapConnection:
 
     @property
     def where(self) -> str:
-        s = self.settings
-        return f"{s.host}:{s.port}"
+        return f"{self.settings.host}:{self.settings.port}"
 
     @property
     def proto(self) -> ImapProtocol:
@@ -184,12 +152,7 @@ class ImapConnection:
     async def open(self) -> None:
         """Connect, secure, log in and read capabilities."""
         s = self.settings
-        if s.security == "none" and not _is_loopback(s.host):
-            raise ImapConfigError(
-                f"security = \"none\" sends the password in clear text: only allowed to a "
-                f"loopback address, not {s.host}; use \"tls\" or \"starttls\"")
-        if s.password is None and self.token_provider is None:
-            raise ImapConfigError("neither a password nor OAuth2 settings are configured")
+        refuse_settings(s, oauth2=self.token_provider is not None)
         context = self._ssl_context() if s.security in ("tls", "starttls") else None
         self._client = ImapClient(s.host, s.port, timeout=s.timeout, conn_lost_cb=self._on_lost,
                                ssl_context=context if s.security == "tls" else None)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bridge.decide.stormgroup import add_storm_line, storm_key
 from bridge.models import AlertContext, CorrelationView, Decision, HeldOpen, ListedAlert, \
-    PendingCall
-from bridge.stormgroup import add_storm_line, storm_key
+    PendingCall, TicketCall
 from bridge.store.outbox import OutboxMixin
 
 
@@ -67,8 +67,8 @@ class DecisionsMixin(OutboxMixin):
             if d.open_key:  # a storm ticket: its routing comes from its own OPEN payload
                 p = next((i.payload for i in d.outbox if i.correlation_id == d.open_correlation),
                          {})
-                meta |= {"product_group": p.get("productGroup"), "alert_type": p.get("alertType"),
-                         "title": p.get("title")}
+                meta |= {"product_group": p.get("product_group"),
+                         "alert_type": p.get("alert_type"), "title": p.get("title")}
             conn.execute(
                 "INSERT INTO correlations (correlation_id, alert_key, state, account_id,"
                 " product_group, alert_type, title, opened_at, last_seen_at, previous_id)"
@@ -243,8 +243,8 @@ class DecisionsMixin(OutboxMixin):
             # the tickets the burst already got.
             rows = self.conn.execute(
                 "SELECT o.id, o.ordering_key, o.correlation_id,"
-                " json_extract(o.payload, '$.title'), json_extract(o.payload, '$.alertType'),"
-                " json_extract(o.payload, '$.productGroup'), o.first_arrived_at, o.held_until"
+                " json_extract(o.payload, '$.title'), json_extract(o.payload, '$.alert_type'),"
+                " json_extract(o.payload, '$.product_group'), o.first_arrived_at, o.held_until"
                 " FROM outbox o JOIN correlations c ON c.correlation_id=o.correlation_id"
                 " WHERE o.kind='psa' AND o.action='OPEN' AND o.state='pending'"
                 " AND o.attempts=0 AND o.held_until>? AND c.account_id=? AND c.state='open'"
@@ -352,7 +352,7 @@ class DecisionsMixin(OutboxMixin):
                         {"correlation_id": correlation_id, "reason": reason})
 
     def reopen_as_create(self, row_id: int, alert_key: str, new_cid: str,
-                         meta: dict[str, Any], arrived_at: float) -> None:
+                         call: TicketCall, arrived_at: float) -> None:
         """An UPDATE whose ticket does not exist becomes the OPEN of a new ticket."""
         with self.write() as conn:
             current = self.open_correlation(alert_key)
@@ -361,9 +361,8 @@ class DecisionsMixin(OutboxMixin):
                     "INSERT INTO correlations (correlation_id, alert_key, state, account_id,"
                     " product_group, alert_type, title, opened_at, last_seen_at)"
                     " VALUES (?,?,'open',?,?,?,?,?,?)",
-                    (new_cid, alert_key, meta.get("accountId"), meta.get("productGroup"),
-                     meta.get("alertType"), str(meta.get("title", ""))[:255], arrived_at,
-                     arrived_at))
+                    (new_cid, alert_key, call.account_id, call.product_group,
+                     call.alert_type, call.title[:255], arrived_at, arrived_at))
                 cid = new_cid
             else:  # a later alert already opened one: append to it instead
                 cid = current.correlation_id

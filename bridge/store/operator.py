@@ -3,7 +3,7 @@
 
 `OperatorMixin` is part of `Store` (it relies on `conn` and `db`). It returns plain data
 straight from the tables; turning it into views (redaction, decoding headers, ages) is
-`bridge.views`' job. Nothing here writes.
+`bridge.operator.views`' job. Nothing here writes.
 """
 
 from __future__ import annotations

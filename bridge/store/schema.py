@@ -162,4 +162,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox ADD COLUMN held_until REAL;
     ALTER TABLE storm_members ADD COLUMN product_group TEXT;
     """,
+    # 8: a PSA row's payload is the core's neutral ticket call (`models.TicketCall`: alert_type,
+    # account_id, product_group); only the PSA client renders MSPCentric's wire names. Rows
+    # written before carried those names (alertType, accountId, productGroup): renamed here,
+    # in every state, so a row queued before an upgrade is delivered, and the history reads
+    # alike. title, summary and device keep their names.
+    """
+    UPDATE outbox SET payload = json_remove(json_set(payload,
+            '$.alert_type', json_extract(payload, '$.alertType'),
+            '$.account_id', json_extract(payload, '$.accountId'),
+            '$.product_group', json_extract(payload, '$.productGroup')),
+        '$.alertType', '$.accountId', '$.productGroup')
+    WHERE kind = 'psa' AND json_valid(payload)
+        AND json_type(payload, '$.alertType') IS NOT NULL;
+    """,
 ]

@@ -133,7 +133,8 @@ class StagingMixin(OutboxMixin):
                 f" {where} ORDER BY arrived_at, id LIMIT ?)"
                 f" RETURNING id, source, source_uid, arrived_at, oversize",
                 [self.owner or worker, now, now, *params, limit]).fetchall()
-            # Without raw: the pipeline's workers read the bytes themselves (bridge.isolation).
+            # Without raw: the pipeline's workers read the bytes themselves
+            # (bridge.process.isolation).
             raws = self._get_raws([r[0] for r in rows]) if with_raw else {}
         rows.sort(key=lambda r: (r[3], r[0]))
         return [StagedRow(r[0], r[1], r[2], r[3], raws.get(r[0]) or b"", r[4]) for r in rows]

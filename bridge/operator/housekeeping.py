@@ -15,10 +15,10 @@ log = logging.getLogger("mailbridge.daemon")
 
 
 async def housekeeping(bridge: Bridge, stop: asyncio.Event) -> None:
-    from bridge.admin import check_and_alert
-    from bridge.audit import prune
-    from bridge.daemon import rules_signature
-    from bridge.status import save_runtime
+    from bridge.assembly import rules_signature
+    from bridge.operator.admin import check_and_alert
+    from bridge.operator.audit import prune
+    from bridge.operator.status import save_runtime
 
     last_check = last_prune = last_reconcile = 0.0
     while not stop.is_set():
@@ -56,7 +56,7 @@ async def housekeeping(bridge: Bridge, stop: asyncio.Event) -> None:
 
 
 async def _reconcile(bridge: Bridge) -> None:
-    from bridge.reconcile import reconcile
+    from bridge.operator.reconcile import reconcile
 
     psa = bridge.delivery.psa
     if psa is None:

@@ -34,7 +34,7 @@ import pebble
 
 from bridge.config import ProcessingSettings
 from bridge.models import Classification, ParsedMessage
-from bridge.pipeline import Broken, Evaluation, Pipeline, Result, quarantine
+from bridge.process.pipeline import Broken, Evaluation, Pipeline, Result, quarantine
 from bridge.store.readonly import RawReader
 from bridge.store.staging import StagedRow
 
@@ -155,7 +155,7 @@ class WorkerPool:
         # must not inherit the daemon's descriptors — an inherited client socket would keep
         # a connection the daemon closed open for the peer — nor its signal set-up.
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["bridge.isolation"])
+        context.set_forkserver_preload(["bridge.process.isolation"])
         self._pool = pebble.ProcessPool(max_workers=budget.workers, initializer=_start_worker,
                                         initargs=(pipeline, budget), context=context)
         # The pool starts lazily; one empty task now starts the forkserver and the workers

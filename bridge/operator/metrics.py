@@ -25,7 +25,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from bridge.models import Outcome
-from bridge.status import RuntimeStatus, health
+from bridge.operator.status import RuntimeStatus, health
 from bridge.store.db import Store
 
 # The *_created series double every counter for no use here (process-wide switch).

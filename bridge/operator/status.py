@@ -116,7 +116,8 @@ class RuntimeStatus:
 
     def rules_reload_failed(self, error: str | None) -> None:
         self.ruleset_error = error or "invalid rule set"
-        from bridge.metrics import RULE_RELOAD_FAILURES  # here: metrics imports this module
+        # Imported here: metrics imports this module.
+        from bridge.operator.metrics import RULE_RELOAD_FAILURES
 
         RULE_RELOAD_FAILURES.inc()
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from bridge.config import Settings, StormSettings
-from bridge.decide import decide, new_correlation_id, with_webhooks
+from bridge.decide.core import decide, new_correlation_id, with_webhooks
 from bridge.models import Alert, Decision
 from bridge.seams import StateStore
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from bridge.cli import _dump, _settings, _store, config_option, json_option
+from bridge.cli.common import config_option, dump, json_option, load_or_exit, open_store
 
 
 @click.group(invoke_without_command=True)
@@ -26,18 +26,18 @@ def processing(ctx: click.Context, config_path: str, as_json: bool) -> None:
     """Messages in processing and who holds them (subcommands: release ID, quarantine ID)."""
     ctx.obj = config_path
     if ctx.invoked_subcommand is None:
-        from bridge import views
+        from bridge.operator import views
 
-        rows = _store(_settings(config_path)).processing_rows()
+        rows = open_store(load_or_exit(config_path)).processing_rows()
         if as_json:
-            _dump(rows)
+            dump(rows)
         else:
             click.echo(views.format_table(rows, ["id", "source", "claimed_by", "claimant",
                                                  "claimed_at", "claims"]))
 
 
 def _change(config_path: str, message_id: int, change: str, force: bool, done: str) -> None:
-    store = _store(_settings(config_path), write=True)
+    store = open_store(load_or_exit(config_path), write=True)
     if change == "release":
         refused = store.processing_release(message_id, force)
     else:
@@ -75,7 +75,7 @@ def migrate(config_path: str) -> None:
     from bridge.store.db import Store
     from bridge.store.readonly import schema_version_at
 
-    settings = _settings(config_path)
+    settings = load_or_exit(config_path)
     path = settings.store.path
     before = schema_version_at(path) if Path(path).exists() else 0
     store = Store(path)  # migrates what is missing (creates a new store)

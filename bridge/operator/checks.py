@@ -37,8 +37,8 @@ def config_problems(settings: Settings) -> list[str]:
 
 def exposure_warnings(settings: Settings) -> list[str]:
     """What is reachable or readable by more than the administrator (docs/hardening.md)."""
+    from bridge.operator.web import is_loopback
     from bridge.store.files import readable_by_others
-    from bridge.web import is_loopback
 
     out: list[str] = []
     h = settings.http
@@ -105,7 +105,7 @@ def auth_warnings(settings: Settings) -> list[str]:
 
 
 async def _online(settings: Settings) -> list[tuple[str, bool, str]]:
-    from bridge.audit import Redactor
+    from bridge.operator.audit import Redactor
 
     # Servers echo what they were sent (an IMAP NO may quote the LOGIN line): every line that
     # came back from a peer passes the redactor before it is printed.
@@ -114,9 +114,9 @@ async def _online(settings: Settings) -> list[tuple[str, bool, str]]:
 
 
 async def _online_raw(settings: Settings) -> list[tuple[str, bool, str]]:
+    from bridge.operator.status import RuntimeStatus
     from bridge.sources import build_sources
     from bridge.sources.imap import ImapSource
-    from bridge.status import RuntimeStatus
 
     async def no_stage(msgs: list[Any]) -> list[bool]:
         return [False] * len(msgs)

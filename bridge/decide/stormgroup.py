@@ -1,7 +1,7 @@
 """Storm tickets: one ticket per storm group (an account, or an account and product group,
 `storm_group`) for a burst of new alerts.
 
-Pure, like `decide.py`, which hands over here when a new alert belongs on a storm ticket
+Pure, like `core.py` (`decide()`), which hands over here when a new alert belongs on a storm ticket
 (docs/storm.md, "Bursts and the storm ticket"). A storm ticket's summary is a compact list: a
 short header, then one block per section — an alert type for failing alerts, `Recovered`, and
 the alerts of the burst that got tickets of their own before the storm began — with one line
@@ -11,11 +11,11 @@ per alert key. `add_storm_line` keeps that shape when a line is folded into a he
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Callable
 
 from bridge.config import StormSettings
 from bridge.models import Alert, AlertContext, CorrelationView, Decision, HeldOpen, OutboxItem, \
-    Outcome, PendingCall
+    Outcome, PendingCall, TicketCall
 
 # A storm row lists at most this many characters of lines: the PSA client cuts a summary at
 # `psa.summary_max_chars` (default 8000), and the occurrence note needs room too. A line is cut
@@ -68,9 +68,10 @@ def _routing(policy: StormSettings, first_group: str, first_type: str) -> tuple[
 
 
 def _payload(account_id: str, routing: tuple[str, str], title: str,
-             summary: str) -> dict[str, Any]:
-    return {"title": title, "summary": summary, "alertType": routing[1],
-            "accountId": account_id, "productGroup": routing[0]}
+             summary: str) -> dict[str, str]:
+    """A storm ticket's call: routed by (product group, alert type), never naming a device."""
+    return TicketCall(title, summary, alert_type=routing[1], account_id=account_id,
+                      product_group=routing[0]).payload()
 
 
 def _pack(header: str, entries: list[tuple[str, str]]) -> list[str]:

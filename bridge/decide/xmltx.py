@@ -17,11 +17,11 @@ from typing import Any
 
 from bridge.classify.accounts import AccountsDirectory
 from bridge.config import Settings
-from bridge.decider import Decider
+from bridge.decide.decider import Decider
 from bridge.models import Alert, Decision, OutboxItem, Outcome, ParsedMessage
-from bridge.seams import StateStore
 from bridge.parse.xmlapi import (Action, ActionResult, Transaction, XmlApiError, check_password,
                                  looks_like_transaction, parse_transaction)
+from bridge.seams import StateStore
 
 
 def read_transaction(parsed: ParsedMessage, settings: Settings) -> Transaction | Decision:

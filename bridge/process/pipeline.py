@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from bridge.classify.engine import ClassifyContext, classify
-from bridge.classify.safety import own_addresses
 from bridge.classify.ruleset import RuleSet
+from bridge.classify.safety import own_addresses
 from bridge.config import Settings
-from bridge.decider import Decider
+from bridge.decide.decider import Decider
 from bridge.models import Classification, Decision, Kind, OutboxItem, Outcome, ParsedMessage
 from bridge.parse.mime import parse
 from bridge.parse.xmlapi import Transaction
@@ -65,7 +65,7 @@ Result = Evaluation | Broken
 
 
 class Evaluator(Protocol):
-    """Runs `Pipeline.evaluate` for staged rows somewhere bounded (`bridge.isolation`)."""
+    """Runs `Pipeline.evaluate` for staged rows somewhere bounded (`bridge.process.isolation`)."""
 
     def evaluate(self, store_path: str, rows: list[StagedRow]) -> list[Result]: ...
 
@@ -130,7 +130,7 @@ class Pipeline:
         if ev.decision is not None:
             decision = ev.decision
         elif ev.transaction is not None:
-            from bridge.xmltx import apply_transaction
+            from bridge.decide.xmltx import apply_transaction
 
             decision = apply_transaction(ev.transaction, ev.parsed, self.settings, store,
                                          self.decider, row.id, row.arrived_at,
@@ -178,7 +178,7 @@ class Pipeline:
         if c.kind is Kind.ALERT:
             return Evaluation(parsed, c)
         if c.kind is Kind.XML:
-            from bridge.xmltx import read_transaction
+            from bridge.decide.xmltx import read_transaction
 
             tx = read_transaction(parsed, self.settings)
             if isinstance(tx, Decision):

@@ -14,10 +14,10 @@ import time
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from bridge.audit import Redactor
 from bridge.models import Outcome
+from bridge.operator.audit import Redactor
+from bridge.operator.status import RuntimeStatus, health, load_runtime
 from bridge.parse.mime.display import header_fields, part_views
-from bridge.status import RuntimeStatus, health, load_runtime
 from bridge.store.db import Store
 from bridge.store.operator import HEAD_BYTES
 

@@ -26,12 +26,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge import metrics, views
-from bridge.dashboard import render_dashboard
-from bridge.httpserve import HttpLimits, raise_nofile_limit, server_config, throttle_server_logs
-from bridge.audit import Redactor
 from bridge.config import HttpSettings, Settings
-from bridge.status import RuntimeStatus, health
+from bridge.operator import metrics, views
+from bridge.operator.audit import Redactor
+from bridge.operator.dashboard import render_dashboard
+from bridge.operator.httpserve import (HttpLimits, raise_nofile_limit, server_config,
+                                       throttle_server_logs)
+from bridge.operator.status import RuntimeStatus, health
 from bridge.store.db import AsyncStore, Store
 
 log = logging.getLogger(__name__)

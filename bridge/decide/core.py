@@ -31,14 +31,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Callable
 
 from bridge.config import StormSettings
-from bridge.models import Alert, AlertContext, CorrelationView, Decision, OutboxItem, Outcome
-from bridge.stormgroup import STORM_APPEND_CHARS, STORM_LINE_CHARS, grouped, join_storm, storm_key
+from bridge.decide.stormgroup import (STORM_APPEND_CHARS, STORM_LINE_CHARS, grouped, join_storm,
+                                      storm_key)
+from bridge.models import Alert, AlertContext, CorrelationView, Decision, OutboxItem, Outcome, \
+    TicketCall
 
 __all__ = ["DEFAULT_POLICY", "STORM_APPEND_CHARS", "STORM_LINE_CHARS", "decide",
-           "new_correlation_id", "psa_data", "storm_key", "with_webhooks"]
+           "new_correlation_id", "storm_key", "with_webhooks"]
 
 # The plain create / append / resolve table: no holds, no caps, no bursts.
 DEFAULT_POLICY = StormSettings(coalesce_window=0.0, resolve_delay=0.0, account_cap=10**9,
@@ -47,20 +49,6 @@ DEFAULT_POLICY = StormSettings(coalesce_window=0.0, resolve_delay=0.0, account_c
 
 def new_correlation_id() -> str:
     return str(uuid.uuid4())
-
-
-def psa_data(alert: Alert) -> dict[str, Any]:
-    """The `data` object of a sync call, without credentials (the client adds those)."""
-    data: dict[str, Any] = {
-        "title": alert.title,
-        "summary": alert.summary,
-        "alertType": alert.alert_type,
-        "accountId": alert.account_id,
-        "productGroup": alert.product_group,
-    }
-    if alert.device:
-        data["device"] = alert.device
-    return data
 
 
 def decide(alert: Alert, ctx: AlertContext | CorrelationView | None,
@@ -128,7 +116,8 @@ def _resolve(alert: Alert, ctx: AlertContext, policy: StormSettings) -> Decision
     elif ctx.pending_update is not None:
         # No flap damping wanted: the held append goes now, the resolve right after it.
         flush = ctx.pending_update.row_id
-    item = OutboxItem("psa", key, psa_data(alert), "RESOLVED", cid, not_before=hold)
+    item = OutboxItem("psa", key, TicketCall.of(alert).payload(), "RESOLVED", cid,
+                      not_before=hold)
     if policy.resolve_delay > 0:
         # Closed when the resolve is sent, so a re-fire within the delay can still cancel it.
         return Decision(reason=f"resolves ticket {cid} after a {policy.resolve_delay:g} s"
@@ -154,25 +143,25 @@ def _fire(alert: Alert, ctx: AlertContext, new_id: Callable[[], str],
                             cancel_row=cancel,
                             reason=f"repeat within {policy.coalesce_window:g} s: folded into"
                                    f" the waiting append to ticket {cid}{flap_note}")
-        data = psa_data(alert)
+        call = TicketCall.of(alert)
         if cancel is not None:
-            data["summary"] = f"{alert.summary}\n\n[mailbridge] The alert fired again within" \
-                              " the resolve delay (flapping); the ticket stays open."
+            call = replace(call, summary=f"{alert.summary}\n\n[mailbridge] The alert fired"
+                           " again within the resolve delay (flapping); the ticket stays open.")
         hold = t + policy.coalesce_window if policy.coalesce_window > 0 else None
         return Decision(reason=f"appends to the open ticket {cid}{flap_note}", alert_key=key,
                         cancel_row=cancel,
-                        outbox=(OutboxItem("psa", key, data, "UPDATE", cid, not_before=hold),))
+                        outbox=(OutboxItem("psa", key, call.payload(), "UPDATE", cid,
+                                           not_before=hold),))
     if ctx.last_closed is not None and policy.reopen == "append":
         cid = ctx.last_closed.correlation_id
-        data = psa_data(alert)
         # Said in the append too: a PSA that refuses appends to closed tickets (MSPCentric
         # answers 404) makes delivery create a new ticket from this payload, which then still
         # names the previous one.
-        data["summary"] = f"{alert.summary}\n\n[mailbridge] This alert fired again after its" \
-                          f" ticket (correlationId {cid}) was closed."
+        call = replace(TicketCall.of(alert), summary=f"{alert.summary}\n\n[mailbridge] This"
+                       f" alert fired again after its ticket (correlationId {cid}) was closed.")
         return Decision(reason=f"fired again after ticket {cid} closed: appends to it"
                         " (reopen = append)", alert_key=key, reopen=cid,
-                        outbox=(OutboxItem("psa", key, data, "UPDATE", cid),))
+                        outbox=(OutboxItem("psa", key, call.payload(), "UPDATE", cid),))
     return _new(alert, ctx, new_id, policy)
 
 
@@ -194,11 +183,11 @@ def _new(alert: Alert, ctx: AlertContext, new_id: Callable[[], str],
             why = f"{ctx.burst_alerts} new alerts for account {alert.account_id} in a burst"
         return join_storm(alert, ctx, new_id, policy, why, burst)
     cid = new_id()
-    data = psa_data(alert)
+    call = TicketCall.of(alert)
     previous = ctx.last_closed.correlation_id if ctx.last_closed else None
     if previous:
-        data["summary"] = f"{alert.summary}\n\n[mailbridge] This alert fired again after its" \
-                          f" previous ticket (correlationId {previous}) was closed."
+        call = replace(call, summary=f"{alert.summary}\n\n[mailbridge] This alert fired again"
+                       f" after its previous ticket (correlationId {previous}) was closed.")
     hold = max(alert.min_duration, policy.group_wait if burst else 0.0)
     why_held = ""
     if hold > 0:
@@ -209,7 +198,7 @@ def _new(alert: Alert, ctx: AlertContext, new_id: Callable[[], str],
     return Decision(reason="no open ticket for this alert: create one"
                     + (f" (follows closed ticket {previous})" if previous else "") + why_held,
                     alert_key=key, open_correlation=cid, previous_id=previous,
-                    outbox=(OutboxItem("psa", key, data, "OPEN", cid,
+                    outbox=(OutboxItem("psa", key, call.payload(), "OPEN", cid,
                                        not_before=t + hold if hold > 0 else None),))
 
 

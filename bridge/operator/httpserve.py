@@ -1,6 +1,7 @@
 """Serve an ASGI app with uvicorn on a background thread (the demo and the tests run the PSA
-simulator that way; the daemon's own endpoints run in its loop through `bridge.web.serve`). Starlette + uvicorn is the one HTTP stack
-of the project: the simulator, /metrics, the dashboard and the vendor API all use it."""
+simulator that way; the daemon's own endpoints run in its loop through
+`bridge.operator.web.serve`). Starlette + uvicorn is the one HTTP stack of the project: the
+simulator, /metrics, the dashboard and the vendor API all use it."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 open tickets, failures, outbox depth and an inline SVG chart of alerts per hour by outcome.
 
 No script, no CDN, no build step; every value is HTML-escaped and has passed the redactor.
-`bridge.web` serves it.
+`bridge.operator.web` serves it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import string
 import time
 from typing import Any, Callable, Sequence
 
-from bridge import views
-from bridge.audit import Redactor
+from bridge.operator import views
+from bridge.operator.audit import Redactor
 
 COLOURS = {"created": "#2e7d32", "appended": "#66bb6a", "resolved": "#1565c0",
            "nothing-to-resolve": "#90caf9", "coalesced": "#7e57c2", "damped": "#b39ddb",
@@ -87,7 +87,7 @@ def _chart(data: dict[str, Any]) -> str:
 
 @functools.cache
 def _template() -> string.Template:
-    return string.Template(importlib.resources.files("bridge").joinpath(
+    return string.Template(importlib.resources.files("bridge.operator").joinpath(
         "web_templates/dashboard.html").read_text(encoding="utf-8"))
 
 

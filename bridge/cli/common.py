@@ -1,0 +1,96 @@
+"""What every `mailbridge` command shares: the `--config` and `--json` options, loading the
+settings (exit 1 on a bad file), logging through the one redactor, the daemon's `Bridge`, the
+store as views open it, and JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+import click
+
+from bridge.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from bridge.daemon import Bridge
+    from bridge.operator.audit import Redactor
+    from bridge.store.db import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EX_TEMPFAIL = 75
+
+
+def _default_config() -> str:
+    env = os.environ.get("MAILBRIDGE_CONFIG")
+    if env:
+        return env
+    if Path("config.toml").exists():
+        return "config.toml"
+    return "/etc/mailbridge/config.toml"
+
+
+_config_option = click.option("--config", "config_path", default=_default_config,
+                              show_default="$MAILBRIDGE_CONFIG, ./config.toml or"
+                              " /etc/mailbridge/config.toml", type=click.Path(dir_okay=False),
+                              help="the TOML config file")
+_json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
+# Declared functions rather than bare `click.option(...)` values, so that the command modules
+# importing them see their type.
+def config_option(f: F) -> F:
+    return _config_option(f)
+
+
+def json_option(f: F) -> F:
+    return _json_option(f)
+
+
+def load_or_exit(config_path: str) -> Settings:
+    try:
+        return load_settings(config_path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+
+
+def start_logging(settings: Settings) -> Redactor:
+    """Logging through the process's one redactor, which is returned for the store."""
+    from bridge.operator.audit import Redactor, setup_logging
+
+    redactor = Redactor(settings.secrets())
+    setup_logging(settings.log, redactor)
+    return redactor
+
+
+def open_bridge(settings: Settings, config_path: str | None = None, **kw: Any) -> Bridge:
+    from bridge.daemon import Bridge
+
+    try:
+        return Bridge(settings, config_path=Path(config_path) if config_path else None, **kw)
+    except Exception as exc:  # an invalid rule set at start-up names its files and lines
+        click.echo(f"cannot start: {exc}", err=True)
+        sys.exit(2)
+
+
+def dump(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+
+
+def open_store(settings: Settings, write: bool = False) -> Store:
+    """Views open the store read-only: no migration, no write lock, so they answer while the
+    pipeline writes. Commands that change something open it for writing, never migrating."""
+    from bridge.operator.audit import Redactor
+    from bridge.store.db import Store, StoreNotReady
+
+    try:
+        store = Store(settings.store.path, migrate=False, readonly=not write)
+    except StoreNotReady as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    store.redact = Redactor(settings.secrets()).redact
+    return store
