@@ -26,7 +26,9 @@ from bridge.deliver.dryrun import DryRunLog, dry_run_peers
 from bridge.deliver.outbox import Delivery
 from bridge.deliver.psa import PsaClient, redact_payload
 from bridge.models import RawMessage, TicketCall
+from bridge.process.pipeline import Evaluation, Evaluator, Result
 from bridge.store.db import AsyncStore, Store
+from bridge.store.staging import StagedRow
 
 def arrival_time(raw: bytes, path: Path) -> float:
     """When `run` would say the message arrived: its Date header, else the file's mtime."""
@@ -73,8 +75,9 @@ async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_
     staged = scratch.stage_many([RawMessage(raw, "simulate", f"file:{i}", t)
                                  for t, i, raw, _ in timed])
     ids = {r.id: label for r, (_, _, _, label) in zip(staged, timed)}
+    recorder = _Recorder(parts.evaluator)
     try:
-        while parts.pipeline.process_batch(scratch, "simulate", parts.evaluator) > 0:
+        while parts.pipeline.process_batch(scratch, "simulate", recorder) > 0:
             pass
     finally:
         parts.evaluator.close()
@@ -91,7 +94,8 @@ async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_
                     break
         else:
             await delivery.drain()
-        return [await store.run(_result, scratch, mid, label, log, clock.now, p.psa)
+        return [await store.run(_result, scratch, mid, label, log, clock.now, p.psa,
+                                recorder.found.get(mid))
                 for mid, label in ids.items()]
     finally:
         await delivery.aclose()
@@ -106,9 +110,29 @@ class _Clock:
         return self.now
 
 
+class _Recorder:
+    """The pool's evaluator, keeping what it found per message: the precedence steps, the
+    sender and the status the preview shows (the audit trail records less, to stay cheap)."""
+
+    def __init__(self, evaluator: Evaluator):
+        self.evaluator = evaluator
+        self.found: dict[int, Evaluation] = {}
+
+    def evaluate(self, store_path: str, rows: list[StagedRow]) -> list[Result]:
+        results = self.evaluator.evaluate(store_path, rows)
+        for row, result in zip(rows, results):
+            if isinstance(result, Evaluation):
+                self.found[row.id] = result
+        return results
+
+    def close(self) -> None:
+        self.evaluator.close()
+
+
 def _result(store: Store, message_id: int, label: str, log: DryRunLog,
-            now: float, psa: PsaClient | None) -> dict[str, Any]:
+            now: float, psa: PsaClient | None, found: Evaluation | None) -> dict[str, Any]:
     view = store.preview_of(message_id)
+    c = found.classification if found else None
     state, outcome, reason = view["state"], view["outcome"], view["reason"]
     if state == "pending":
         holds = [r["next_attempt_at"] for r in view["outbox"] if r["state"] == "pending"]
@@ -116,9 +140,10 @@ def _result(store: Store, message_id: int, label: str, log: DryRunLog,
         outcome = (f"held until {_fmt(when)}" if when and when > now else "pending")
     return {
         "file": label, "message": message_id, "subject": view["subject"],
-        "sender": view["sender"], "kind": view["kind"], "steps": view["steps"],
+        "sender": found.parsed.sender if found else "", "kind": view["kind"],
+        "steps": list(c.steps) if c else [],
         "rule": view["rule"], "account": view["account"], "account_how": view["how"],
-        "alert_key": view["alert_key"], "status": view["status"],
+        "alert_key": view["alert_key"], "status": c.alert.status if c and c.alert else None,
         "outcome": outcome or state, "reason": reason,
         "calls": [c for r in view["outbox"] for c in log.by_row(r["id"])],
         "payloads": [_render(r, psa) for r in view["outbox"]],

@@ -123,9 +123,7 @@ class Pipeline:
             store.event("classified", row.id, c.alert.alert_key if c.alert else None,
                         None, kind=c.kind.value, rule=c.rule, reason=c.reason,
                         account=c.alert.account_id if c.alert else None,
-                        how=c.account_how, subject=ev.parsed.subject[:200],
-                        sender=ev.parsed.sender[:200],
-                        status=c.alert.status if c.alert else None, steps=list(c.steps))
+                        how=c.account_how, subject=ev.parsed.subject[:200])
         meta = None
         if ev.decision is not None:
             decision = ev.decision

@@ -33,9 +33,7 @@ class ReadsMixin(StoreBase):
             "reason": row[2] if row else None, "alert_key": row[3] if row else None,
             "rule": row[4] if row else detail.get("rule"),
             "kind": detail.get("kind"), "subject": detail.get("subject", ""),
-            "sender": detail.get("sender", ""), "steps": detail.get("steps", []),
-            "account": detail.get("account"), "how": detail.get("how"),
-            "status": detail.get("status"), "outbox": outbox,
+            "account": detail.get("account"), "how": detail.get("how"), "outbox": outbox,
         }
 
     def waiting_reasons(self, limit: int = 5) -> list[dict[str, Any]]:
