@@ -21,7 +21,7 @@ from bench.harness import (BenchSettings, Servers, child_env, db_summary, load_m
                            make_config, mailbridge_args, run_child)
 
 HOOKS = "hang=X-Bench-Hang;hog=X-Bench-Hog"
-WALL, WORKERS = 5.0, max(1, os.cpu_count() or 1)
+WALL, WORKERS = 5.0, max(1, (os.cpu_count() or 1) - 1)  # the default of [processing]
 
 
 def breaker(i: int, at: float) -> corpus.Mail:
