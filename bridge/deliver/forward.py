@@ -21,7 +21,8 @@ import uuid
 from email.message import MIMEPart
 from typing import Iterator, Sequence
 
-from bridge.deliver.mailcompose import _base, _set_text, one_line, parse_address, to_bytes
+from bridge.deliver.mailcompose import (_base, _set_text, forward_note, one_line, parse_address,
+                                       to_bytes)
 from bridge.deliver.redact import REPLACEMENT, Redaction, redact
 from bridge.deliver.smtpdata import OutgoingMail, Segment
 from bridge.models import ParsedMessage
@@ -79,20 +80,7 @@ def build_forward(raw: bytes, parsed: ParsedMessage, to: str, reason: str, from_
     msg = _base(from_address, to, f"[mailbridge] Fwd: {parsed.subject or '(no subject)'}",
                 "forward", "auto-generated")
     msg["X-Mailbridge-Reason"] = one_line(reason, 400)
-    sender = f"{parsed.sender_name} <{parsed.sender}>" if parsed.sender_name else parsed.sender
-    lines = [
-        f"mailbridge forwarded this message because: {reason}",
-        "",
-        f"From:       {one_line(sender) or '(none)'}",
-        f"Subject:    {one_line(parsed.subject) or '(none)'}",
-        f"Date:       {parsed.date.isoformat() if parsed.date else '(none)'}",
-        f"Message-ID: {one_line(parsed.message_id or '') or '(none)'}",
-        f"Size:       {len(raw)} bytes",
-    ]
-    if parsed.parse_error:
-        lines.append(f"Parse error: {one_line(parsed.parse_error, 300)}")
-    if parsed.defects:
-        lines.append(f"MIME defects: {one_line(', '.join(parsed.defects), 300)}")
+    lines = forward_note(parsed, reason, len(raw))
     envelope = OutgoingMail(parse_address(from_address).addr_spec,
                             (parse_address(to).addr_spec,), ())
     if omit is not None:

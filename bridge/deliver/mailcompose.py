@@ -143,14 +143,8 @@ def _original_part(raw: bytes) -> tuple[MIMEPart, str]:
     return part, "attached unchanged"
 
 
-def compose_forward(raw: bytes, parsed: ParsedMessage, to: str, reason: str,
-                    from_address: str) -> EmailMessage:
-    """A forward of a received message to an internal address, with a note saying why."""
-    reason = one_line(reason, 1000) or "no reason given"
-    msg = _base(from_address, to, f"[mailbridge] Fwd: {parsed.subject or '(no subject)'}",
-                "forward", "auto-generated")
-    msg["X-Mailbridge-Reason"] = one_line(reason, 400)
-    original, how = _original_part(raw)
+def forward_note(parsed: ParsedMessage, reason: str, size: int) -> list[str]:
+    """The lines at the top of every forward: why, and what the original was."""
     sender = f"{parsed.sender_name} <{parsed.sender}>" if parsed.sender_name else parsed.sender
     lines = [
         f"mailbridge forwarded this message because: {reason}",
@@ -159,12 +153,24 @@ def compose_forward(raw: bytes, parsed: ParsedMessage, to: str, reason: str,
         f"Subject:    {one_line(parsed.subject) or '(none)'}",
         f"Date:       {parsed.date.isoformat() if parsed.date else '(none)'}",
         f"Message-ID: {one_line(parsed.message_id or '') or '(none)'}",
-        f"Size:       {len(raw)} bytes",
+        f"Size:       {size} bytes",
     ]
     if parsed.parse_error:
         lines.append(f"Parse error: {one_line(parsed.parse_error, 300)}")
     if parsed.defects:
         lines.append(f"MIME defects: {one_line(', '.join(parsed.defects), 300)}")
+    return lines
+
+
+def compose_forward(raw: bytes, parsed: ParsedMessage, to: str, reason: str,
+                    from_address: str) -> EmailMessage:
+    """A forward of a received message to an internal address, with a note saying why."""
+    reason = one_line(reason, 1000) or "no reason given"
+    msg = _base(from_address, to, f"[mailbridge] Fwd: {parsed.subject or '(no subject)'}",
+                "forward", "auto-generated")
+    msg["X-Mailbridge-Reason"] = one_line(reason, 400)
+    original, how = _original_part(raw)
+    lines = forward_note(parsed, reason, len(raw))
     lines += ["", f"The original message is {how}.", ""]
     _set_text(msg, "\n".join(lines))
     msg.make_mixed()
