@@ -17,6 +17,8 @@ import email.utils
 import json
 import tempfile
 import time
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,13 +34,12 @@ from bridge.store.staging import StagedRow
 
 def arrival_time(raw: bytes, path: Path) -> float:
     """When `run` would say the message arrived: its Date header, else the file's mtime."""
-    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    for line in head.decode("latin-1").replace("\r\n", "\n").split("\n"):
-        if line.lower().startswith("date:"):
-            try:
-                return email.utils.parsedate_to_datetime(line[5:].strip()).timestamp()
-            except (TypeError, ValueError, IndexError):
-                break
+    date = BytesHeaderParser(policy=compat32).parsebytes(raw).get("Date")
+    if date:
+        try:
+            return email.utils.parsedate_to_datetime(str(date)).timestamp()
+        except (TypeError, ValueError, IndexError):
+            pass
     return path.stat().st_mtime
 
 

@@ -115,3 +115,30 @@ def test_budget_breakers_are_quarantined_while_everything_else_goes_on(tmp_path,
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def test_a_pool_closed_under_a_batch_does_not_count_against_its_messages(tmp_path):
+    """A reload closes the old pool; messages it could not evaluate go back uncounted, while a
+    worker death counts towards the poison cap."""
+    from bridge.classify.engine import ClassifyContext
+    from bridge.classify.ruleset import RuleSet
+    from bridge.config import Settings
+    from bridge.decide.decider import Decider
+    from bridge.models import RawMessage
+    from bridge.process.pipeline import Broken, Pipeline
+    from bridge.store.db import Store
+    from tests.test_poison import query
+
+    settings = Settings()
+    pipeline = Pipeline(settings, RuleSet(), ClassifyContext(), Decider.from_settings(settings))
+    db = tmp_path / "mailbridge.db"
+    store = Store(db)
+    for i in range(2):
+        store.stage(RawMessage(zabbix(500 + i), "pipe", None, 1000.0 + i))
+    rows = store.claim_staged("w", limit=2, with_raw=False)
+    pipeline.apply_batch(store, rows, [Broken(rows[0].id, "pool closed", crashed=False),
+                                       Broken(rows[1].id, "worker died")], "w")
+    store.close()
+    got = {i: (c, s) for i, c, s in query(db, "SELECT id, claims, suspect FROM messages")}
+    assert got[rows[0].id] == (0, 0)  # back to staged, not charged
+    assert got[rows[1].id] == (1, 1)  # charged, and tried alone next time

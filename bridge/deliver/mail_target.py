@@ -12,6 +12,8 @@ One instance, "default", from `[smtp]`.
 
 from __future__ import annotations
 
+import asyncio
+
 from dataclasses import replace
 from email import policy
 from email.message import EmailMessage
@@ -167,18 +169,25 @@ class MailTarget:
         p, s = row.payload, self.env.settings
         raw = (await self.env.store.message_raw(row.message_ref) or b"") \
             if row.message_ref is not None else b""
-        parsed = parse(raw)
-        unsafe = unsafe_reason(parsed, own_addresses(s))
-        if unsafe is not None:
-            return dead(f"not forwarded: {unsafe}; mail like this is never forwarded (it would"
-                        " feed a mail loop)")
-        configured = [x.get_secret_value() for x in (s.ates.password, s.xml_api.password) if x]
-        secrets = () if omit else secrets_of(parsed, configured)
-        try:
-            return build_forward(raw, parsed, p["to"], p.get("note", ""), _from(s), secrets,
-                                 omit=omit)
-        except ComposeError as exc:
-            return dead(f"cannot compose the mail: {exc}")
+
+        def build() -> OutgoingMail | Settlement:
+            parsed = parse(raw)
+            unsafe = unsafe_reason(parsed, own_addresses(s))
+            if unsafe is not None:
+                return dead(f"not forwarded: {unsafe}; mail like this is never forwarded (it"
+                            " would feed a mail loop)")
+            configured = [x.get_secret_value() for x in (s.ates.password, s.xml_api.password)
+                          if x]
+            secrets = () if omit else secrets_of(parsed, configured)
+            try:
+                return build_forward(raw, parsed, p["to"], p.get("note", ""), _from(s),
+                                     secrets, omit=omit)
+            except ComposeError as exc:
+                return dead(f"cannot compose the mail: {exc}")
+
+        # Reading the stored original is work on untrusted bytes (bounded by the MIME limits):
+        # it runs on a thread, so the event loop — IDLE, the web, other deliveries — goes on.
+        return await asyncio.to_thread(build)
 
     def _compose(self, row: OutboxRow) -> EmailMessage:
         p = row.payload

@@ -29,6 +29,7 @@ import time
 import uuid
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
+from pathlib import Path
 
 import pebble
 
@@ -174,7 +175,8 @@ class WorkerPool:
                 running = [(chunk, *self._schedule(store_path, chunk)) for chunk in todo]
             except RuntimeError as exc:  # a reload closed this pool: the new parts retry
                 for row in (r for chunk in todo for r in chunk if r.id not in results):
-                    results[row.id] = Broken(row.id, f"the worker pool closed: {exc}")
+                    results[row.id] = Broken(row.id, f"the worker pool closed: {exc}",
+                                             crashed=False)
                 break
             todo = []
             for chunk, future, progress in running:
@@ -201,7 +203,7 @@ class WorkerPool:
         """Settle the message the chunk failed on; return what must run again."""
         wall = self.budget.wall_seconds
         try:
-            ref_text, started_text = open(progress).read().split()[:2]
+            ref_text, started_text = Path(progress).read_text().split()[:2]
             ref, started = int(ref_text), float(started_text)
         except (OSError, ValueError):
             ref, started = -1, time.time()
@@ -226,7 +228,8 @@ class WorkerPool:
                               " (its worker was stopped)")
         if isinstance(exc, pebble.ProcessExpired):
             return Broken(row.id, f"its worker process died (exit {exc.exitcode})")
-        return Broken(row.id, f"the worker pool failed: {type(exc).__name__}: {exc}")
+        return Broken(row.id, f"the worker pool failed: {type(exc).__name__}: {exc}",
+                      crashed=False)
 
     def close(self) -> None:
         """Graceful: tasks already scheduled finish; then the workers exit."""

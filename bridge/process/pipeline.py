@@ -55,10 +55,13 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Broken:
-    """A message whose evaluation killed its worker: tried again, up to the poison cap."""
+    """A message that got no evaluation. `crashed`: its worker died on it (tried again, up to
+    the poison cap). Otherwise the pool itself went away (a reload closed it): tried again
+    by the new parts without counting against the message."""
 
     message_ref: int
     reason: str
+    crashed: bool = True
 
 
 Result = Evaluation | Broken
@@ -104,7 +107,10 @@ class Pipeline:
                 if not store.holds_claim(row.id, worker):
                     continue
                 if isinstance(ev, Broken):
-                    store.requeue_crashed(row.id, ev.reason)
+                    if ev.crashed:
+                        store.requeue_crashed(row.id, ev.reason)
+                    else:
+                        store.requeue_uncounted(row.id, ev.reason)
                     continue
                 try:
                     with store.savepoint():  # undoes this message's half-written record

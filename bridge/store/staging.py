@@ -195,6 +195,17 @@ class StagingMixin(OutboxMixin):
                 self._event(conn, "processing-crashed", message_ref, None, None,
                             {"error": error})
 
+    def requeue_uncounted(self, message_ref: int, reason: str) -> None:
+        """The worker pool went away under this message (a reload closed it): back to staged,
+        its claim not counted, for the new parts to process."""
+        with self.write() as conn:
+            n = conn.execute("UPDATE messages SET state='staged', claimed_by=NULL,"
+                             " claims=max(claims-1, 0), updated_at=? WHERE id=? AND"
+                             " state='processing'", (self.clock(), message_ref)).rowcount
+            if n:
+                self._event(conn, "processing-requeued", message_ref, None, None,
+                            {"reason": reason})
+
     def holds_claim(self, message_ref: int, worker: str) -> bool:
         """Whether this store (its owner, else `worker`) still holds the message's claim: a
         decision is recorded only then (the administrator may have released or quarantined
