@@ -4,8 +4,9 @@ Every command gets its parts from `assemble` — the daemon, `run --once`, `inge
 `simulate`, `test-alert`, `demo`, `check --online`, `reconcile`, `tickets --remote` — and no
 component builds another from settings on its own (Alertmanager's config coordinator: one
 place turns a config into the running objects, and a reload builds a fresh set and swaps it
-in whole). Only the peers may be replaced: `simulate` assembles with `DryRunPeers`, which
-accept every call and record the exact request they would have sent. `restart_needed` names
+in whole). Only the peers and the evaluator may be replaced: `simulate` assembles with
+`DryRunPeers`, which accept every call and record the exact request they would have sent;
+`rules diff` also with an evaluator of its own. `restart_needed` names
 the settings a reload cannot re-assemble (read once at start); `rules_signature` tells the rule
 watch when the rule files changed.
 """
@@ -83,14 +84,18 @@ def build_peers(settings: Settings) -> Peers:
 
 def assemble(settings: Settings, *, peers: Callable[[Settings], Peers] = build_peers,
              new_id: Callable[[], str] = new_correlation_id,
-             ruleset: RuleSet | None = None) -> Parts:
+             ruleset: RuleSet | None = None,
+             evaluator: Callable[[Pipeline], Evaluator] | None = None) -> Parts:
     """Build every part from `settings`. Loads the rules first, so an invalid rule set fails
-    here, before any connection is made, and a reload that fails keeps the old parts."""
+    here, before any connection is made, and a reload that fails keeps the old parts.
+    `evaluator` replaces the worker pool (`rules diff` evaluates in its own process, parsing
+    each message once for both rule sets)."""
     rules = ruleset if ruleset is not None else load_rules(settings)
     decider = Decider.from_settings(settings, new_id)
     pipeline = Pipeline(settings, rules, classify_context(settings), decider)
-    evaluator = WorkerPool(pipeline, settings.processing)
-    return Parts(settings, rules, decider, pipeline, evaluator, peers(settings))
+    evaluate: Evaluator = (evaluator(pipeline) if evaluator is not None
+                           else WorkerPool(pipeline, settings.processing))
+    return Parts(settings, rules, decider, pipeline, evaluate, peers(settings))
 
 
 def restart_needed(started: Settings, fresh: Settings) -> list[str]:

@@ -157,6 +157,8 @@ class RulesSettings(Section):
     directory: Path = Path("rules")
     accounts: Path | None = None
     watch: bool = True
+    # A rule directory under review: the dashboard shows what it would change (`rules diff`).
+    candidate_directory: Path | None = None
 
 
 class RoutingSettings(Section):
@@ -360,6 +362,7 @@ def _anchor_paths(settings: Settings, base: Path) -> Settings:
         "rules": settings.rules.model_copy(update={
             "directory": anchor(settings.rules.directory),
             "accounts": anchor(settings.rules.accounts),
+            "candidate_directory": anchor(settings.rules.candidate_directory),
         }),
         "maildir": [m.model_copy(update={"path": anchor(m.path)}) for m in settings.maildir],
     })

@@ -20,7 +20,7 @@ import time
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from bridge.assembly import Parts, assemble
 from bridge.config import Settings
@@ -31,6 +31,9 @@ from bridge.models import RawMessage, TicketCall
 from bridge.process.pipeline import Evaluation, Evaluator, Result
 from bridge.store.db import AsyncStore, Store
 from bridge.store.staging import StagedRow
+
+T = TypeVar("T")
+
 
 def arrival_time(raw: bytes, path: Path) -> float:
     """When `run` would say the message arrived: its Date header, else the file's mtime."""
@@ -66,7 +69,7 @@ def simulate_files(settings: Settings, files: list[Path], as_json: bool,
 
 async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_path: Path,
                     log: DryRunLog, *, fresh: bool, now: float, flush: bool) -> list[dict[str, Any]]:
-    clock = _Clock(now)
+    clock = Clock(now)
     scratch = Store(scratch_path, clock=clock)
     if not fresh:
         scratch.copy_live_state(Path(parts.settings.store.path))
@@ -77,11 +80,27 @@ async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_
                                  for t, i, raw, _ in timed])
     ids = {r.id: label for r, (_, _, _, label) in zip(staged, timed)}
     recorder = _Recorder(parts.evaluator)
+
+    def collect(store: Store) -> list[dict[str, Any]]:
+        return [_result(store, mid, label, log, clock.now, parts.peers.psa,
+                        recorder.found.get(mid)) for mid, label in ids.items()]
+
+    return await run_scratch(parts, scratch, recorder, clock, collect, flush=flush)
+
+
+async def run_scratch(parts: Parts, scratch: Store, evaluator: Evaluator, clock: Clock,
+                      collect: Callable[[Store], T], *, flush: bool = False,
+                      progress: Callable[[int], None] | None = None) -> T:
+    """`run` on a scratch store: every staged message through `parts.pipeline` (`progress` is
+    told each batch's size), then the outbox delivered by the parts' (dry-run) peers, the
+    clock past every hold with `flush`. `collect` reads the result on the store's thread; the
+    evaluator and the store are closed afterwards. `simulate` and `rules diff` run on it."""
     try:
-        while parts.pipeline.process_batch(scratch, "simulate", recorder) > 0:
-            pass
+        while (n := parts.pipeline.process_batch(scratch, "simulate", evaluator)) > 0:
+            if progress is not None:
+                progress(n)
     finally:
-        parts.evaluator.close()
+        evaluator.close()
     store = AsyncStore(scratch)
     p = parts.peers
     delivery = Delivery(store, parts.settings, psa=p.psa, smtp=p.smtp,
@@ -95,15 +114,15 @@ async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_
                     break
         else:
             await delivery.drain()
-        return [await store.run(_result, scratch, mid, label, log, clock.now, p.psa,
-                                recorder.found.get(mid))
-                for mid, label in ids.items()]
+        return await store.run(collect, scratch)
     finally:
         await delivery.aclose()
         store.close()
 
 
-class _Clock:
+class Clock:
+    """The scratch run's clock: fixed, moved on only by `flush`."""
+
     def __init__(self, now: float):
         self.now = now
 

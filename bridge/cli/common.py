@@ -50,6 +50,31 @@ def json_option(f: F) -> F:
     return _json_option(f)
 
 
+class _Since(click.ParamType):
+    """`--since` of `events` and `rules diff`: seconds ago (3600), a duration ago (90s, 15m,
+    12h, 7d) or an ISO time; the one parser is `views.parse_since`."""
+
+    name = "since"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        from bridge.operator.views import parse_since
+
+        if isinstance(value, float):
+            return value
+        try:
+            got = parse_since(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not seconds ago (3600), a duration (90s, 15m, 12h, 7d)"
+                      " nor an ISO time", param, ctx)
+        assert got is not None
+        return got
+
+
+SINCE = _Since()
+SINCE_HELP = "seconds ago (3600), a duration (15m, 12h, 7d) or an ISO time"
+
+
 def load_or_exit(config_path: str) -> Settings:
     try:
         return load_settings(config_path)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from typing import Any
 
 import click
 
-from bridge.cli.common import config_option, dump, json_option, load_or_exit, open_store, \
-    start_logging
+from bridge.cli.common import (SINCE, SINCE_HELP, config_option, dump, json_option,
+                               load_or_exit, open_store, start_logging)
 
 @click.command()
 @config_option
@@ -38,34 +37,23 @@ def status(config_path: str, as_json: bool) -> None:
 @config_option
 @click.option("--message", type=int, help="only events of this message id")
 @click.option("--key", help="only events of this alert key")
-@click.option("--since", help="only newer events: seconds ago (e.g. 3600) or ISO time")
+@click.option("--since", type=SINCE, help=f"only newer events: {SINCE_HELP}")
 @click.option("--outcome", help="only events with this outcome")
 @click.option("--limit", default=200, show_default=True)
 @json_option
-def events(config_path: str, message: int | None, key: str | None, since: str | None,
+def events(config_path: str, message: int | None, key: str | None, since: float | None,
            outcome: str | None, limit: int, as_json: bool) -> None:
     """The audit trail."""
     from bridge.operator import views
 
     settings = load_or_exit(config_path)
     rows = views.events_view(open_store(settings), message=message, key=key,
-                             since=_since(since), outcome=outcome, limit=limit)
+                             since=since, outcome=outcome, limit=limit)
     if as_json:
         dump(rows)
     else:
         click.echo(views.format_table(rows, ["id", "at", "kind", "message_ref", "alert_key",
                                              "outcome", "detail"]))
-
-
-def _since(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return time.time() - float(value)
-    except ValueError:
-        from datetime import datetime
-
-        return datetime.fromisoformat(value).timestamp()
 
 
 @click.command()

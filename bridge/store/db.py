@@ -3,8 +3,8 @@
 `Store` opens the connection (WAL, migrations) and makes backups; `write()` transactions,
 `query`/`scalar`, the event log and meta values come from `StoreBase` (bridge.store.base), its
 domain methods from the mixins in `staging`, `decisions`, `outbox`, `owners`, `reads`,
-`operator` (the operator's views and counts) and `maintenance` (retention, reconcile, admin
-alerts, savepoints, simulate's scratch copy). Modules outside this package call named methods,
+`operator` (the operator's views and counts), `history` (`rules diff`'s replays) and
+`maintenance` (retention, reconcile, admin alerts, savepoints, simulate's scratch copy). Modules outside this package call named methods,
 never SQL (tests/test_store_owns_sql.py). `AsyncStore` runs a `Store` on one dedicated thread
 for asyncio code.
 The names other modules import from here (`StagedRow`, `StageResult`, `OutboxRow`,
@@ -25,6 +25,7 @@ import sqlite_utils
 from bridge.store import files
 from bridge.store.base import TROUBLE_EVENTS, events_log, no_redaction
 from bridge.store.decisions import DecisionsMixin
+from bridge.store.history import HistoryMixin
 from bridge.store.maintenance import MaintenanceMixin
 from bridge.store.operator import OperatorMixin
 from bridge.store.outbox import OutboxMixin, OutboxRow
@@ -45,7 +46,7 @@ class StoreNotReady(RuntimeError):
 
 
 class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, OperatorMixin,
-            MaintenanceMixin):
+            HistoryMixin, MaintenanceMixin):
     """Synchronous store. Use from one thread only (see AsyncStore)."""
 
     def __init__(self, path: Path | str, clock: Callable[[], float] = time.time, *,

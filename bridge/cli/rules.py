@@ -1,0 +1,118 @@
+"""The `mailbridge rules` command group: what a rule change would do, before it goes live.
+
+`rules diff` replays past mail against a candidate rule directory (bridge.operator.rulesdiff).
+The group lives in its own module so that other rule commands join it with one
+`@rules.command()` each.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from bridge.cli.common import SINCE, SINCE_HELP, config_option, dump, json_option, load_or_exit
+
+EXIT_SAME, EXIT_CHANGED, EXIT_INVALID = 0, 1, 2
+
+
+@click.group()
+def rules() -> None:
+    """Rule files: what a change would do, before it goes live."""
+
+
+@rules.command()
+@config_option
+@click.option("--rules", "candidate", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="the candidate rule directory (as [rules] directory would name it)")
+@click.option("--since", type=SINCE, default="7d", show_default=True,
+              help=f"replay the mail that arrived since: {SINCE_HELP}")
+@json_option
+def diff(config_path: str, candidate: Path, since: float, as_json: bool) -> None:
+    """Replay the staged mail of the period through the whole pipeline with the live rules and
+    with CANDIDATE (dry run, scratch stores) and print what would change. Exit 0: nothing
+    changes; 1: something does; 2: the candidate is invalid (its errors are printed)."""
+    from bridge.operator.rulesdiff import CandidateInvalid, diff_rules
+
+    settings = load_or_exit(config_path)
+    try:
+        with _progress(enabled=not as_json) as progress:
+            report = diff_rules(settings, candidate, since, progress=progress)
+    except CandidateInvalid as exc:
+        if as_json:
+            dump({"valid": False, "errors": exc.errors})
+        else:
+            click.echo(f"{candidate}: the candidate rules are invalid", err=True)
+            for line in exc.errors:
+                click.echo(line, err=True)
+        sys.exit(EXIT_INVALID)
+    if as_json:
+        dump({"valid": True, **report.as_json()})
+    else:
+        click.echo(format_report(report.as_json()))
+    sys.exit(EXIT_CHANGED if report.changes else EXIT_SAME)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+    """A progress bar on stderr while the replays run (when stderr is a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield None
+        return
+    bars: dict[str, Any] = {}
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        def update(what: str, done: int, total: int) -> None:
+            if what not in bars:
+                bars[what] = bar.add_task(what, total=total)
+            bar.update(bars[what], completed=done, total=total)
+        yield update
+
+
+def _t(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def _pair(before: Any, after: Any) -> str:
+    return f"{before or '-'} → {after or '-'}" if before != after else f"{before or '-'}"
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The report as text: each changed message (old → new), then the totals side by side."""
+    out = [f"rules diff: {r['replayed']:,} messages since {_t(r['since'])}"
+           + (f" ({r['left_out']:,} left out: raw mail pruned, over the size limit, or"
+              " quarantined for breaking a processing budget)" if r["left_out"] else "")]
+    if not r["changes"]:
+        out.append("no change: every message ends as it does with the live rules")
+    else:
+        out.append(f"{r['changed']:,} message(s) change:")
+    for c in r["changes"]:
+        b, a = c["before"], c["after"]
+        out.append(f"  #{c['message']}  {_t(c['arrived_at'])}  {c['subject'][:90]}")
+        out.append(f"      outcome     {_pair(b['outcome'], a['outcome'])}")
+        out.append(f"      rule        {_pair(b['rule'], a['rule'])}")
+        out.append(f"      account     {_pair(b['account'], a['account'])}")
+        out.append(f"      alert key   {_pair(b['alert_key'], a['alert_key'])}")
+        out.append("      alert type  " + _pair(_type(b), _type(a)))
+    before, after = r["totals"]["before"], r["totals"]["after"]
+    out += ["", f"{'':<20}{'live':>10}{'candidate':>12}"]
+    for name in before:
+        mark = "" if before[name] == after[name] else "   *"
+        out.append(f"{name:<20}{before[name]:>10,}{after[name]:>12,}{mark}")
+    out.append(f"({r['seconds']:.1f} s, {r['replays']} replay(s))")
+    return "\n".join(out)
+
+
+def _type(line: dict[str, Any]) -> str | None:
+    if not line["product_group"] and not line["alert_type"]:
+        return None
+    return f"{line['product_group'] or '-'} / {line['alert_type'] or '-'}"
