@@ -1,7 +1,7 @@
 """Run every benchmark and write the figures table (`make bench`).
 
     .venv/bin/python -m bench.run [--write docs/performance.md] [--json FILE] [--smoke]
-                                  [--only backlog,latency,scaling,memory,storm,xml]
+                                  [--only backlog,latency,scaling,memory,storm,xml,rulesdiff]
 
 Real Dovecot and the PSA simulator on loopback; mailbridge in child processes. `--smoke` runs
 everything tiny (tests/test_bench_smoke.py: checks that the harness works, not the bars).
@@ -42,13 +42,15 @@ class Sizes:
     limit_runs: int = 3
     hostile: int = 10_000
     breakers: int = 10
+    rulesdiff: int = 10_000
 
 
 SMOKE = Sizes(backlog=100, latency_s=2.0, scale_small=(5, 50), scale_large=(50, 2000),
               scale_messages=200, regex=(5, 20), attachment=2 * 1024 * 1024, storm=200,
-              sites=5, storm_variants=(), limit_runs=1, hostile=100, breakers=2)
+              sites=5, storm_variants=(), limit_runs=1, hostile=100, breakers=2,
+              rulesdiff=100)
 
-BENCHES = ("backlog", "hostile", "latency", "scaling", "memory", "storm", "xml")
+BENCHES = ("backlog", "hostile", "latency", "scaling", "memory", "storm", "xml", "rulesdiff")
 
 
 def _backlog(z: Sizes) -> Any:
@@ -87,6 +89,12 @@ def _hostile(z: Sizes) -> Any:
     return hostile.run(z.hostile, z.breakers)
 
 
+def _rulesdiff(z: Sizes) -> Any:
+    from bench import rulesdiff
+
+    return rulesdiff.run(z.rulesdiff)
+
+
 def _xml(z: Sizes) -> Any:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_xml_hostile.py")],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -97,7 +105,7 @@ def _xml(z: Sizes) -> Any:
 RUNNERS: dict[str, Callable[[Sizes], Any]] = {
     "backlog": _backlog, "hostile": _hostile, "latency": _latency, "scaling": _scaling,
     "memory": _memory,
-    "storm": _storm, "xml": _xml}
+    "storm": _storm, "xml": _xml, "rulesdiff": _rulesdiff}
 
 
 def run_all(only: tuple[str, ...] = BENCHES, sizes: Sizes = Sizes(),
@@ -190,6 +198,15 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
                     f"({label})", f"{st['tickets']} tickets ({st['storm_tickets']} storm), "
                     f"{st['calls']} calls = **{st['calls_pct']:.1f} %**",
                     "calls ≤ 5 %" if i == 0 else "–", st["calls_pct"] <= 5 if i == 0 else None))
+    rd = r.get("rulesdiff")
+    if rd:
+        c, same = rd["changed"], rd["same"]
+        out.append((f"6. `rules diff` over {rd['messages']:,} staged messages, a candidate that"
+                    f" moves the Zabbix alerts to another alert type ({rd['changes']:,}"
+                    " changes: two replays)", f"**{c['seconds']:.1f} s** (CPU {c['cpu_s']:.1f} s,"
+                    f" peak RSS {c['max_rss_mib']:.0f} MiB)", "< 30 s", c["seconds"] < 30))
+        out.append(("6. `rules diff`, an unchanged copy (one replay; report only)",
+                    f"{same['seconds']:.1f} s (CPU {same['cpu_s']:.1f} s)", "–", None))
     return out
 
 

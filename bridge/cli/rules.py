@@ -88,6 +88,8 @@ def _pair(before: Any, after: Any) -> str:
 
 def format_report(r: dict[str, Any]) -> str:
     """The report as text: each changed message (old → new), then the totals side by side."""
+    from bridge.operator.rulesdiff import type_label
+
     out = [f"rules diff: {r['replayed']:,} messages since {_t(r['since'])}"
            + (f" ({r['left_out']:,} left out: raw mail pruned, over the size limit, or"
               " quarantined for breaking a processing budget)" if r["left_out"] else "")]
@@ -102,7 +104,7 @@ def format_report(r: dict[str, Any]) -> str:
         out.append(f"      rule        {_pair(b['rule'], a['rule'])}")
         out.append(f"      account     {_pair(b['account'], a['account'])}")
         out.append(f"      alert key   {_pair(b['alert_key'], a['alert_key'])}")
-        out.append("      alert type  " + _pair(_type(b), _type(a)))
+        out.append("      alert type  " + _pair(type_label(b), type_label(a)))
     before, after = r["totals"]["before"], r["totals"]["after"]
     out += ["", f"{'':<20}{'live':>10}{'candidate':>12}"]
     for name in before:
@@ -111,8 +113,3 @@ def format_report(r: dict[str, Any]) -> str:
     out.append(f"({r['seconds']:.1f} s, {r['replays']} replay(s))")
     return "\n".join(out)
 
-
-def _type(line: dict[str, Any]) -> str | None:
-    if not line["product_group"] and not line["alert_type"]:
-        return None
-    return f"{line['product_group'] or '-'} / {line['alert_type'] or '-'}"

@@ -279,3 +279,10 @@ def _compare(report: Report, results: list[dict[int, dict[str, Any]]],
     names = list(TOTALS) + sorted((set(totals[0]) | set(totals[1])) - set(TOTALS))
     report.before = {k: totals[0][k] for k in names}
     report.after = {k: totals[1][k] for k in names}
+
+
+def type_label(line: dict[str, Any]) -> str | None:
+    """"product group / alert type" of a line as `Report.as_json` gives it."""
+    if not line["product_group"] and not line["alert_type"]:
+        return None
+    return f"{line['product_group'] or '-'} / {line['alert_type'] or '-'}"

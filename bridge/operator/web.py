@@ -1,5 +1,6 @@
-"""mailbridge's own HTTP endpoints: `/healthz`, `/metrics`, the read-only dashboard `/`, and the
-vendor API (`/api/vendor/accounts`, `/api/vendor/product-groups`) the PSA pulls (seed 000 §2–3).
+"""mailbridge's own HTTP endpoints: `/healthz`, `/metrics`, the read-only dashboard `/` (and its
+`/rules/diff` page for a candidate rule directory), and the vendor API
+(`/api/vendor/accounts`, `/api/vendor/product-groups`) the PSA pulls (seed 000 §2–3).
 
 The dashboard is rendered on the server — one page, an inline SVG chart, no script, no CDN —
 under a strict Content-Security-Policy; every value in it is HTML-escaped and has passed the
@@ -30,6 +31,7 @@ from bridge.config import HttpSettings, Settings
 from bridge.operator import metrics, views
 from bridge.operator.audit import Redactor
 from bridge.operator.dashboard import render_dashboard
+from bridge.operator.rulesdiff_page import CandidateDiff, render_rules_diff
 from bridge.operator.httpserve import (HttpLimits, raise_nofile_limit, server_config,
                                        throttle_server_logs)
 from bridge.operator.status import RuntimeStatus, health
@@ -178,6 +180,16 @@ def create_app(store: AsyncStore | Callable[[], Store], runtime: RuntimeStatus |
         data = await reader(snapshot)
         return HTMLResponse(render_dashboard(data, red, refresh))
 
+    candidate_diff = CandidateDiff()
+
+    async def rules_diff(request: Request) -> Response:
+        """What `[rules] candidate_directory` would change: served from a cache that a
+        background process fills (bridge.operator.rulesdiff_page)."""
+        if not host_ok(request):
+            return Response("misdirected request", 421)
+        view = await run_in_threadpool(candidate_diff.view, request.app.state.settings)
+        return HTMLResponse(render_rules_diff(view, red, refresh))
+
     def vendor(produce: Callable[[Settings], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             key = request.app.state.settings.http.vendor_api_key
@@ -209,15 +221,17 @@ def create_app(store: AsyncStore | Callable[[], Store], runtime: RuntimeStatus |
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await run_in_threadpool(reader.close)
+        candidate_diff.close()
 
     app = Starlette(routes=[
-        Route("/", dashboard), Route("/healthz", healthz),
+        Route("/", dashboard), Route("/healthz", healthz), Route("/rules/diff", rules_diff),
         Route("/metrics", metrics_endpoint),
         Route("/api/vendor/accounts", vendor(accounts)),
         Route("/api/vendor/product-groups", vendor(product_groups)),
     ], lifespan=lifespan)
     app.add_middleware(_SecurityHeaders)
     app.state.settings = settings
+    app.state.candidate_diff = candidate_diff
     app.state.close = reader.close  # for callers that never run the lifespan (tests)
     return app
 
