@@ -6,42 +6,34 @@ pipeline `run` uses (`bridge.simulate.run_scratch`: the same assembly, Pipeline 
 with dry-run peers and the live policy) — once with the live rules, once with the candidate's —
 each in a scratch store seeded as of the start of the period (`Store.seed_history`: the
 correlations open then, no outbox rows). The clock stands at the start of the diff, so a hold
-still running then (a coalescing window, a resolve delay) stays held on both sides.
+still running then (a coalescing window, a resolve delay) stays held on both sides. Messages
+the live run quarantined for breaking a processing budget are not replayed. How the two
+replays run (each message parsed once, the replays side by side): rulesdiff_replay.
 
-Each message is parsed once, in this process, and classified with both rule sets (parsing and
-classifying 10,000 alerts costs about 2.5 s here; shipping them to the worker pool and back
-cost more — docs/rules.md). Messages the live run quarantined for breaking a processing
-budget are not replayed. When the candidate classifies every message exactly as the live rules
-do, its replay would repeat the first one step for step, so it is not run.
+Compared per message: the outcome, the deciding rule, the account, the alert key, the product
+group and the alert type (`Line`); the totals count the outcomes on each side.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from bridge.assembly import assemble
 from bridge.classify.loader import check_ruleset
 from bridge.config import Settings
-from bridge.deliver.dryrun import DryRunLog, dry_run_peers
-from bridge.parse.mime import parse
-from bridge.process.pipeline import Evaluation, Evaluator, Pipeline, Result
-from bridge.simulate import Clock, run_scratch
+from bridge.operator.rulesdiff_replay import (ChildReplay, Evaluations, Progress, assemble_side,
+                                              close_peers, replay)
+from bridge.process.pipeline import Evaluation
+from bridge.simulate import Clock
 from bridge.store.db import Store
-from bridge.store.readonly import RawReader
-from bridge.store.staging import StagedRow
 
 # The totals the report names first (the rest follow when they occur).
 TOTALS = ("created", "appended", "resolved", "unmatched", "skipped", "rejected")
 SIDES = ("live", "candidate")
-DRY_RUN_CONCURRENCY = 64  # the configuration's maximum of psa.concurrency
-# Told (what is running, messages done, messages in all) after each batch.
-Progress = Callable[[str, int, int], None]
 
 
 class CandidateInvalid(Exception):
@@ -135,120 +127,40 @@ def diff_rules(settings: Settings, candidate: Path, since: float, *,
     started = time.perf_counter()
     until = time.time() if until is None else until
     live_path = Path(settings.store.path)
-    both = _BothSides()
-    log = _NoLog()
-    sides = [assemble(_dry_run_window(s), peers=lambda s: dry_run_peers(s, log),
-                      evaluator=both.side(i))
-             for i, s in enumerate((settings, candidate_settings(settings, candidate)))]
-    results: list[dict[int, dict[str, Any]]] = []
-    counts = {"replayed": 0, "left_out": 0}
+    found: list[dict[int, Evaluation]] = [{}, {}]
+    live, cand = (assemble_side(s, f) for s, f in
+                  zip((settings, candidate_settings(settings, candidate)), found))
+    evaluations = Evaluations([live.pipeline, cand.pipeline], found)
     with tempfile.TemporaryDirectory(prefix="mailbridge-rules-diff-") as tmp:
-        for i, parts in enumerate(sides):
-            if i == 1 and both.same():
-                results.append(results[0])  # the same evaluations: the same replay
-                asyncio.run(parts.peers.aclose())
-                break
-            scratch = Store(Path(tmp) / f"{SIDES[i]}.db", clock=Clock(until))
-            scratch.scratch_mode()
-            if i == 0:
-                counts = scratch.history_counts(live_path, since, until)
-            scratch.seed_history(live_path, since, until)
-            results.append(asyncio.run(_replay(parts, scratch, SIDES[i], counts["replayed"],
-                                               progress)))
-    both.close()
-    report = Report(since, until, counts["replayed"], counts["left_out"],
-                    replays=len({id(r) for r in results}))
-    _compare(report, results, both)
+        scratch = [Store(Path(tmp) / f"{side}.db", clock=Clock(until)) for side in SIDES]
+        for s in scratch:
+            s.scratch_mode()
+            s.seed_history(live_path, since, until)
+        counts = scratch[0].history_counts(live_path, since, until)
+        evaluations.fill(scratch[0], progress)
+        total = counts["replayed"]
+        if evaluations.same():  # the same evaluations: the same replay, step for step
+            close_peers(cand)
+            scratch[1].close()
+            before = after = replay(live, scratch[0], SIDES[0], total, progress)
+        else:
+            close_peers(live)
+            scratch[0].close()
+            child = ChildReplay(settings, live.ruleset, str(Path(tmp) / f"{SIDES[0]}.db"),
+                                until, found[0], total, progress)
+
+            def both(what: str, n: int, of: int) -> None:
+                if progress is not None:
+                    progress(what, n, of)
+                child.poll()
+
+            after = replay(cand, scratch[1], SIDES[1], total, both)
+            before = child.result()
+    report = Report(since, until, total, counts["left_out"],
+                    replays=1 if before is after else 2)
+    _compare(report, [before, after], found)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _dry_run_window(settings: Settings) -> Settings:
-    """The dry-run PSA has no capacity to protect: delivery runs with the widest window the
-    configuration allows, which halves its CPU here (per-key order is kept whatever the
-    window, so no outcome depends on it)."""
-    psa = settings.psa.model_copy(update={"concurrency": max(settings.psa.concurrency,
-                                                             DRY_RUN_CONCURRENCY)})
-    return settings.model_copy(update={"psa": psa})
-
-
-class _NoLog(DryRunLog):
-    """The diff compares outcomes; the requests the dry-run peers would send are not kept."""
-
-    def add(self, call: dict[str, Any]) -> None:
-        pass
-
-
-async def _replay(parts: Any, scratch: Store, name: str, total: int,
-                  progress: Progress | None) -> dict[int, dict[str, Any]]:
-    done = 0
-
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(f"{name} rules", done, total)
-
-    if progress is not None:
-        progress(f"{name} rules", 0, total)
-    return await run_scratch(parts, scratch, parts.evaluator, Clock(scratch.clock()),
-                             lambda s: s.replay_results(), progress=step)
-
-
-class _BothSides:
-    """Evaluates for both sides while the live side runs: each message is parsed once and
-    classified with both rule sets; the candidate's replay then takes its evaluations from
-    here (the same message ids on both sides)."""
-
-    def __init__(self) -> None:
-        self.pipelines: list[Pipeline] = []
-        self.found: list[dict[int, Evaluation]] = [{}, {}]
-        self._raw = RawReader()
-
-    def side(self, index: int) -> Callable[[Pipeline], Evaluator]:
-        """The evaluator factory for `assemble` of side `index` (0: live, 1: candidate)."""
-        def make(pipeline: Pipeline) -> Evaluator:
-            self.pipelines.insert(index, pipeline)
-            return _Side(self, index)
-        return make
-
-    def evaluate(self, index: int, store_path: str, rows: list[StagedRow]) -> list[Result]:
-        out: list[Result] = []
-        for row in rows:
-            got = self.found[index].get(row.id)
-            if got is None:
-                got = self._both(store_path, row)[index]
-            out.append(got)
-        return out
-
-    def _both(self, store_path: str, row: StagedRow) -> tuple[Evaluation, Evaluation]:
-        parsed = parse(self._raw.read(store_path, row.id))
-        evs = [p.evaluate_parsed(parsed, oversize=row.oversize, message_ref=row.id)
-               for p in self.pipelines]
-        # Only what `apply` and the report read is kept (as the worker pool sends back).
-        slim = replace(parsed, body="", attachments=(), xml_parts=())
-        kept = [replace(ev, parsed=slim) for ev in evs]
-        for i, ev in enumerate(kept):
-            self.found[i][row.id] = ev
-        return kept[0], kept[-1]
-
-    def same(self) -> bool:
-        live, cand = self.found
-        return live.keys() == cand.keys() and all(live[k] == cand[k] for k in live)
-
-    def close(self) -> None:
-        self._raw.forget()
-
-
-class _Side:
-    def __init__(self, both: _BothSides, index: int):
-        self.both, self.index = both, index
-
-    def evaluate(self, store_path: str, rows: list[StagedRow]) -> list[Result]:
-        return self.both.evaluate(self.index, store_path, rows)
-
-    def close(self) -> None:
-        pass
 
 
 def _line(res: dict[str, Any], ev: Evaluation | None, until: float) -> Line:
@@ -263,17 +175,17 @@ def _line(res: dict[str, Any], ev: Evaluation | None, until: float) -> Line:
 
 
 def _compare(report: Report, results: list[dict[int, dict[str, Any]]],
-             evaluations: _BothSides) -> None:
+             found: list[dict[int, Evaluation]]) -> None:
     before, after = results[0], results[-1]
     totals: list[collections.Counter[str]] = [collections.Counter(), collections.Counter()]
     for mid in sorted(before, key=lambda m: (before[m].get("arrived_at") or 0, m)):
-        old = _line(before[mid], evaluations.found[0].get(mid), report.until)
-        new = _line(after[mid], evaluations.found[-1].get(mid) or
-                    evaluations.found[0].get(mid), report.until) if mid in after else old
+        old = _line(before[mid], found[0].get(mid), report.until)
+        new = _line(after[mid], found[-1].get(mid) or
+                    found[0].get(mid), report.until) if mid in after else old
         totals[0][old.outcome] += 1
         totals[1][new.outcome] += 1
         if old != new:
-            ev = evaluations.found[0].get(mid)
+            ev = found[0].get(mid)
             report.changes.append(Change(mid, before[mid].get("arrived_at") or 0.0,
                                          ev.parsed.subject if ev else "", old, new))
     names = list(TOTALS) + sorted((set(totals[0]) | set(totals[1])) - set(TOTALS))

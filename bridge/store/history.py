@@ -82,6 +82,11 @@ class HistoryMixin(StoreBase):
                          " r.message_ref")
         return int(n)
 
+    def staged_ids(self) -> list[int]:
+        """The staged messages, in arrival order (the order `claim_staged` hands them out)."""
+        return [r[0] for r in self.conn.execute("SELECT id FROM messages WHERE state='staged'"
+                                                " ORDER BY arrived_at, id")]
+
     def replay_results(self) -> dict[int, dict[str, Any]]:
         """Per message of a replay: arrival, state, outcome, rule and alert key, and for a
         message that waits, the earliest hold of its unsent rows."""
