@@ -8,7 +8,7 @@ each in a scratch store seeded as of the start of the period (`Store.seed_histor
 correlations open then, no outbox rows). The clock stands at the start of the diff, so a hold
 still running then (a coalescing window, a resolve delay) stays held on both sides. Messages
 the live run quarantined for breaking a processing budget are not replayed. How the two
-replays run (each message parsed once, the replays side by side): rulesdiff_replay.
+replays run (side by side; one when both rule sets read every message alike): rulesdiff_replay.
 
 Compared per message: the outcome, the deciding rule, the account, the alert key, the product
 group and the alert type (`Line`); the totals count the outcomes on each side.
@@ -25,10 +25,8 @@ from typing import Any
 
 from bridge.classify.loader import check_ruleset
 from bridge.config import Settings
-from bridge.operator.rulesdiff_replay import (ChildReplay, Evaluations, Progress, assemble_side,
-                                              close_peers, replay)
-from bridge.process.pipeline import Evaluation
-from bridge.simulate import Clock
+from bridge.assembly import load_rules
+from bridge.operator.rulesdiff_replay import ChildReplay, Outcomes, Progress, run_side
 from bridge.store.db import Store
 
 # The totals the report names first (the rest follow when they occur).
@@ -127,67 +125,54 @@ def diff_rules(settings: Settings, candidate: Path, since: float, *,
     started = time.perf_counter()
     until = time.time() if until is None else until
     live_path = Path(settings.store.path)
-    found: list[dict[int, Evaluation]] = [{}, {}]
-    live, cand = (assemble_side(s, f) for s, f in
-                  zip((settings, candidate_settings(settings, candidate)), found))
-    evaluations = Evaluations([live.pipeline, cand.pipeline], found)
+    ruleset = load_rules(settings)
     with tempfile.TemporaryDirectory(prefix="mailbridge-rules-diff-") as tmp:
-        scratch = [Store(Path(tmp) / f"{side}.db", clock=Clock(until)) for side in SIDES]
-        for s in scratch:
-            s.scratch_mode()
-            s.seed_history(live_path, since, until)
-        counts = scratch[0].history_counts(live_path, since, until)
-        evaluations.fill(scratch[0], progress)
+        paths = [str(Path(tmp) / f"{side}.db") for side in SIDES]
+        counts: dict[str, int] = {}
+        for path in paths:
+            scratch = Store(path)
+            scratch.seed_history(live_path, since, until)
+            counts = counts or scratch.history_counts(live_path, since, until)
+            scratch.close()
         total = counts["replayed"]
-        if evaluations.same():  # the same evaluations: the same replay, step for step
-            close_peers(cand)
-            scratch[1].close()
-            before = after = replay(live, scratch[0], SIDES[0], total, progress)
-        else:
-            close_peers(live)
-            scratch[0].close()
-            child = ChildReplay(settings, live.ruleset, str(Path(tmp) / f"{SIDES[0]}.db"),
-                                until, found[0], total, progress)
+        child = ChildReplay(settings, ruleset, paths[0], until, total, progress)
 
-            def both(what: str, n: int, of: int) -> None:
-                if progress is not None:
-                    progress(what, n, of)
-                child.poll()
+        def told(what: str, n: int, of: int) -> None:
+            if progress is not None:
+                progress(what, n, of)
+            child.poll()
 
-            after = replay(cand, scratch[1], SIDES[1], total, both)
+        try:
+            after = run_side(candidate_settings(settings, candidate), paths[1], until,
+                             SIDES[1], total, told, lambda fp: fp != child.fingerprints())
             before = child.result()
-    report = Report(since, until, total, counts["left_out"],
-                    replays=1 if before is after else 2)
-    _compare(report, [before, after], found)
+        finally:
+            child.close()
+    report = Report(since, until, total, counts["left_out"], replays=1 if after is None else 2)
+    _compare(report, before, before if after is None else after)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _line(res: dict[str, Any], ev: Evaluation | None, until: float) -> Line:
+def _line(res: dict[str, Any], until: float) -> Line:
     outcome = res["outcome"] or res["state"]
     if res["state"] == "pending":
         held = res["held_until"]
         outcome = "held" if held is not None and held > until else "pending"
-    c = ev.classification if ev is not None else None
-    a = c.alert if c is not None else None
-    return Line(outcome, res["rule"], a.account_id if a else None, res["alert_key"],
-                a.product_group if a else None, a.alert_type if a else None)
+    return Line(outcome, res["rule"], res["account"], res["alert_key"], res["product_group"],
+                res["alert_type"])
 
 
-def _compare(report: Report, results: list[dict[int, dict[str, Any]]],
-             found: list[dict[int, Evaluation]]) -> None:
-    before, after = results[0], results[-1]
+def _compare(report: Report, before: Outcomes, after: Outcomes) -> None:
     totals: list[collections.Counter[str]] = [collections.Counter(), collections.Counter()]
-    for mid in sorted(before, key=lambda m: (before[m].get("arrived_at") or 0, m)):
-        old = _line(before[mid], found[0].get(mid), report.until)
-        new = _line(after[mid], found[-1].get(mid) or
-                    found[0].get(mid), report.until) if mid in after else old
+    for mid in sorted(before, key=lambda m: (before[m]["arrived_at"], m)):
+        old = _line(before[mid], report.until)
+        new = _line(after[mid], report.until) if mid in after else old
         totals[0][old.outcome] += 1
         totals[1][new.outcome] += 1
         if old != new:
-            ev = found[0].get(mid)
-            report.changes.append(Change(mid, before[mid].get("arrived_at") or 0.0,
-                                         ev.parsed.subject if ev else "", old, new))
+            report.changes.append(Change(mid, before[mid]["arrived_at"],
+                                         before[mid]["subject"], old, new))
     names = list(TOTALS) + sorted((set(totals[0]) | set(totals[1])) - set(TOTALS))
     report.before = {k: totals[0][k] for k in names}
     report.after = {k: totals[1][k] for k in names}

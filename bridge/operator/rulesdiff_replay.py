@@ -1,20 +1,22 @@
-"""How `rules diff` runs: every message evaluated once for both rule sets, then the two replays
-side by side, the live one in a child process (bridge.operator.rulesdiff says what is compared).
+"""How `rules diff` runs its two replays side by side: the live one in a child process, the
+candidate's in this one (bridge.operator.rulesdiff says what is compared).
 
-1. `Evaluations.fill` parses each message of the period once and classifies it with both rule
-   sets, in this process (10,000 alerts: about 3.5 s of CPU here; through the worker pool the
-   same work cost more, for the pipes — docs/rules.md, "Changing rules safely").
-2. When the two rule sets evaluate every message alike, the replays would be the same step for
-   step: one runs. Otherwise the live replay runs in a child process (forkserver, as the worker
-   pool: it inherits no descriptor of its parent) while this process runs the candidate's, so
-   the two use both cores. Each is `bridge.simulate.run_scratch` on its own scratch store, with
-   the evaluations of step 1 (`Given`), dry-run peers and the live policy.
+Each side (`run_side`) first evaluates every message of the period — parse, then classify with
+its rules (10,000 alerts: about 2.5 s of CPU here, in the side's own process; through the worker
+pool the same work cost more, for its pipes and pickling) — then replays them through
+`bridge.simulate.run_scratch` on its own scratch store with those evaluations (`Given`), dry-run
+peers and the live policy. Between the two steps the sides compare fingerprints of their
+evaluations: when the two rule sets evaluate every message alike, the replays would be the same
+step for step, so the candidate's is not run and the live one stands for both. The child is
+started with forkserver, as the worker pool: it inherits no descriptor of its parent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import multiprocessing
+import pickle
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any, Callable
@@ -36,29 +38,64 @@ Progress = Callable[[str, int, int], None]
 Outcomes = dict[int, dict[str, Any]]
 
 
-class Evaluations:
-    """Each message of the period parsed once and evaluated by both pipelines (0: live rules,
-    1: candidate), kept as the worker pool would send it back (no body, no attachments)."""
+def evaluate_all(pipeline: Pipeline, scratch: Store, name: str,
+                 progress: Progress | None = None) -> dict[int, Evaluation]:
+    """Every staged message of the scratch store evaluated, kept as the worker pool would send
+    it back (no body, no attachments)."""
+    reader = RawReader()
+    ids = scratch.staged_ids()
+    found: dict[int, Evaluation] = {}
+    for n, mid in enumerate(ids, start=1):
+        parsed = parse(reader.read(scratch.path, mid))
+        found[mid] = replace(pipeline.evaluate_parsed(parsed, message_ref=mid),
+                             parsed=replace(parsed, body="", attachments=(), xml_parts=()))
+        if progress is not None and (n % 500 == 0 or n == len(ids)):
+            progress(f"{name} rules: reading", n, len(ids))
+    return found
 
-    def __init__(self, pipelines: list[Pipeline], found: list[dict[int, Evaluation]]):
-        self.pipelines, self.found = pipelines, found
 
-    def fill(self, scratch: Store, progress: Progress | None = None) -> None:
-        reader = RawReader()
-        ids = scratch.staged_ids()
-        for n, mid in enumerate(ids, start=1):
-            parsed = parse(reader.read(scratch.path, mid))
-            slim = replace(parsed, body="", attachments=(), xml_parts=())
-            for found, pipeline in zip(self.found, self.pipelines):
-                found[mid] = replace(pipeline.evaluate_parsed(parsed, message_ref=mid),
-                                     parsed=slim)
-            if progress is not None and (n % 500 == 0 or n == len(ids)):
-                progress("reading", n, len(ids))
+def fingerprints(found: dict[int, Evaluation]) -> dict[int, bytes]:
+    """What the rules made of each message, as a digest (the parse is the same on both sides).
+    Equal digests mean equal evaluations; unequal ones (even of equal values, e.g. a set in
+    another order) only cost a replay that was not needed."""
+    return {mid: hashlib.blake2b(pickle.dumps((ev.classification, ev.decision,
+                                                ev.transaction)), digest_size=16).digest()
+            for mid, ev in found.items()}
 
-    def same(self) -> bool:
-        """Whether both rule sets evaluate every message alike (then one replay is enough)."""
-        live, cand = self.found
-        return all(live[k] == cand[k] for k in live)
+
+def annotate(outcomes: Outcomes, found: dict[int, Evaluation]) -> Outcomes:
+    """Each outcome with what the report shows from the evaluation: subject, account, product
+    group and alert type."""
+    for mid, out in outcomes.items():
+        ev = found.get(mid)
+        c = ev.classification if ev is not None else None
+        a = c.alert if c is not None else None
+        out.update(subject=ev.parsed.subject if ev is not None else "",
+                   account=a.account_id if a else None,
+                   product_group=a.product_group if a else None,
+                   alert_type=a.alert_type if a else None)
+    return outcomes
+
+
+def run_side(settings: Settings, scratch_path: str, until: float, name: str, total: int,
+             progress: Progress | None, go_on: Callable[[dict[int, bytes]], bool],
+             ruleset: RuleSet | None = None) -> Outcomes | None:
+    """One side: evaluate, ask `go_on` (with the fingerprints) whether to replay, replay.
+    None when told not to."""
+    found: dict[int, Evaluation] = {}
+    parts = assemble_side(settings, found, ruleset)
+    scratch = Store(scratch_path, clock=Clock(until))
+    scratch.scratch_mode()
+    try:
+        found.update(evaluate_all(parts.pipeline, scratch, name, progress))
+        if not go_on(fingerprints(found)):
+            close_peers(parts)
+            return None
+    except BaseException:
+        close_peers(parts)
+        scratch.close()
+        raise
+    return annotate(replay(parts, scratch, name, total, progress), found)
 
 
 class Given:
@@ -120,13 +157,15 @@ def close_peers(parts: Parts) -> None:
 # -- the live side in a child process ---------------------------------------------------------
 
 def _child(conn: Connection, settings: Settings, ruleset: RuleSet, scratch_path: str,
-           until: float, found: dict[int, Evaluation], total: int) -> None:
+           until: float, total: int) -> None:
+    def told(fp: dict[int, bytes]) -> bool:
+        conn.send(("fingerprints", fp))
+        return True
+
     try:
-        parts = assemble_side(settings, found, ruleset)
-        scratch = Store(scratch_path, clock=Clock(until))
-        scratch.scratch_mode()
-        conn.send(("result", replay(parts, scratch, "live", total,
-                                    lambda what, n, of: conn.send(("progress", what, n, of)))))
+        conn.send(("result", run_side(
+            settings, scratch_path, until, "live", total,
+            lambda what, n, of: conn.send(("progress", what, n, of)), told, ruleset)))
     except BaseException as exc:  # reported to the parent, which raises it
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
@@ -134,17 +173,18 @@ def _child(conn: Connection, settings: Settings, ruleset: RuleSet, scratch_path:
 
 
 class ChildReplay:
-    """The live side's replay in a child process; `poll` passes its progress on, `result`
-    waits for its outcomes (a failure in the child is raised here as RuntimeError)."""
+    """The live side in a child process; `poll` passes its progress on, `fingerprints` and
+    `result` wait for what it sends (a failure in the child is raised here as RuntimeError)."""
 
     def __init__(self, settings: Settings, ruleset: RuleSet, scratch_path: str, until: float,
-                 found: dict[int, Evaluation], total: int, progress: Progress | None):
+                 total: int, progress: Progress | None):
         ctx = multiprocessing.get_context("forkserver")
         self._conn, theirs = ctx.Pipe(duplex=False)
         self._progress = progress
         self._result: Outcomes | None = None
+        self._fingerprints: dict[int, bytes] | None = None
         self._proc = ctx.Process(target=_child, name="rules-diff-live", args=(
-            theirs, settings, ruleset, scratch_path, until, found, total))
+            theirs, settings, ruleset, scratch_path, until, total))
         self._proc.start()
         theirs.close()
 
@@ -153,6 +193,8 @@ class ChildReplay:
         if message[0] == "progress":
             if self._progress is not None:
                 self._progress(*message[1:])
+        elif message[0] == "fingerprints":
+            self._fingerprints = message[1]
         elif message[0] == "result":
             self._result = message[1]
         else:
@@ -162,15 +204,31 @@ class ChildReplay:
         while self._result is None and self._conn.poll():
             self._take()
 
+    def fingerprints(self) -> dict[int, bytes]:
+        """Waits for the live side's fingerprints (it sends them before it replays)."""
+        try:
+            while self._fingerprints is None:
+                self._take()
+        except EOFError:
+            self.result()  # raises with the child's exit status
+        assert self._fingerprints is not None
+        return self._fingerprints
+
     def result(self) -> Outcomes:
         try:
             while self._result is None:
                 self._take()
         except EOFError:
+            self._proc.join()
             raise RuntimeError(f"the live replay's process died (exit {self._proc.exitcode})"
                                ) from None
         finally:
-            self._conn.close()
-            self._proc.join()
-        assert self._result is not None
+            self.close()
         return self._result
+
+    def close(self) -> None:
+        """The child ends; stopped if it still works (this side failed: nobody waits for it)."""
+        self._conn.close()
+        if self._result is None and self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join()

@@ -47,6 +47,9 @@ class StoreBase:
     # Applied to every event's detail before it is stored or logged (the daemon sets the
     # secrets redactor).
     redact: Callable[[str], str]
+    # False in a throwaway replay store (`rules diff`): no decision reads the audit trail, and
+    # writing it was a sixth of a replay's CPU.
+    record_events: bool = True
 
     @contextlib.contextmanager
     def write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
@@ -95,6 +98,8 @@ class StoreBase:
 
     def _event(self, conn: sqlite3.Connection, kind: str, message_ref: int | None,
                alert_key: str | None, outcome: str | None, detail: dict[str, Any]) -> None:
+        if not self.record_events:
+            return
         if isinstance(outcome, enum.Enum):  # an enum's plain value, never its repr
             outcome = str(outcome.value)
         text = self.redact(json.dumps(detail, default=str)) if detail else None

@@ -103,6 +103,9 @@ class HistoryMixin(StoreBase):
         return out
 
     def scratch_mode(self) -> None:
-        """A throwaway store: commits need not survive a crash (a replay is run again)."""
+        """A throwaway replay store: commits need not survive a crash (the replay is run
+        again), and no audit trail is written (nothing reads it; `simulate`, whose preview
+        does, keeps it)."""
+        self.record_events = False
         with contextlib.suppress(sqlite3.OperationalError):
             self.conn.execute("PRAGMA synchronous=OFF")
