@@ -52,8 +52,12 @@ def test_bench_harness_smoke(tmp_path):
 
     assert r["xml"]["returncode"] == 0 and "unexpected" in r["xml"]["table"]
 
+    rd = r["rulesdiff"]  # the bench itself checks the exit codes and the change count
+    assert rd["messages"] == 100 and 0 < rd["changes"] < 100
+    assert rd["changed"]["seconds"] > 0 and rd["same"]["seconds"] > 0
+
     text = report.read_text()
     assert "## Machine" in text and "| nproc |" in text and "dovecot" in text
     for heading in ("1. Backlog drain", "2. Latency under IDLE", "3. Classification",
-                    "4. Peak RSS", "5. Storm"):
+                    "4. Peak RSS", "5. Storm", "6. `rules diff`"):
         assert heading in text
