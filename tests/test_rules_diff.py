@@ -158,3 +158,14 @@ def test_since_takes_the_events_forms_and_durations() -> None:
     assert SINCE.convert("2026-01-02T03:04:05+00:00", None, None) == 1767323045.0
     with pytest.raises(click.BadParameter):
         SINCE.convert("last week", None, None)
+
+
+def test_without_a_store_there_is_nothing_to_diff(tmp_path) -> None:
+    class NoPsa:
+        url = "http://127.0.0.1:9"  # never called
+
+    config = write_config(tmp_path, NoPsa())
+    done = cli("rules", "diff", "--config", str(config), "--rules", str(ROOT / "rules"))
+    assert done.returncode == 3
+    assert "no store at" in done.stderr.decode()
+    assert not (tmp_path / "mailbridge.db").exists()

@@ -17,7 +17,7 @@ import click
 
 from bridge.cli.common import SINCE, SINCE_HELP, config_option, dump, json_option, load_or_exit
 
-EXIT_SAME, EXIT_CHANGED, EXIT_INVALID = 0, 1, 2
+EXIT_SAME, EXIT_CHANGED, EXIT_INVALID, EXIT_CANNOT = 0, 1, 2, 3
 
 
 @click.group()
@@ -36,8 +36,9 @@ def rules() -> None:
 def diff(config_path: str, candidate: Path, since: float, as_json: bool) -> None:
     """Replay the staged mail of the period through the whole pipeline with the live rules and
     with CANDIDATE (dry run, scratch stores) and print what would change. Exit 0: nothing
-    changes; 1: something does; 2: the candidate is invalid (its errors are printed)."""
-    from bridge.operator.rulesdiff import CandidateInvalid, diff_rules
+    changes; 1: something does; 2: the candidate is invalid (its errors are printed); 3: no
+    diff could be made (no store yet, or the live rules are invalid)."""
+    from bridge.operator.rulesdiff import CandidateInvalid, CannotDiff, diff_rules
 
     settings = load_or_exit(config_path)
     try:
@@ -51,6 +52,9 @@ def diff(config_path: str, candidate: Path, since: float, as_json: bool) -> None
             for line in exc.errors:
                 click.echo(line, err=True)
         sys.exit(EXIT_INVALID)
+    except CannotDiff as exc:
+        click.echo(f"rules diff: {exc}", err=True)
+        sys.exit(EXIT_CANNOT)
     if as_json:
         dump({"valid": True, **report.as_json()})
     else:

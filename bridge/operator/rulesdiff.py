@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.classify.loader import check_ruleset
+from bridge.classify.problems import RuleSetError
 from bridge.config import Settings
 from bridge.assembly import load_rules
 from bridge.operator.rulesdiff_replay import ChildReplay, Outcomes, Progress, run_side
@@ -32,6 +33,10 @@ from bridge.store.db import Store
 # The totals the report names first (the rest follow when they occur).
 TOTALS = ("created", "appended", "resolved", "unmatched", "skipped", "rejected")
 SIDES = ("live", "candidate")
+
+
+class CannotDiff(Exception):
+    """The diff cannot run at all: no store yet, or the live rules themselves are invalid."""
 
 
 class CandidateInvalid(Exception):
@@ -118,14 +123,21 @@ def check_candidate(settings: Settings, directory: Path) -> list[str]:
 def diff_rules(settings: Settings, candidate: Path, since: float, *,
                until: float | None = None, progress: Progress | None = None) -> Report:
     """Replay the period against both rule sets; raises CandidateInvalid for a broken
-    candidate. The live store is only read."""
+    candidate, CannotDiff when there is nothing to compare with. The live store is only
+    read."""
     errors = check_candidate(settings, candidate)
     if errors:
         raise CandidateInvalid(errors)
     started = time.perf_counter()
     until = time.time() if until is None else until
     live_path = Path(settings.store.path)
-    ruleset = load_rules(settings)
+    if not live_path.exists():
+        raise CannotDiff(f"no store at {live_path} yet: there is no mail to replay")
+    try:
+        ruleset = load_rules(settings)
+    except RuleSetError as exc:
+        raise CannotDiff(f"the live rules in {settings.rules.directory} are invalid"
+                         f" (`mailbridge check`):\n{exc}") from None
     with tempfile.TemporaryDirectory(prefix="mailbridge-rules-diff-") as tmp:
         paths = [str(Path(tmp) / f"{side}.db") for side in SIDES]
         counts: dict[str, int] = {}

@@ -27,8 +27,8 @@ from bridge.config import Settings
 from bridge.operator import views
 from bridge.operator.audit import Redactor
 from bridge.operator.dashboard import COLOURS, _badge, _e, _table, _template
-from bridge.operator.rulesdiff import (CandidateInvalid, candidate_settings, diff_rules,
-                                       type_label)
+from bridge.operator.rulesdiff import (CandidateInvalid, CannotDiff, candidate_settings,
+                                       diff_rules, type_label)
 
 PERIOD = 7 * 86400.0   # the page diffs the last week of mail
 MAX_AGE = 15 * 60.0    # then new mail makes the result stale: computed again on the next view
@@ -39,7 +39,9 @@ def compute(settings: Settings, candidate: Path, since: float) -> dict[str, Any]
     try:
         return {"valid": True, **diff_rules(settings, candidate, since).as_json()}
     except CandidateInvalid as exc:
-        return {"valid": False, "errors": exc.errors}
+        return {"valid": False, "problem": "candidate", "errors": exc.errors}
+    except CannotDiff as exc:
+        return {"valid": False, "problem": "diff", "errors": [str(exc)]}
 
 
 @dataclass
@@ -93,7 +95,8 @@ class CandidateDiff:
         try:
             data = future.result()
         except Exception as exc:  # the diff itself failed: shown, tried again when stale
-            data = {"valid": False, "errors": [f"the diff failed: {type(exc).__name__}: {exc}"]}
+            data = {"valid": False, "problem": "diff",
+                    "errors": [f"the diff failed: {type(exc).__name__}: {exc}"]}
         with self._lock:
             self._result = _Result(key, time.time(), data)
             self._running = None
@@ -132,7 +135,9 @@ def render_rules_diff(view: dict[str, Any], red: Redactor, refresh: int = 30) ->
                     f' {_e(views.fmt_time(view["computing_since"]))}); this page refreshes'
                     " itself.</p>")
     if result is not None and not result["valid"]:
-        body.append('<section id="invalid"><h2>The candidate rules are invalid</h2><ul>'
+        heading = ("The candidate rules are invalid" if result.get("problem") == "candidate"
+                   else "The diff could not be made")
+        body.append(f'<section id="invalid"><h2>{heading}</h2><ul>'
                     + "".join(f"<li class=mono>{_e(red.redact(e))}</li>"
                               for e in result["errors"]) + "</ul></section>")
     elif result is not None:
