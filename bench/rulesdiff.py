@@ -2,7 +2,8 @@
 
 The history is real: `n` messages of the backlog mix (bench.corpus) go through Dovecot and
 `mailbridge run --once` into the store and the PSA simulator. Then, each in a child process
-(wall time, CPU, peak RSS):
+(wall time; the CPU of both its processes, as `rules diff --json` reports it; the load average
+of the machine when it started — on a shared machine the wall time follows it):
 1. a candidate that moves the Zabbix alerts to another alert type: both replays run, and the
    diff must name exactly the Zabbix messages (exit 1);
 2. an unchanged copy: the candidate classifies every message alike, so one replay (exit 0).
@@ -10,9 +11,12 @@ The history is real: `n` messages of the backlog mix (bench.corpus) go through D
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 from bench import corpus
@@ -44,21 +48,25 @@ def run(n: int = 10_000) -> dict[str, Any]:
                                                    'alert_type = "Trigger"'))
         runs = {}
         for name, candidate, expected in (("changed", changed_dir, 1), ("same", same_dir, 0)):
+            load = os.getloadavg()[0]
             child = run_child(mailbridge_args("rules", "diff", "--config", str(config),
-                                              "--rules", str(candidate), "--since", "2d"),
-                              s.tmp)
+                                              "--rules", str(candidate), "--since", "2d",
+                                              "--json"), s.tmp)
             if child.returncode != expected:
                 raise RuntimeError(f"rules diff ({name}) exited {child.returncode}, not"
                                    f" {expected}:\n{child.stderr_tail}")
-            if name == "changed" and f"{zabbix:,} message(s) change" not in _head(s.tmp):
-                raise RuntimeError(f"rules diff did not name the {zabbix} Zabbix messages")
-            runs[name] = {"seconds": child.seconds, "cpu_s": child.cpu_s,
-                          "max_rss_mib": child.max_rss_kib / 1024}
+            report = _report(s.tmp)
+            if name == "changed" and report["changed"] != zabbix:
+                raise RuntimeError(f"rules diff named {report['changed']} messages, not the"
+                                   f" {zabbix} Zabbix ones")
+            runs[name] = {"seconds": child.seconds, "diff_seconds": report["seconds"],
+                          "cpu_s": report["cpu_seconds"], "replays": report["replays"],
+                          "max_rss_mib": child.max_rss_kib / 1024, "load": load}
     return {"messages": staged, "changes": zabbix, "changed": runs["changed"],
             "same": runs["same"]}
 
 
-def _head(tmp: Any) -> str:
-    """The first lines of the newest child log (run_child keeps only the tail)."""
-    logs = sorted(tmp.glob("child-*.log"))
-    return "\n".join(logs[-1].read_text(errors="replace").splitlines()[:3]) if logs else ""
+def _report(tmp: Path) -> dict[str, Any]:
+    """The JSON report of the newest child (its log holds its stdout)."""
+    text = sorted(tmp.glob("child-*.log"))[-1].read_text(errors="replace")
+    return dict(json.loads(text[text.index("{"):]))

@@ -203,10 +203,13 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         c, same = rd["changed"], rd["same"]
         out.append((f"6. `rules diff` over {rd['messages']:,} staged messages, a candidate that"
                     f" moves the Zabbix alerts to another alert type ({rd['changes']:,}"
-                    " changes: two replays)", f"**{c['seconds']:.1f} s** (CPU {c['cpu_s']:.1f} s,"
-                    f" peak RSS {c['max_rss_mib']:.0f} MiB)", "< 30 s", c["seconds"] < 30))
+                    " changes: two replays side by side)",
+                    f"**{c['seconds']:.1f} s** (CPU of both processes {c['cpu_s']:.1f} s;"
+                    f" load average {c['load']:.1f} at its start; peak RSS"
+                    f" {c['max_rss_mib']:.0f} MiB)", "< 30 s", c["seconds"] < 30))
         out.append(("6. `rules diff`, an unchanged copy (one replay; report only)",
-                    f"{same['seconds']:.1f} s (CPU {same['cpu_s']:.1f} s)", "–", None))
+                    f"{same['seconds']:.1f} s (CPU {same['cpu_s']:.1f} s; load average"
+                    f" {same['load']:.1f})", "–", None))
     return out
 
 

@@ -114,6 +114,7 @@ def format_report(r: dict[str, Any]) -> str:
     for name in before:
         mark = "" if before[name] == after[name] else "   *"
         out.append(f"{name:<20}{before[name]:>10,}{after[name]:>12,}{mark}")
-    out.append(f"({r['seconds']:.1f} s, {r['replays']} replay(s))")
+    out.append(f"({r['seconds']:.1f} s, {r['cpu_seconds']:.1f} s of CPU,"
+               f" {r['replays']} replay(s))")
     return "\n".join(out)
 

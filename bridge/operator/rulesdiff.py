@@ -84,11 +84,13 @@ class Report:
     after: dict[str, int] = field(default_factory=dict)
     replays: int = 2
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # both processes
 
     def as_json(self) -> dict[str, Any]:
         return {"since": self.since, "until": self.until, "replayed": self.replayed,
                 "left_out": self.left_out, "replays": self.replays,
-                "seconds": round(self.seconds, 3), "changed": len(self.changes),
+                "seconds": round(self.seconds, 3), "cpu_seconds": round(self.cpu_seconds, 3),
+                "changed": len(self.changes),
                 "totals": {"before": self.before, "after": self.after},
                 "changes": [{"message": c.message, "arrived_at": c.arrived_at,
                              "subject": c.subject, "fields": c.fields(),
@@ -128,7 +130,7 @@ def diff_rules(settings: Settings, candidate: Path, since: float, *,
     errors = check_candidate(settings, candidate)
     if errors:
         raise CandidateInvalid(errors)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     until = time.time() if until is None else until
     live_path = Path(settings.store.path)
     if not live_path.exists():
@@ -163,6 +165,7 @@ def diff_rules(settings: Settings, candidate: Path, since: float, *,
     report = Report(since, until, total, counts["left_out"], replays=1 if after is None else 2)
     _compare(report, before, before if after is None else after)
     report.seconds = time.perf_counter() - started
+    report.cpu_seconds = time.process_time() - cpu + child.cpu_seconds
     return report
 
 

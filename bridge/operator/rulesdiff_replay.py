@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import multiprocessing
 import pickle
+import time
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any, Callable
@@ -163,9 +164,10 @@ def _child(conn: Connection, settings: Settings, ruleset: RuleSet, scratch_path:
         return True
 
     try:
-        conn.send(("result", run_side(
-            settings, scratch_path, until, "live", total,
-            lambda what, n, of: conn.send(("progress", what, n, of)), told, ruleset)))
+        outcomes = run_side(settings, scratch_path, until, "live", total,
+                            lambda what, n, of: conn.send(("progress", what, n, of)), told,
+                            ruleset)
+        conn.send(("result", outcomes, time.process_time()))
     except BaseException as exc:  # reported to the parent, which raises it
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
@@ -183,6 +185,7 @@ class ChildReplay:
         self._progress = progress
         self._result: Outcomes | None = None
         self._fingerprints: dict[int, bytes] | None = None
+        self.cpu_seconds = 0.0  # the child's, told with its result
         self._proc = ctx.Process(target=_child, name="rules-diff-live", args=(
             theirs, settings, ruleset, scratch_path, until, total))
         self._proc.start()
@@ -196,7 +199,7 @@ class ChildReplay:
         elif message[0] == "fingerprints":
             self._fingerprints = message[1]
         elif message[0] == "result":
-            self._result = message[1]
+            self._result, self.cpu_seconds = message[1], message[2]
         else:
             raise RuntimeError(f"the live replay failed: {message[1]}")
 
