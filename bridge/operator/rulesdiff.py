@@ -27,7 +27,7 @@ from bridge.classify.loader import check_ruleset
 from bridge.classify.problems import RuleSetError
 from bridge.config import Settings
 from bridge.assembly import load_rules
-from bridge.operator.rulesdiff_replay import ChildReplay, Outcomes, Progress, run_side
+from bridge.operator.rulesdiff_replay import ChildReplay, Outcomes, Period, Progress, run_side
 from bridge.store.db import Store
 
 # The totals the report names first (the rest follow when they occur).
@@ -140,28 +140,27 @@ def diff_rules(settings: Settings, candidate: Path, since: float, *,
     except RuleSetError as exc:
         raise CannotDiff(f"the live rules in {settings.rules.directory} are invalid"
                          f" (`mailbridge check`):\n{exc}") from None
+    period = Period(str(live_path), since, until)
     with tempfile.TemporaryDirectory(prefix="mailbridge-rules-diff-") as tmp:
         paths = [str(Path(tmp) / f"{side}.db") for side in SIDES]
-        counts: dict[str, int] = {}
-        for path in paths:
-            scratch = Store(path)
-            scratch.seed_history(live_path, since, until)
-            counts = counts or scratch.history_counts(live_path, since, until)
-            scratch.close()
-        total = counts["replayed"]
-        child = ChildReplay(settings, ruleset, paths[0], until, total, progress)
-
-        def told(what: str, n: int, of: int) -> None:
-            if progress is not None:
-                progress(what, n, of)
-            child.poll()
-
+        # The live side starts first, in its child; each side seeds its own scratch store.
+        child = ChildReplay(settings, ruleset, period, paths[0], progress)
         try:
-            after = run_side(candidate_settings(settings, candidate), paths[1], until,
-                             SIDES[1], total, told, lambda fp: fp != child.fingerprints())
+            counter = Store(":memory:")
+            counts = counter.history_counts(live_path, since, until)
+            counter.close()
+
+            def told(what: str, n: int, of: int) -> None:
+                if progress is not None:
+                    progress(what, n, of)
+                child.poll()
+
+            after = run_side(candidate_settings(settings, candidate), period, paths[1],
+                             SIDES[1], told, lambda fp: fp != child.fingerprints())
             before = child.result()
         finally:
             child.close()
+    total = counts["replayed"]
     report = Report(since, until, total, counts["left_out"], replays=1 if after is None else 2)
     _compare(report, before, before if after is None else after)
     report.seconds = time.perf_counter() - started

@@ -18,8 +18,9 @@ import hashlib
 import multiprocessing
 import pickle
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Callable
 
 from bridge.assembly import Parts, assemble
@@ -78,19 +79,30 @@ def annotate(outcomes: Outcomes, found: dict[int, Evaluation]) -> Outcomes:
     return outcomes
 
 
-def run_side(settings: Settings, scratch_path: str, until: float, name: str, total: int,
+@dataclass(frozen=True)
+class Period:
+    """The mail to replay: what arrived at the live store in [since, until]."""
+
+    live_store: str
+    since: float
+    until: float
+
+
+def run_side(settings: Settings, period: Period, scratch_path: str, name: str,
              progress: Progress | None, go_on: Callable[[dict[int, bytes]], bool],
              ruleset: RuleSet | None = None) -> Outcomes | None:
-    """One side: evaluate, ask `go_on` (with the fingerprints) whether to replay, replay.
-    None when told not to."""
+    """One side: seed its scratch store, evaluate, ask `go_on` (with the fingerprints)
+    whether to replay, replay. None when told not to."""
     found: dict[int, Evaluation] = {}
     parts = assemble_side(settings, found, ruleset)
-    scratch = Store(scratch_path, clock=Clock(until))
-    scratch.scratch_mode()
+    scratch = Store(scratch_path, clock=Clock(period.until))
     try:
+        scratch.scratch_mode()
+        total = scratch.seed_history(Path(period.live_store), period.since, period.until)
         found.update(evaluate_all(parts.pipeline, scratch, name, progress))
         if not go_on(fingerprints(found)):
             close_peers(parts)
+            scratch.close()
             return None
     except BaseException:
         close_peers(parts)
@@ -157,14 +169,14 @@ def close_peers(parts: Parts) -> None:
 
 # -- the live side in a child process ---------------------------------------------------------
 
-def _child(conn: Connection, settings: Settings, ruleset: RuleSet, scratch_path: str,
-           until: float, total: int) -> None:
+def _child(conn: Connection, settings: Settings, ruleset: RuleSet, period: Period,
+           scratch_path: str) -> None:
     def told(fp: dict[int, bytes]) -> bool:
         conn.send(("fingerprints", fp))
         return True
 
     try:
-        outcomes = run_side(settings, scratch_path, until, "live", total,
+        outcomes = run_side(settings, period, scratch_path, "live",
                             lambda what, n, of: conn.send(("progress", what, n, of)), told,
                             ruleset)
         conn.send(("result", outcomes, time.process_time()))
@@ -178,8 +190,8 @@ class ChildReplay:
     """The live side in a child process; `poll` passes its progress on, `fingerprints` and
     `result` wait for what it sends (a failure in the child is raised here as RuntimeError)."""
 
-    def __init__(self, settings: Settings, ruleset: RuleSet, scratch_path: str, until: float,
-                 total: int, progress: Progress | None):
+    def __init__(self, settings: Settings, ruleset: RuleSet, period: Period, scratch_path: str,
+                 progress: Progress | None):
         ctx = multiprocessing.get_context("forkserver")
         self._conn, theirs = ctx.Pipe(duplex=False)
         self._progress = progress
@@ -187,7 +199,7 @@ class ChildReplay:
         self._fingerprints: dict[int, bytes] | None = None
         self.cpu_seconds = 0.0  # the child's, told with its result
         self._proc = ctx.Process(target=_child, name="rules-diff-live", args=(
-            theirs, settings, ruleset, scratch_path, until, total))
+            theirs, settings, ruleset, period, scratch_path))
         self._proc.start()
         theirs.close()
 

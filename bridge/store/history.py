@@ -109,3 +109,4 @@ class HistoryMixin(StoreBase):
         self.record_events = False
         with contextlib.suppress(sqlite3.OperationalError):
             self.conn.execute("PRAGMA synchronous=OFF")
+            self.conn.execute("PRAGMA journal_mode=MEMORY")
