@@ -150,6 +150,15 @@ def test_a_broken_candidate_exits_2_naming_the_file_and_line(history):
     assert code == 2 and json.loads(out)["valid"] is False
 
 
+def test_events_since_takes_a_duration_too(history):
+    done = cli("events", "--config", str(history.config), "--since", "12h", "--limit", "5",
+               "--json")
+    assert done.returncode == 0, done.stderr.decode()
+    assert len(json.loads(done.stdout)) == 5
+    done = cli("events", "--config", str(history.config), "--since", "last week")
+    assert done.returncode == 2 and "not seconds ago" in done.stderr.decode()
+
+
 def test_since_takes_the_events_forms_and_durations() -> None:
     now = time.time()
     assert abs(SINCE.convert("7d", None, None) - (now - 7 * 86400)) < 5
