@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.assembly import load_rules
 from bridge.classify.loader import check_ruleset
 from bridge.classify.problems import RuleSetError
 from bridge.config import Settings
-from bridge.assembly import load_rules
 from bridge.operator.rulesdiff_replay import ChildReplay, Outcomes, Period, Progress, run_side
 from bridge.store.db import Store
 

@@ -22,7 +22,10 @@ from bridge.store.base import StoreBase
 BUDGET_REASONS = ("over the time budget%", "over the memory budget%",
                   "processing crashed or was killed%")
 
-_PERIOD = ("m.arrived_at >= :since AND m.arrived_at <= :until AND m.oversize IS NULL"
+# Staged by `until` too: both sides of a diff seed their stores at slightly different times, and
+# mail staged meanwhile (with an earlier arrival time) must be in both or in neither.
+_PERIOD = ("m.arrived_at >= :since AND m.arrived_at <= :until AND m.staged_at <= :until"
+           " AND m.oversize IS NULL"
            " AND EXISTS (SELECT 1 FROM live.raw_messages r WHERE r.message_ref = m.id)"
            " AND NOT (coalesce(m.outcome, '') = 'quarantined' AND ("
            + " OR ".join(f"coalesce(m.reason, '') LIKE '{r}'" for r in BUDGET_REASONS) + "))")
@@ -45,7 +48,8 @@ class HistoryMixin(StoreBase):
         with self._live(live_path):
             args = {"since": since, "until": until}
             total = self.conn.execute("SELECT count(*) FROM live.messages WHERE arrived_at >="
-                                      " :since AND arrived_at <= :until", args).fetchone()[0]
+                                      " :since AND arrived_at <= :until AND staged_at <= :until",
+                                      args).fetchone()[0]
             kept = self.conn.execute(f"SELECT count(*) FROM live.messages m WHERE {_PERIOD}",
                                      args).fetchone()[0]
         return {"replayed": int(kept), "left_out": int(total) - int(kept)}
