@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 from bridge.classify.account_rule import AccountRule
 from bridge.classify.accounts import AccountsDirectory
 from bridge.classify.fieldmap import pairs
+from bridge.classify.fields import DECIDED, is_builtin
 from bridge.classify.model import DetectRule, Rule, SkipRule
 from bridge.classify.problems import Severity
 from bridge.classify.reader import TableReader
@@ -128,3 +129,13 @@ def check_account_rule(rule: AccountRule, r: TableReader, accounts: AccountsDire
     if not any(accounts.has(by) for by in rule.search):
         r.problem(f"can never match: no account has a {' or '.join(rule.search)} to find",
                   "search")
+
+
+def check_account_field(rule: AccountRule, r: TableReader, captured: frozenset[str]) -> None:
+    """A v2 account rule reading a field: a built-in one, or a capture some rule makes."""
+    if rule.field is None or is_builtin(rule.field) and rule.field not in DECIDED | {
+            "account", "account_name"}:
+        return
+    if rule.field not in captured:
+        r.problem(f"can never match: from = {rule.field!r} is neither a field known before "
+                  "the account nor a capture of any detect rule", "from")

@@ -123,6 +123,10 @@ def _build(directory: Path, accounts_path: Path | None,
                 if version == 2 and kind is SkipRule:
                     loaded.append((read_skip(r, status, tools), r))
                     continue
+                if version == 2 and kind is AccountRule:
+                    loaded.append((AccountRule.read_v2(r, status), r))
+                    r.finish(AccountRule.KEYS)
+                    continue
                 rule = kind.read(r, status)
                 r.finish(kind.KEYS)
                 loaded.append((rule, r))
@@ -149,8 +153,10 @@ def _build(directory: Path, accounts_path: Path | None,
     checks.check_shadowed(detect, "error")
     checks.check_shadowed(skip, "warning")
     detect_names = frozenset(rl.name for rl, _ in detect)
+    captured = frozenset(n for rl, _ in detect for n in rl.capture_names)
     for rule, r in account_rules:
         checks.check_account_rule(rule, r, accounts, detect_names)
+        checks.check_account_field(rule, r, captured)
     if accounts_path is None and (detect or account_rules):
         problems.append(Problem(str(directory), None, None, "no accounts directory is "
                                 "configured: every automated message will be unmatched",

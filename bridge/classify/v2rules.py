@@ -117,7 +117,7 @@ def read_tool(r: TableReader, status: StatusPhrases) -> tuple[Tool, list[Account
     for n, table in enumerate(accounts, start=1):
         ar = r.over(table, frozenset(), "", False)
         ar.label = f"{tool.name}/account-{n}"
-        rule = AccountRule.read(ar, status)
+        rule = AccountRule.read_v2(ar, status)
         ar.finish(ACCOUNT_KEYS)
         rules.append(replace(rule, name=ar.label, for_tool=tool.name))
     return tool, rules
