@@ -109,7 +109,7 @@ def read_tool(r: TableReader, status: StatusPhrases) -> tuple[Tool, list[Account
     probe = _detect(r, status, r.label, tool_mode=True)
     accounts = account_tables(r)
     r.finish(TOOL_KEYS)
-    senders = read_matcher(r, None).senders if "sender" in r.table else ()
+    senders = probe.matcher.senders
     tool = Tool(r.label, r.rule_file, r.line(),
                 {k: v for k, v in r.table.items() if k not in ("name", "account")},
                 Matcher(senders), had_errors=r.errors > before,
