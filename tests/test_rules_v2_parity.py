@@ -83,3 +83,24 @@ def test_v2_spelling_of_the_shipped_rules_gives_v1_outcomes(
     v1, v2 = both
     message = parse(path.read_bytes())
     assert _outcome(classify(message, v2, CTX)) == _outcome(classify(message, v1, CTX))
+
+
+def test_simulate_runs_the_v2_spelling_through_the_worker_pool(tmp_path: Path, psa_sim,
+                                                              smtp_sink) -> None:
+    from tests.helpers import ROOT, cli, write_config
+
+    v2 = tmp_path / "v2rules"
+    v2.mkdir()
+    for path in sorted(RULES.glob("*.toml")):
+        (v2 / path.name).write_text(_as_v2(tomllib.loads(path.read_text("utf-8"))), "utf-8")
+    config = write_config(tmp_path, psa_sim, smtp_port=smtp_sink.port)
+    config.write_text(config.read_text().replace(f'directory = "{ROOT / "rules"}"',
+                                                 f'directory = "{v2}"'))
+    assert f'directory = "{v2}"' in config.read_text()
+    result = cli("simulate", "--config", str(config), "--json",
+                 str(SAMPLES / "01-nagios-problem.eml"), str(SAMPLES / "05-zabbix-problem.eml"))
+    assert result.returncode == 0, result.stderr.decode()
+    first, second = json.loads(result.stdout)
+    assert (first["outcome"], first["alert_key"]) == ("created", "nagios:ACME-001:web01:HTTP")
+    assert (second["outcome"], second["alert_key"]) == ("created", "zabbix:48213")
+    assert psa_sim.calls() == []
