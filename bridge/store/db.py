@@ -79,7 +79,7 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, 
         conn.execute("PRAGMA busy_timeout=30000")
         # A bigger page cache than SQLite's 2 MB default: the outbox, correlation and event
         # indexes of a busy day stay in memory (measured on the backlog benchmark).
-        conn.execute("PRAGMA cache_size=-32768")
+        conn.execute("PRAGMA cache_size=-16384")
         conn.execute("PRAGMA temp_store=MEMORY")
         if readonly:
             conn.execute("PRAGMA query_only=ON")
