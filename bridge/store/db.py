@@ -25,6 +25,7 @@ import sqlite_utils
 from bridge.store import files
 from bridge.store.base import TROUBLE_EVENTS, events_log, no_redaction
 from bridge.store.decisions import DecisionsMixin
+from bridge.store.expectations import ExpectationsMixin
 from bridge.store.maintenance import MaintenanceMixin
 from bridge.store.operator import OperatorMixin
 from bridge.store.outbox import OutboxMixin, OutboxRow
@@ -45,7 +46,7 @@ class StoreNotReady(RuntimeError):
 
 
 class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, OperatorMixin,
-            MaintenanceMixin):
+            MaintenanceMixin, ExpectationsMixin):
     """Synchronous store. Use from one thread only (see AsyncStore)."""
 
     def __init__(self, path: Path | str, clock: Callable[[], float] = time.time, *,
