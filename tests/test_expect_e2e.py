@@ -100,6 +100,20 @@ async def test_a_report_within_the_grace_period_opens_nothing(tmp_path, psa_sim)
     [row] = mb.store.expectations()
     # The next judgement is Wednesday 06:00 Berlin + 2 h.
     assert row.judge_at == utc("2025-03-05T07:00:00")
+    # `status` and the dashboard show it, with when it is next due.
+    from bridge.operator import views
+    from bridge.operator.audit import Redactor
+    from bridge.operator.dashboard import render_dashboard
+
+    data = views.status_view(mb.store)
+    text = views.format_status(data)
+    assert f"expected:     veeam-daily [{row.scope}] (ACME-001): next due " \
+        f"{views.fmt_time(row.judge_at)}" in text
+    page = render_dashboard({"status": data, "messages": views.messages_view(mb.store, 5,
+                                                                            Redactor(())),
+                             "tickets": [], "failures": {"messages": [], "dead_outbox": []},
+                             "chart": views.alerts_per_hour(mb.store, 24)}, Redactor(()))
+    assert "Expected mail" in page and "veeam-daily" in page
 
 
 async def test_a_daemon_down_across_the_deadline_opens_exactly_one_ticket_after_restart(
@@ -117,3 +131,40 @@ async def test_a_daemon_down_across_the_deadline_opens_exactly_one_ticket_after_
     third = Mailbridge.from_config(path, now=utc("2025-03-06T09:05:00"))
     await third.settle()
     assert len(missing_tickets(psa_sim)) == 1
+
+
+def nagios_at(at: float, n: int) -> RawMessage:
+    raw = (ROOT / "samples" / "01-nagios-problem.eml").read_bytes()
+    head, _, rest = raw.partition(b"Message-ID:")
+    raw = head + f"Message-ID: <irregular.{n}@monitor.msp.example>\r\nX-Was-Message-ID:".encode() \
+        + rest
+    return RawMessage(raw, "imap:expect", f"2:{n}", at)
+
+
+async def test_expect_suggest_proposes_a_daily_rule_and_nothing_for_irregular_mail(
+        tmp_path, psa_sim):
+    import subprocess
+    import sys
+
+    path = config(tmp_path, psa_sim)
+    (tmp_path / "rules" / "96-expect.toml").unlink()  # nothing expected yet
+    start = utc("2025-03-03T04:20:00")  # 05:20 Berlin
+    mb = Mailbridge.from_config(path, now=start)
+    daily = [report(start + day * 86400 + (day % 3) * 600) for day in range(7)]  # 05:20-05:40
+    irregular = [nagios_at(start + h * 3600, i) for i, h in enumerate((3, 33, 40, 90, 92, 150))]
+    one_off = [nagios_at(start + 5000, 99)]
+    for msg in sorted(daily + irregular + one_off, key=lambda m: m.arrived_at):
+        await mb.feed([msg], msg.arrived_at)
+    await mb.bridge.close()
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "expect", "suggest", "--config", str(path), "--days",
+         "100000", "--timezone", "Europe/Berlin"], capture_output=True, text=True, timeout=60,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, check=True).stdout
+    assert out.count("[[expect]]") == 1, out
+    rule = out
+    assert "veeam@backup.msp.example: 7 reports, daily around 05:30 Europe/Berlin" in rule
+    assert 'rule = "veeam"' in rule and 'per = "key"' in rule
+    assert 'daily = "05:45"' in rule and 'grace = "1h"' in rule
+    assert 'timezone = "Europe/Berlin"' in rule
+    assert 'product_group = "backup"' in rule and 'alert_type = "Backup Failed"' in rule
+    assert "nagios" not in out

@@ -250,6 +250,10 @@ def check_expect(loaded: list[tuple[ExpectRule, TableReader]], detect: frozenset
             elif name in skip and rule.per != "once" and rule.account is None:
                 r.problem(f"{name!r} is a skip rule: skipped mail has no alert key or "
                           "account, so use per = \"once\" with an account", "per")
+        if rule.per == "once" and rule.account is None and not any(n in detect
+                                                                    for n in rule.rules):
+            r.problem("per = \"once\" needs an account: only a detect rule's mail brings "
+                      "one", "account")
         if rule.per == "key" and not rule.rules and rule.account is None:
             r.problem("per = \"key\" expectations begin with the first matching alert; "
                       "mail that is skipped never starts one", severity="warning")

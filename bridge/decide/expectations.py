@@ -98,14 +98,14 @@ def judge(store: StateStore, rules: tuple[ExpectRule, ...], decider: Decider,
                                         rule.schedule.judge_at(now))
     opened = 0
     for row in store.expectations():
-        rule = by_name.get(row.name)
-        if rule is None:
+        watched = by_name.get(row.name)
+        if watched is None:
             store.expectation_forget(row.name, row.scope)
             store.event("expectation-dropped", None, row.alert_key, None, expectation=row.name,
                         scope=row.scope, why="no [[expect]] rule of that name any more")
             continue
         silent_since = row.last_seen_at if row.last_seen_at is not None else row.created_at
-        if rule.account is None and now - silent_since > rule.expire_after:
+        if watched.account is None and now - silent_since > watched.expire_after:
             # A job that was removed: stop watching it. A missing-mail ticket it had stays
             # open for a person to close (its key is in the event).
             store.expectation_forget(row.name, row.scope)
@@ -115,7 +115,7 @@ def judge(store: StateStore, rules: tuple[ExpectRule, ...], decider: Decider,
         if row.state != "watching" or row.judge_at > now:
             continue
         key = missing_key(row.name, row.scope)
-        alert = _alert(rule, row, "open", key)
+        alert = _alert(watched, row, "open", key)
         decision = _decide(store, decider, alert, now, None)
         store.expectation_missing(row.name, row.scope, key, now)
         store.event("expectation-missing", None, key,

@@ -45,8 +45,8 @@ class StoreNotReady(RuntimeError):
     """The store has no schema yet, or an older one, and this open may not migrate it."""
 
 
-class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, OperatorMixin,
-            MaintenanceMixin, ExpectationsMixin):
+class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, ExpectationsMixin,
+            OperatorMixin, MaintenanceMixin):
     """Synchronous store. Use from one thread only (see AsyncStore)."""
 
     def __init__(self, path: Path | str, clock: Callable[[], float] = time.time, *,

@@ -66,3 +66,15 @@ class ExpectationsMixin(StoreBase):
     def expectation_forget(self, name: str, scope: str) -> None:
         with self.write() as conn:
             conn.execute("DELETE FROM expectations WHERE name=? AND scope=?", (name, scope))
+
+    def report_history(self, since: float, head_bytes: int = 16384
+                       ) -> list[tuple[float, str | None, str | None, bytes]]:
+        """(arrival, rule, outcome, the head of the raw mail) of every message since `since`
+        that was not rejected or quarantined, oldest first: what `expect suggest` reads."""
+        rows = self.conn.execute(
+            "SELECT m.arrived_at, m.rule, m.outcome, substr(r.raw, 1, ?) FROM messages m"
+            " JOIN raw_messages r ON r.message_ref = m.id WHERE m.arrived_at >= ? AND"
+            " coalesce(m.outcome, '') NOT IN ('rejected', 'quarantined')"
+            " ORDER BY m.arrived_at", (head_bytes, since)).fetchall()
+        return [(float(a), rule, outcome, bytes(head)) for a, rule, outcome, head in rows]
+
