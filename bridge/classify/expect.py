@@ -27,6 +27,7 @@ from bridge.classify.view import MessageView
 from bridge.models import Classification, ExpectHit, Kind
 
 Per = Literal["key", "account", "once"]
+PER: dict[str, Per] = {"key": "key", "account": "account", "once": "once"}
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -177,7 +178,7 @@ class ExpectRule(Rule):
             r.problem("grace must be a duration such as '30m', '2h' or 3600", "grace")
             grace = 3600.0
         schedule = _read_schedule(r, grace)
-        per = r.choice("per", ("key", "account", "once"), "key")
+        per = PER[r.choice("per", tuple(PER), "key")]
         account = r.text("account")
         expire = parse_duration(r.table.get("expire_after", "30d"))
         if expire is None or expire <= 0:
@@ -194,8 +195,7 @@ class ExpectRule(Rule):
             r.problem(str(exc), "title")
             title = Template.parse(DEFAULT_TITLE)
         return cls(name=r.label, file=r.rule_file, line=r.line(), rules=rules, matcher=matcher,
-                   schedule=schedule, per=per,  # type: ignore[arg-type]
-                   account=account,
+                   schedule=schedule, per=per, account=account,
                    product_group=r.text("product_group", required=True) or "",
                    alert_type=r.text("alert_type", required=True) or "", title=title,
                    expire_after=expire)
