@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 from bridge.classify.account_rule import AccountRule
 from bridge.classify.accounts import AccountsDirectory
+from bridge.classify.checks_v2 import can_fail_after_matcher
 from bridge.classify.fieldmap import pairs
 from bridge.classify.fields import DECIDED, is_builtin
 from bridge.classify.model import DetectRule, Rule, SkipRule
@@ -102,7 +103,7 @@ def check_shadowed(rules: Sequence[tuple[DetectRule | SkipRule, TableReader]],
             if a is not None and (b is None or not b <= a):
                 continue
             earlier, er = rules[i]
-            if earlier.matcher.covers(later.matcher):
+            if earlier.matcher.covers(later.matcher) and not can_fail_after_matcher(earlier):
                 r.problem(f"unreachable: every message it matches is matched first by "
                           f"{earlier.label} ({er.file}:{er.line()})",
                           severity=severity)
