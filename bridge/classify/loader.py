@@ -20,6 +20,7 @@ from bridge.classify.account_rule import AccountRule
 from bridge.classify.accounts import AccountsDirectory, load_accounts
 from bridge.classify.model import (DEFAULT_STATUS, STATUS_KEYS, DetectRule, SkipRule,
                                    StatusPhrases, read_status)
+from bridge.classify.rulepacks import PackSelection, add_packs, place_replacements
 from bridge.classify.problems import LineMap, Problem, RuleSetError, toml_error_line
 from bridge.classify.reader import TableReader
 from bridge.classify.ruleset import RuleSet
@@ -61,7 +62,9 @@ def _read_status(parsed: list[tuple[Path, dict[str, Any], LineMap]],
 
 
 def _build(directory: Path, accounts_path: Path | None,
-           catalogue: Mapping[str, frozenset[str]]) -> tuple[RuleSet | None, list[Problem]]:
+           catalogue: Mapping[str, frozenset[str]],
+           selection: PackSelection | None = None
+           ) -> tuple[RuleSet | None, list[Problem]]:
     directory, problems = Path(directory), []
     if not directory.is_dir():
         return None, [Problem(str(directory), None, None, "rule directory not found")]
@@ -81,7 +84,8 @@ def _build(directory: Path, accounts_path: Path | None,
         except tomllib.TOMLDecodeError as exc:
             line, msg = toml_error_line(str(exc))
             problems.append(Problem(str(path), line, None, f"TOML syntax error: {msg}"))
-    if not files:
+    pack_files = add_packs(selection, catalogue, parsed, problems, digest.update)
+    if not files and not pack_files:
         problems.append(Problem(str(directory), None, None, "no *.toml rule files: no mail "
                                 "will be recognised as automated", "warning"))
 
@@ -110,6 +114,7 @@ def _build(directory: Path, accounts_path: Path | None,
                 rule = kind.read(r, status)
                 r.finish(kind.KEYS)
                 loaded.append((rule, r))
+    loaded = place_replacements(loaded, pack_files, lambda rl: rl.name, lambda r: r.file)
 
     accounts: AccountsDirectory | None = None
     if accounts_path is not None:
@@ -142,23 +147,26 @@ def _build(directory: Path, accounts_path: Path | None,
         return None, problems
     ruleset = RuleSet.build(
         [rl for rl, _ in detect], [rl for rl, _ in skip], [rl for rl, _ in account_rules],
-        accounts, status, files=tuple(files), version=digest.hexdigest()[:12],
+        accounts, status, files=(*files, *pack_files), version=digest.hexdigest()[:12],
         accounts_file=Path(accounts_path) if accounts_path is not None else None,
         warnings=tuple(p for p in problems if not p.is_error))
     return ruleset, problems
 
 
 def load_ruleset(directory: Path, accounts_path: Path | None,
-                 catalogue: Mapping[str, frozenset[str]]) -> RuleSet:
-    """The rule set of a directory; raises RuleSetError listing every error (and warning)."""
-    ruleset, problems = _build(Path(directory), accounts_path, catalogue)
+                 catalogue: Mapping[str, frozenset[str]],
+                 packs: PackSelection | None = None) -> RuleSet:
+    """The rule set of a directory and the enabled packs; raises RuleSetError listing every
+    error (and warning)."""
+    ruleset, problems = _build(Path(directory), accounts_path, catalogue, packs)
     if ruleset is None:
         raise RuleSetError(problems)
     return ruleset
 
 
 def check_ruleset(directory: Path, accounts_path: Path | None,
-                  catalogue: Mapping[str, frozenset[str]]) -> list[Problem]:
+                  catalogue: Mapping[str, frozenset[str]],
+                  packs: PackSelection | None = None) -> list[Problem]:
     """Every error and warning, in file and line order (for `mailbridge check`)."""
-    _, problems = _build(Path(directory), accounts_path, catalogue)
+    _, problems = _build(Path(directory), accounts_path, catalogue, packs)
     return sorted(problems, key=lambda p: (p.file, p.line or 0))
