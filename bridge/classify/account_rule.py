@@ -53,8 +53,11 @@ class AccountRule(Rule):
     regex: re.Pattern[str] | None = None
     search: tuple[SearchBy, ...] = SEARCH_BY
     for_rules: frozenset[str] | None = None
+    for_tool: str | None = None  # a [[tool]]'s account table: only for mail of that tool
 
-    def applies(self, detect_rule: str | None) -> bool:
+    def applies(self, detect_rule: str | None, tool: str | None = None) -> bool:
+        if self.for_tool is not None and self.for_tool != tool:
+            return False
         return self.for_rules is None or detect_rule in self.for_rules
 
     def index_keys(self) -> tuple[str, tuple[str, ...]] | None:
