@@ -188,7 +188,9 @@ def _route(table: dict[str, Any], kind: str, mapping: PackMapping) -> None:
         if mapping.require_authentication is not None and \
                 (kind == "tool" or "require_authentication" in table):
             table["require_authentication"] = mapping.require_authentication
-    if mapping.senders is not None and "sender" in table:
+    # A tool always takes the MSP's senders (some tools have no fixed default sender); a
+    # rule's own sender is replaced only where the pack wrote one.
+    if mapping.senders is not None and (kind == "tool" or "sender" in table):
         table["sender"] = list(mapping.senders)
     if kind == "tool" and mapping.account is not None:
         table["account"] = copy.deepcopy(mapping.account)
