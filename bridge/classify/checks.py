@@ -13,7 +13,9 @@ from typing import Mapping, Sequence
 
 from bridge.classify.account_rule import AccountRule
 from bridge.classify.accounts import AccountsDirectory
+from bridge.classify.checks_v2 import can_fail_after_matcher
 from bridge.classify.fieldmap import pairs
+from bridge.classify.fields import DECIDED, is_builtin
 from bridge.classify.model import DetectRule, Rule, SkipRule
 from bridge.classify.problems import Severity
 from bridge.classify.reader import TableReader
@@ -101,7 +103,7 @@ def check_shadowed(rules: Sequence[tuple[DetectRule | SkipRule, TableReader]],
             if a is not None and (b is None or not b <= a):
                 continue
             earlier, er = rules[i]
-            if earlier.matcher.covers(later.matcher):
+            if earlier.matcher.covers(later.matcher) and not can_fail_after_matcher(earlier):
                 r.problem(f"unreachable: every message it matches is matched first by "
                           f"{earlier.label} ({er.file}:{er.line()})",
                           severity=severity)
@@ -128,3 +130,13 @@ def check_account_rule(rule: AccountRule, r: TableReader, accounts: AccountsDire
     if not any(accounts.has(by) for by in rule.search):
         r.problem(f"can never match: no account has a {' or '.join(rule.search)} to find",
                   "search")
+
+
+def check_account_field(rule: AccountRule, r: TableReader, captured: frozenset[str]) -> None:
+    """A v2 account rule reading a field: a built-in one, or a capture some rule makes."""
+    if rule.field is None or is_builtin(rule.field) and rule.field not in DECIDED | {
+            "account", "account_name"}:
+        return
+    if rule.field not in captured:
+        r.problem(f"can never match: from = {rule.field!r} is neither a field known before "
+                  "the account nor a capture of any detect rule", "from")

@@ -57,7 +57,8 @@ def _result(kind: Kind, reason: str, steps: list[str], *, rule: str | None = Non
 
 
 def _find_account(view: MessageView, rules: RuleSet, detect_rule: str | None,
-                  steps: list[str], tool: str | None = None) -> tuple[Account, str] | None:
+                  steps: list[str], tool: str | None = None,
+                  fields: RuleFields | None = None) -> tuple[Account, str] | None:
     cid = view.token_value("customer_id")
     if cid:
         hit = rules.accounts.find(cid, ("foreign-id", "record-id", "name"))
@@ -69,7 +70,9 @@ def _find_account(view: MessageView, rules: RuleSet, detect_rule: str | None,
     for rule in rules.account_rules.candidates(view):
         if not rule.applies(detect_rule, tool):
             continue
-        found = rule.find(view, rules.accounts)
+        if rule.field is not None and fields is None:
+            fields = RuleFields(view, detect_rule or "", tool or "")
+        found = rule.find(view, rules.accounts, fields.get if fields is not None else None)
         if isinstance(found, tuple):
             steps.append(f"account: {found[0].id} {found[1]} by {rule.label}")
             return found[0], f"{found[1]} by {rule.label}"
@@ -208,7 +211,8 @@ def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classi
     steps.append("skip: no rule matched")
 
     # 3. account
-    found = _find_account(view, rules, rule.name if rule is not None else None, steps, tool)
+    found = _find_account(view, rules, rule.name if rule is not None else None, steps, tool,
+                          fields)
     if rule is None and tool is not None:
         reason = f"mail from tool {tool} matched none of its detect rules"
         steps.append(f"route: {reason}; forward to {ctx.internal_address or 'nobody'}")
