@@ -82,11 +82,11 @@ def test_lifecycle_through_the_pipeline(pack: str, tmp_path: Path, pack_psa, smt
     tickets = pack_psa.tickets()
     assert len(tickets) == len(created)
     for sample, ticket in zip(created, tickets):
-        first = ticket["history"][0]
-        assert first["incidentStatus"] == "OPEN" and ticket["accountId"] == "ACME-001"
-        assert first["productGroup"] == sample.get("product_group", "monitoring")
+        assert ticket["history"][0]["incidentStatus"] == "OPEN"
+        assert ticket["accountId"] == "ACME-001"
+        assert ticket["productGroup"] == sample.get("product_group", "monitoring")
         if "alert_type" in sample:
-            assert first["alertType"] == sample["alert_type"], sample["file"]
+            assert ticket["alertType"] == sample["alert_type"], sample["file"]
     resolved = {key for s, key in zip(listed, keys) if s["outcome"] == "resolved"}
     assert sum(t["status"] == "closed" for t in tickets) == len(resolved)
     appended = sum(s["outcome"] == "appended" for s in listed)
@@ -120,11 +120,10 @@ format = 2
 # The MSP treats every Nagios service problem as a warning: same name, same place.
 [[detect]]
 name = "nagios/service"
-sender = "nagios@*"
+tool = "nagios/nagios"
 subject = "Service Alert:"
 capture = [{ in = "subject", regex = '^\\*\\* (?P<type>[A-Z]+) Service Alert: (?P<host>[^/]+)/(?P<service>.+) is (?P<state>[A-Z]+) \\*\\*$' }]
 key = "nagios:{account}:{host}:{service}"
-product_group = "monitoring"
 alert_type = "Service Warning"
 status = { from = "{type}", map = { PROBLEM = "open", RECOVERY = "resolved" } }
 """
@@ -171,8 +170,7 @@ def test_a_pack_fitted_onto_another_catalogue_and_senders(tmp_path: Path, pack_p
     assert cli("ingest", "--config", str(config), stdin=mapped).returncode == 0
     assert [o for o, _, _ in recorded(tmp_path / "mailbridge.db")] == ["regular", "created"]
     [ticket] = pack_psa.tickets()
-    first = ticket["history"][0]
-    assert (first["productGroup"], first["alertType"]) == ("infrastructure", "Critical")
+    assert (ticket["productGroup"], ticket["alertType"]) == ("infrastructure", "Critical")
 
 
 def test_senders_make_a_senderless_packs_informational_mail_skipped(tmp_path: Path) -> None:

@@ -117,6 +117,7 @@ def add_packs(selection: PackSelection | None, catalogue: Mapping[str, frozenset
         return []
     present = available(selection.root)
     files: list[Path] = []
+    tool_entries = 0
     for name in selection.names:
         if name not in present:
             close = difflib.get_close_matches(name, present, n=1)
@@ -138,8 +139,17 @@ def add_packs(selection: PackSelection | None, catalogue: Mapping[str, frozenset
             continue
         mapping = selection.mappings.get(name, PackMapping())
         data = fit(name, data, mapping)
-        problems.extend(unmapped(name, str(path), data, mapping, catalogue, LineMap(text)))
-        parsed.append((path, data, LineMap(text)))
+        linemap = LineMap(text)
+        problems.extend(unmapped(name, str(path), data, mapping, catalogue, linemap))
+        # The pack's tools go before the administrator's files, its rules after them: an
+        # administrator's rule replacing a pack rule may use the pack's tool, which a file
+        # read earlier could not otherwise name (a tool is defined before its rules).
+        tools = data.pop("tool", None)
+        if tools is not None:
+            head = {"format": data["format"]} if "format" in data else {}
+            parsed.insert(tool_entries, (path, {**head, "tool": tools}, linemap))
+            tool_entries += 1
+        parsed.append((path, data, linemap))
         files.append(path)
     for name in selection.mappings:
         if name not in selection.names:
