@@ -7,13 +7,13 @@ case-folded text, the same text the rule index keys on, so index and rule never 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import ClassVar
 
 from bridge.classify.accounts import SEARCH_BY, Account, AccountsDirectory, SearchBy
 from bridge.classify.model import Rule, StatusPhrases
 from bridge.classify.reader import TableReader
+from bridge.classify.regex import Regex
 from bridge.classify.text import Phrase, fold
 from bridge.classify.view import MessageView
 
@@ -50,7 +50,7 @@ class AccountRule(Rule):
     source: str = "subject"
     after: Phrase | None = None
     before: Phrase | None = None
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
     search: tuple[SearchBy, ...] = SEARCH_BY
     for_rules: frozenset[str] | None = None
 
@@ -87,10 +87,10 @@ class AccountRule(Rule):
         if self.regex is not None:
             texts = (view.subject,) if self.source == "subject" else view.body_lines
             for text in texts:
-                m = self.regex.search(text)
-                if m:
+                found = self.regex.search(text)
+                if found:
                     group: str | int = "account" if "account" in self.regex.groupindex else 1
-                    return self._lookup([m.group(group) or ""], accounts)
+                    return self._lookup([found.group(group) or ""], accounts)
             return None
         lines = (view.fsubject,) if self.source == "subject" else \
             tuple(fold(line) for line in view.body_lines)

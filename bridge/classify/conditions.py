@@ -7,7 +7,8 @@ starts_with, ends_with, regex — all case-insensitive (OpsRamp's "Not Contains"
 "not-contains" spellings are accepted too). A field with several values (a repeated header,
 several recipients) satisfies a positive operator when any value does, and a negated operator
 when no value satisfies its positive form; an absent field behaves as the empty string.
-Regexes run in order on every message that reaches them: they are the expensive part.
+Regexes run in order on every message that reaches them: they are the expensive part (on RE2,
+linear in the text; bridge/classify/regex.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from bridge.classify.regex import Regex, compile_regex
 from bridge.classify.text import fold
 from bridge.classify.view import TOKEN_FIELDS, FIELDS, MessageView
 
@@ -59,7 +61,7 @@ class Condition:
     op: str
     value: str
     folded: str
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
 
     @classmethod
     def compile(cls, field: str, op: str, value: str) -> "Condition":
@@ -77,7 +79,7 @@ class Condition:
         regex = None
         if canon == "regex":
             try:
-                regex = re.compile(value, re.IGNORECASE)
+                regex = compile_regex(value)
             except re.error as exc:
                 raise ValueError(f"bad regex {value!r}: {exc}") from None
         return cls(field, canon, value, fold(value) if canon != "regex" else value, regex)

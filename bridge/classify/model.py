@@ -8,13 +8,13 @@ every problem through the TableReader. Nothing here does I/O.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import ClassVar
 
 from bridge.classify.conditions import Condition, ConditionGroup
 from bridge.classify.matchers import Matcher, SenderPattern
 from bridge.classify.reader import TableReader
+from bridge.classify.regex import Regex
 from bridge.classify.templates import Template
 from bridge.classify.text import PhraseSet
 from bridge.models import Status
@@ -95,9 +95,13 @@ def read_matcher(r: TableReader) -> Matcher:
                           "conditions")
                 continue
             try:
-                conds.append(Condition.compile(c["field"], op, c["value"]))
+                cond = Condition.compile(c["field"], op, c["value"])
             except ValueError as exc:
                 r.problem(f"condition {i}: {exc}", "conditions")
+                continue
+            if cond.regex is not None:
+                r.warn_fallback("conditions", cond.regex, f"condition {i}")
+            conds.append(cond)
         group = ConditionGroup(tuple(conds), match_any) if conds else None
     elif "match" in r.table:
         r.problem("match only applies to conditions, and this rule has none", "match", "warning")
@@ -164,9 +168,9 @@ class DetectRule(Rule):
     summary: Template = Template.parse("{body}")
     device: Template | None = None
     key: Template | None = None
-    key_regex: re.Pattern[str] | None = None
-    subject_regex: tuple[re.Pattern[str], ...] = ()
-    body_regex: tuple[re.Pattern[str], ...] = ()
+    key_regex: Regex | None = None
+    subject_regex: tuple[Regex, ...] = ()
+    body_regex: tuple[Regex, ...] = ()
     status: StatusPhrases = DEFAULT_STATUS
     own_status: bool = False
     status_in: str = "subject"
