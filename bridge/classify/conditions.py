@@ -3,7 +3,8 @@
 Fields: subject, sender, sender_name, body, to, `header:<Name>` (any header), and the fields
 of a trusted ATES token: token.id, token.customer_id, token.device_id, token.alert_id,
 token.ticket_id, token.source. Operators: contains, not_contains, equals, not_equals,
-starts_with, ends_with, regex — all case-insensitive (OpsRamp's "Not Contains" and
+starts_with, ends_with, regex — case-insensitive unless the condition is compiled with
+`case_sensitive=True` (v2's per-condition key; OpsRamp's "Not Contains" and
 "not-contains" spellings are accepted too). A field with several values (a repeated header,
 several recipients) satisfies a positive operator when any value does, and a negated operator
 when no value satisfies its positive form; an absent field behaves as the empty string.
@@ -18,12 +19,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from bridge.classify.regex import Regex, compile_regex
-from bridge.classify.text import fold
+from bridge.classify.text import fold, nfc
 from bridge.classify.view import TOKEN_FIELDS, FIELDS, MessageView
 
 _Test = Callable[[str, str], bool]
 
-# Positive operators on folded text; each negation is "not any value satisfies the positive".
+# Positive operators on folded (or, case-sensitive, NFC) text; each negation is "not any value satisfies the positive".
 OPERATORS: dict[str, tuple[_Test | None, bool]] = {
     "contains": (lambda v, x: x in v, False),
     "not_contains": (lambda v, x: x in v, True),
@@ -60,11 +61,13 @@ class Condition:
     field: str
     op: str
     value: str
-    folded: str
+    folded: str  # the value as compared: case-folded NFC, or NFC when case-sensitive
     regex: Regex | None = None
+    case_sensitive: bool = False
 
     @classmethod
-    def compile(cls, field: str, op: str, value: str) -> "Condition":
+    def compile(cls, field: str, op: str, value: str, case_sensitive: bool = False
+                ) -> "Condition":
         """Raises ValueError with an admin-readable reason."""
         field = field.strip()
         if field.lower().startswith("header:"):
@@ -76,13 +79,14 @@ class Condition:
         canon = canonical_operator(op)
         if canon not in OPERATORS:
             raise ValueError(f"unknown operator {op!r}: use " + ", ".join(OPERATORS))
-        regex = None
         if canon == "regex":
             try:
-                regex = compile_regex(value)
+                regex = compile_regex(value, case_sensitive=case_sensitive)
             except re.error as exc:
                 raise ValueError(f"bad regex {value!r}: {exc}") from None
-        return cls(field, canon, value, fold(value) if canon != "regex" else value, regex)
+            return cls(field, canon, value, value, regex, case_sensitive)
+        compared = nfc(value) if case_sensitive else fold(value)
+        return cls(field, canon, value, compared, None, case_sensitive)
 
     def test(self, view: MessageView) -> bool:
         if self.regex is not None:
@@ -90,12 +94,15 @@ class Condition:
             return any(self.regex.search(v) for v in values)
         positive, negated = OPERATORS[self.op]
         assert positive is not None
-        values = view.folded_values(self.field) or ("",)
+        # Folding only when insensitive: "CRIT" must not equal "crit" when the case matters.
+        values = (view.values(self.field) if self.case_sensitive
+                  else view.folded_values(self.field)) or ("",)
         hit = any(positive(v, self.folded) for v in values)
         return not hit if negated else hit
 
     def describe(self) -> str:
-        return f"{self.field} {self.op} {self.value!r}"
+        case = " (case-sensitive)" if self.case_sensitive else ""
+        return f"{self.field} {self.op} {self.value!r}{case}"
 
 
 @dataclass(frozen=True)
