@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 from bridge.classify.account_rule import AccountRule
 from bridge.classify.accounts import AccountsDirectory
+from bridge.classify.matchers import INDEXED
 from bridge.classify.model import DetectRule, Rule, SkipRule
 from bridge.classify.problems import Severity
 from bridge.classify.reader import TableReader
@@ -76,7 +77,7 @@ def check_matcher(rule: DetectRule | SkipRule, r: TableReader) -> None:
 def _sender_sig(rule: DetectRule | SkipRule) -> frozenset[str] | None:
     """Domains a rule's senders are confined to (None: unconfined), to skip hopeless pairs."""
     senders = rule.matcher.senders
-    if not senders or any(s.kind == "wildcard" for s in senders):
+    if not senders or any(s.kind not in INDEXED for s in senders):
         return None
     return frozenset(s.value.rpartition("@")[2] for s in senders)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from bridge.classify.conditions import Condition, ConditionGroup
-from bridge.classify.matchers import Matcher, SenderPattern
+from bridge.classify.matchers import Matcher, read_senders
 from bridge.classify.reader import TableReader
 from bridge.classify.regex import Regex
 from bridge.classify.templates import Template
@@ -26,7 +26,8 @@ DEFAULT_UPDATE = ("ACKNOWLEDGEMENT", "Acknowledged", "Reminder", "Escalation")
 
 _MATCH_KEYS = {
     "name": "unique name of the rule, shown in traces and the audit trail (required)",
-    "sender": "sender address, '@domain' or wildcard '*@*.example.com'; or a list (any)",
+    "sender": "sender address, '@domain', wildcard '*@*.example.com' or { regex = '…' }; "
+              "or a list (any)",
     "subject": "word or phrase that must appear in the subject; or a list (any)",
     "conditions": "list of { field, op, value } tables (OpsRamp style)",
     "match": "'all' (default) or 'any': how conditions combine",
@@ -71,12 +72,7 @@ def read_status(r: TableReader, base: StatusPhrases) -> tuple[StatusPhrases, boo
 
 
 def read_matcher(r: TableReader) -> Matcher:
-    senders = []
-    for text in r.texts("sender"):
-        try:
-            senders.append(SenderPattern.parse(text))
-        except ValueError as exc:
-            r.problem(str(exc), "sender")
+    senders = read_senders(r)
     subject = PhraseSet.of(r.texts("subject"))
     group = None
     raw = r.table.get("conditions")
@@ -106,7 +102,7 @@ def read_matcher(r: TableReader) -> Matcher:
     elif "match" in r.table:
         r.problem("match only applies to conditions, and this rule has none", "match", "warning")
     source = r.text("ates_source")
-    matcher = Matcher(tuple(senders), subject, group, source)
+    matcher = Matcher(senders, subject, group, source)
     if matcher.empty and r.errors == 0:
         r.problem("matches nothing: give sender, subject, conditions or ates_source")
     return matcher
