@@ -83,20 +83,30 @@ def test_re2_keeps_pythons_meaning(pattern: str, text: str, case_sensitive: bool
     assert rx.groupindex == dict(re.compile(pattern).groupindex)
 
 
+KNOWN = "".join(chr(c) for c in range(0x40000) if not 0xD800 <= c < 0xE000
+                and unicodedata.category(chr(c)) not in ("Cn", "Co"))
+
+
 @pytest.mark.parametrize("case_sensitive", [False, True])
-def test_unicode_classes_match_pythons_code_point_by_code_point(case_sensitive: bool) -> None:
-    # Only characters Python's Unicode database does not know yet may differ — and, folded,
-    # U+0345 (a combining mark whose case fold is the letter iota: docs/rules.md).
-    known = [chr(c) for c in range(0x40000) if not 0xD800 <= c < 0xE000
-             and unicodedata.category(chr(c)) not in ("Cn", "Co")]
-    flags = 0 if case_sensitive else re.IGNORECASE
-    for cls in (r"\w", r"\d", r"\s", r"\S", r"[\W\d]", r"[^\w\s]"):
-        ours = compile_regex(f"^{cls}$", case_sensitive=case_sensitive)
-        py = re.compile(f"^{cls}$", flags)
-        assert ours.engine == "re2"
-        differ = {hex(ord(ch)) for ch in known
-                  if (ours.search(ch) is None) != (py.search(ch) is None)}
-        assert differ <= (set() if case_sensitive else {"0x345"}), (cls, sorted(differ)[:10])
+@pytest.mark.parametrize("cls", [r"\w", r"\d", r"\s", r"\S", r"[\W\d]", r"[^\w\s]", r"[\w.-]"])
+def test_classes_match_pythons_code_point_by_code_point(cls: str, case_sensitive: bool) -> None:
+    # Every character Python's class takes, and none it refuses, on each kind of text (ASCII,
+    # Latin-1, the rest each run their own program). Only characters newer than Python's
+    # Unicode database may differ (they are not in KNOWN) and, folded, U+0345: a combining
+    # mark whose case fold is the letter iota (docs/rules.md).
+    py = re.compile(cls, 0 if case_sensitive else re.IGNORECASE)
+    known = KNOWN if case_sensitive else KNOWN.replace("\u0345", "")
+    ours, every = (compile_regex(p, case_sensitive=case_sensitive) for p in (cls, f"^{cls}+$"))
+    assert ours.engine == "re2"
+    for chars in (known[:128], known[:256], known):
+        inside = "".join(c for c in chars if py.fullmatch(c))
+        outside = "".join(c for c in chars if not py.fullmatch(c))
+        wrong_out = every.search(inside) is None
+        wrong_in = outside and ours.search(outside) is not None
+        if wrong_out or wrong_in:
+            differ = [hex(ord(c)) for c in chars
+                      if (ours.search(c) is None) != (py.fullmatch(c) is None)]
+            pytest.fail(f"{cls} differs from Python's on {differ[:10]}")
 
 
 def test_case_folding_agrees_except_dotless_i() -> None:
@@ -147,3 +157,23 @@ def test_check_flags_a_pattern_that_falls_back_to_re(tmp_path: Path) -> None:
     [warning] = [line for line in out.splitlines() if "not linear-time" in line]
     assert "15-echo.toml:7: echo: condition 1" in warning and repr(r"(\w+) \1") in warning
     assert "subject_regex" not in out  # the RE2 pattern beside it is not flagged
+
+
+def test_case_folding_of_literals_agrees_code_point_by_code_point() -> None:
+    # Each kind of text (ASCII, Latin-1, beyond) runs its own program: fold through all.
+    differ = []
+    for cp in (*range(0x250), *range(0x370, 0x460), 0x1E9E, 0x212A, 0x212B):
+        c = chr(cp)
+        variants = {v for v in (c.lower(), c.upper(), c.casefold()) if len(v) == 1 and v != c}
+        for v in variants:
+            ours = compile_regex(re.escape(c) + r"\w*").search(v + "é")
+            py = re.compile(re.escape(c) + r"\w*", re.I).search(v + "é")
+            if (ours is None) != (py is None) or (ours and py and ours.group() != py.group()):
+                differ.append((hex(cp), hex(ord(v))))
+    assert differ == [("0x131", "0x49")]  # dotless ı and I: documented in docs/rules.md
+
+
+def test_the_one_class_difference_u0345_when_folded() -> None:
+    assert re.fullmatch(r"\w", "\u0345", re.I) is None
+    assert compile_regex(r"^\w$").search("\u0345") is not None
+    assert compile_regex(r"^\w$", case_sensitive=True).search("\u0345") is None

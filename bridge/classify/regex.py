@@ -15,19 +15,35 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
 from typing import Literal, Mapping, Protocol, overload
 
 import re2
 
 Engine = Literal["re2", "re"]
 
-# Python's Unicode \w, \d and \s as RE2 classes (checked code point by code point in
-# tests/test_regex.py; only characters newer than Python's Unicode database differ).
-_WORD = r"\p{L}\p{N}_"
-_DIGIT = r"\p{Nd}"
-_SPACE = r"\t-\r\x1c-\x1f\x85\p{Z}"
-_CLASS = {"w": _WORD, "d": _DIGIT, "s": _SPACE}
+# Python's \w, \d and \s as RE2 classes, per kind of text. UNICODE is checked code point by
+# code point in tests/test_regex.py (only characters newer than Python's Unicode database
+# differ). RE2 compiles Unicode classes, and builds their automata, a thousand times slower
+# than small ones (~10 ms a regex the first time), so ASCII text — most mail — runs a program
+# with ASCII classes, Latin-1 text one with the Latin-1 part of each class (RE2's own Latin-1
+# mode does not case-fold "é" and "É"), and only other text the Unicode program; each is
+# compiled when first needed.
+UNICODE = {"w": r"\p{L}\p{N}_", "d": r"\p{Nd}", "s": r"\t-\r\x1c-\x1f\x85\p{Z}"}
+ASCII = {"w": "0-9A-Za-z_", "d": "0-9", "s": r"\t-\r\x1c-\x1f "}
+
+
+def _latin1_class(shorthand: str) -> str:
+    found = [c for c in range(256) if re.fullmatch(shorthand, chr(c))]
+    runs: list[str] = []
+    for c in found:
+        if runs and c - 1 in found:
+            runs[-1] = runs[-1].split("-")[0] + "-" + "\\x{%02x}" % c
+        else:
+            runs.append("\\x{%02x}" % c)
+    return "".join(runs)
+
+
+LATIN1 = {k: _latin1_class("\\" + k) for k in ("w", "d", "s")}
 _NEGATED = {"W": "w", "D": "d", "S": "s"}
 _OCTAL = "01234567"
 _QUANTIFIER = re.compile(r"\{(\d*),(\d*)\}")
@@ -91,33 +107,69 @@ class _Re2Compiled(Protocol):
     def search(self, text: str | bytes, /) -> _Spans | None: ...
 
 
-@dataclass(frozen=True, eq=False)
 class Regex:
     """A compiled admin regex. `engine` is "re2" (linear time) or "re" (`why` says why)."""
 
-    pattern: str
-    case_sensitive: bool
-    engine: Engine
-    why: str
-    groups: int
-    groupindex: Mapping[str, int]
-    _python: _Compiled = field(repr=False)
-    _re2: _Re2Compiled | None = field(repr=False, default=None)
-    # A `$` outside (?m) that RE2 reads as end-of-text: Python's also matches before a final
-    # newline, so a text ending in one is searched once more without it.
-    _dollar: bool = field(repr=False, default=False)
+    __slots__ = ("pattern", "case_sensitive", "engine", "why", "groups", "groupindex",
+                 "_python", "_sources", "_programs", "_dollar")
+
+    def __init__(self, pattern: str, case_sensitive: bool, python: re.Pattern[str],
+                 why: str = "", sources: Mapping[str, str] | None = None,
+                 ascii_program: _Re2Compiled | None = None, dollar: bool = False):
+        self.pattern = pattern
+        self.case_sensitive = case_sensitive
+        self.engine: Engine = "re" if ascii_program is None else "re2"
+        self.why = why
+        self.groups = python.groups
+        self.groupindex: Mapping[str, int] = dict(python.groupindex)
+        self._python: _Compiled = python
+        self._sources = dict(sources or {})  # "ascii" | "latin-1" | "unicode" -> RE2 source
+        # Compiled on first use; None: that kind of text runs on `re` (see _program).
+        self._programs: dict[str, _Re2Compiled | None] = {}
+        if ascii_program is not None:
+            self._programs["ascii"] = ascii_program
+            if self._sources["unicode"] == self._sources["ascii"]:
+                self._programs["unicode"] = ascii_program  # no \w, \d or \s in the pattern
+        # A `$` outside (?m) that RE2 reads as end-of-text: Python's also matches before a
+        # final newline, so a text ending in one is searched once more without it.
+        self._dollar = dollar
 
     def search(self, text: str) -> Match | None:
-        if self._re2 is None:
+        if self.engine == "re":
             found = self._python.search(text)
         else:
-            # ASCII text goes in as bytes: its offsets are the characters', and the wrapper
-            # skips decoding them (3x faster on a subject).
-            subject: str | bytes = text.encode("ascii") if text.isascii() else text
-            found = self._re2.search(subject)
-            if found is None and self._dollar and text.endswith("\n"):
-                found = self._re2.search(subject[:-1])
+            data, program = self._prepare(text)
+            if program is None:
+                found = self._python.search(text)
+            else:
+                found = program.search(data)
+                if found is None and self._dollar and data[-1:] in ("\n", b"\n"):
+                    found = program.search(data[:-1])
         return Match(text, found, self.groups, self.groupindex) if found is not None else None
+
+    def _prepare(self, text: str) -> tuple[str | bytes, _Re2Compiled | None]:
+        """The text as the program for its kind takes it: ASCII and Latin-1 as bytes, whose
+        offsets are the characters' (the wrapper then skips decoding them)."""
+        if text.isascii():
+            return text.encode("ascii"), self._programs["ascii"]
+        try:
+            text.encode("latin-1")  # the cheapest test that every character is below U+0100
+        except UnicodeEncodeError:
+            return text, self._program("unicode")
+        return text, self._program("latin-1")
+
+    def _program(self, kind: str) -> _Re2Compiled | None:
+        if kind not in self._programs:
+            try:
+                self._programs[kind] = _re2_compile(self._sources[kind], self.case_sensitive)
+            except re2.error:
+                # Only size can fail, as the ASCII program of the same shape compiled
+                # (\w{1000}'s Unicode classes exceed RE2's budget): re keeps the meaning.
+                self._programs[kind] = None
+        return self._programs[kind]
+
+    def __repr__(self) -> str:
+        return f"Regex({self.pattern!r}, engine={self.engine!r})"
 
     def __reduce__(self) -> tuple[object, tuple[str, bool]]:
         # Rule sets travel to the worker processes by pickle; recompile there.
@@ -128,33 +180,39 @@ def _rebuild(pattern: str, case_sensitive: bool) -> Regex:
     return compile_regex(pattern, case_sensitive=case_sensitive)
 
 
+def _re2_compile(source: str, case_sensitive: bool) -> _Re2Compiled:
+    options = re2.Options()
+    options.case_sensitive = case_sensitive
+    options.log_errors = False  # RE2 would print every refused pattern to stderr
+    compiled: _Re2Compiled = re2.compile(source, options)
+    return compiled
+
+
 def compile_regex(pattern: str, *, case_sensitive: bool = False) -> Regex:
     """Raises re.error (Python's message, with its position) when the pattern is invalid."""
     python = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
-    groupindex = dict(python.groupindex)
     try:
         if python.flags & (re.VERBOSE | re.ASCII):
             raise _Untranslatable("RE2 has no (?x) or (?a) flag")
         try:
-            translated, dollar = _translate(pattern, python.flags)
+            sources = {kind: _translate(pattern, python.flags, classes)
+                       for kind, classes in (("ascii", ASCII), ("latin-1", LATIN1),
+                                             ("unicode", UNICODE))}
         except (IndexError, ValueError, KeyError) as exc:  # e.g. a "[" inside (?#…)
             raise _Untranslatable(f"cannot translate for RE2: {exc}") from None
-        options = re2.Options()
-        options.case_sensitive = case_sensitive
-        options.log_errors = False  # RE2 would print every refused pattern to stderr
-        compiled = re2.compile(translated, options)
+        program = _re2_compile(sources["ascii"][0], case_sensitive)
     except _Untranslatable as exc:
-        return Regex(pattern, case_sensitive, "re", str(exc), python.groups, groupindex,
-                     python)
+        return Regex(pattern, case_sensitive, python, str(exc))
     except re2.error as exc:
         why = exc.args[0].decode(errors="replace") if exc.args and isinstance(
             exc.args[0], bytes) else str(exc)
-        return Regex(pattern, case_sensitive, "re", why, python.groups, groupindex, python)
-    return Regex(pattern, case_sensitive, "re2", "", python.groups, groupindex, python,
-                 compiled, dollar)
+        return Regex(pattern, case_sensitive, python, why)
+    return Regex(pattern, case_sensitive, python, "",
+                 {kind: source for kind, (source, _) in sources.items()}, program,
+                 sources["ascii"][1])
 
 
-def _translate(pattern: str, flags: int) -> tuple[str, bool]:
+def _translate(pattern: str, flags: int, classes: Mapping[str, str]) -> tuple[str, bool]:
     """RE2 syntax with Python's meaning, and whether a non-multiline `$` occurs."""
     out: list[str] = []
     dollar = False
@@ -162,10 +220,10 @@ def _translate(pattern: str, flags: int) -> tuple[str, bool]:
     while i < n:
         c = pattern[i]
         if c == "\\":
-            text, i = _escape(pattern, i, in_class=False)
+            text, i = _escape(pattern, i, classes, in_class=False)
             out.append(text)
         elif c == "[":
-            text, i = _char_class(pattern, i)
+            text, i = _char_class(pattern, i, classes)
             out.append(text)
         elif c == "{":
             m = _QUANTIFIER.match(pattern, i)
@@ -186,16 +244,17 @@ def _translate(pattern: str, flags: int) -> tuple[str, bool]:
     return "".join(out), dollar
 
 
-def _escape(pattern: str, i: int, in_class: bool) -> tuple[str, int]:
+def _escape(pattern: str, i: int, classes: Mapping[str, str], in_class: bool
+            ) -> tuple[str, int]:
     """One escape at pattern[i] == "\\" → (RE2 text, index after it)."""
     c = pattern[i + 1]
     end = i + 2
-    if c in _CLASS:
-        return (_CLASS[c] if in_class else f"[{_CLASS[c]}]"), end
+    if c in classes:
+        return (classes[c] if in_class else f"[{classes[c]}]"), end
     if c in _NEGATED:
         if in_class:
             raise AssertionError("negated shorthands in a class are handled by _char_class")
-        return f"[^{_CLASS[_NEGATED[c]]}]", end
+        return f"[^{classes[_NEGATED[c]]}]", end
     if c == "Z" and not in_class:
         return r"\z", end
     if c == "b" and in_class:
@@ -221,7 +280,7 @@ def _escape(pattern: str, i: int, in_class: bool) -> tuple[str, int]:
     return pattern[i:end], end
 
 
-def _char_class(pattern: str, i: int) -> tuple[str, int]:
+def _char_class(pattern: str, i: int, classes: Mapping[str, str]) -> tuple[str, int]:
     """The class starting at pattern[i] == "[" → (RE2 text, index after its "]")."""
     j = i + 1
     negated = pattern.startswith("^", j)
@@ -239,10 +298,10 @@ def _char_class(pattern: str, i: int) -> tuple[str, int]:
         if c == "\\" and pattern[j + 1] in _NEGATED:
             if negated:
                 raise _Untranslatable(f"[^…\\{pattern[j + 1]}…]: RE2 cannot intersect classes")
-            outside.append(f"[^{_CLASS[_NEGATED[pattern[j + 1]]]}]")
+            outside.append(f"[^{classes[_NEGATED[pattern[j + 1]]]}]")
             j += 2
         elif c == "\\":
-            text, j = _escape(pattern, j, in_class=True)
+            text, j = _escape(pattern, j, classes, in_class=True)
             items.append(text)
         elif c in "[]^":
             items.append("\\" + c)  # RE2 would read "[:alpha:]" as a POSIX class
