@@ -35,17 +35,24 @@ def check_names(loaded: Sequence[Loaded]) -> None:
             seen[r.name] = r
 
 
+def check_catalogue(product_group: str, alert_type: str, r: TableReader,
+                    catalogue: Mapping[str, frozenset[str]]) -> None:
+    """A product group and alert type the PSA knows (both are routing, SPEC §3.6)."""
+    if not product_group:
+        return
+    if product_group not in catalogue:
+        known = ", ".join(sorted(catalogue)) or "(the catalogue is empty)"
+        r.problem(f"product group {product_group!r} is not in the catalogue; "
+                  f"known: {known}", "product_group")
+    elif alert_type and alert_type not in catalogue[product_group]:
+        known = ", ".join(sorted(catalogue[product_group]))
+        r.problem(f"alert type {alert_type!r} is not in product group "
+                  f"{product_group!r}; known: {known}", "alert_type")
+
+
 def check_detect(rule: DetectRule, r: TableReader,
                  catalogue: Mapping[str, frozenset[str]]) -> None:
-    if rule.product_group:
-        if rule.product_group not in catalogue:
-            known = ", ".join(sorted(catalogue)) or "(the catalogue is empty)"
-            r.problem(f"product group {rule.product_group!r} is not in the catalogue; "
-                      f"known: {known}", "product_group")
-        elif rule.alert_type and rule.alert_type not in catalogue[rule.product_group]:
-            known = ", ".join(sorted(catalogue[rule.product_group]))
-            r.problem(f"alert type {rule.alert_type!r} is not in product group "
-                      f"{rule.product_group!r}; known: {known}", "alert_type")
+    check_catalogue(rule.product_group, rule.alert_type, r, catalogue)
     captures = rule.capture_names
     for clash in sorted(captures & BUILTIN_FIELDS):
         r.problem(f"regex group {clash!r} would hide the built-in field of that name")

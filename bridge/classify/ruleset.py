@@ -12,6 +12,7 @@ from typing import Sequence
 
 from bridge.classify.account_rule import AccountRule
 from bridge.classify.accounts import AccountsDirectory
+from bridge.classify.expect import ExpectRule
 from bridge.classify.index import RuleIndex
 from bridge.classify.model import DEFAULT_STATUS, DetectRule, SkipRule, StatusPhrases
 from bridge.classify.problems import Problem
@@ -34,18 +35,21 @@ class RuleSet:
     status: StatusPhrases = DEFAULT_STATUS
     accounts_file: Path | None = None
     warnings: tuple[Problem, ...] = ()
+    expect: tuple[ExpectRule, ...] = ()  # not indexed: a handful, tried on classified mail
 
     @classmethod
     def build(cls, detect: Sequence[DetectRule] = (), skip: Sequence[SkipRule] = (),
               account_rules: Sequence[AccountRule] = (), accounts: AccountsDirectory | None = None,
               status: StatusPhrases = DEFAULT_STATUS, files: tuple[Path, ...] = (),
               version: str = "built", accounts_file: Path | None = None,
-              warnings: tuple[Problem, ...] = ()) -> "RuleSet":
+              warnings: tuple[Problem, ...] = (),
+              expect: Sequence[ExpectRule] = ()) -> "RuleSet":
         """Assemble a rule set from compiled rules (tests, benchmarks, the loader)."""
         return cls(files=files, version=version, detect=RuleIndex(detect),
                    skip=RuleIndex(skip), account_rules=RuleIndex(account_rules),
                    accounts=accounts if accounts is not None else AccountsDirectory(),
-                   status=status, accounts_file=accounts_file, warnings=warnings)
+                   status=status, accounts_file=accounts_file, warnings=warnings,
+                   expect=tuple(expect))
 
     def rule_count(self) -> int:
         return len(self.detect) + len(self.skip) + len(self.account_rules)
