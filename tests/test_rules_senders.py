@@ -71,3 +71,10 @@ def test_bad_sender_entries_are_reported(tmp_path: Path) -> None:
     lax = RULES.replace("'^(nagios|icinga)@mon\\d+\\.msp\\.example$'", "'(a)\\1|.*'")
     said = "\n".join(warnings(tmp_path, lax))
     assert "runs on Python's re" in said and "matches the empty string" in said
+
+
+def test_a_regex_sender_open_at_the_end_is_warned_about(tmp_path: Path) -> None:
+    open_end = RULES.replace("\\.msp\\.example$'", "\\.msp\\.example'")
+    said = [w for w in warnings(tmp_path, open_end) if "not anchored" in w]
+    assert len(said) == 1 and ":3: nagios: sender regex '^(nagios|icinga)" in said[0]
+    assert not [w for w in warnings(tmp_path, RULES) if "not anchored" in w]

@@ -75,6 +75,10 @@ def check_matcher(rule: DetectRule | SkipRule, r: TableReader) -> None:
         if s.kind == "wildcard" and s.literal_labels < 2:
             r.problem(f"sender wildcard {s.text!r} is very broad: anyone can send from a "
                       "matching address", "sender", "warning")
+        if s.kind == "regex" and not s.value.endswith(("$", "\\Z", "\\z")):
+            r.problem(f"sender {s.text} is not anchored at the end ($): it also matches "
+                      "addresses that merely contain it, such as …@its.domain.evil.example",
+                      "sender", "warning")
     for p in rule.matcher.subject.phrases:
         if len(p.folded) < 3:
             r.problem(f"subject phrase {p.text!r} is very short and may match by accident",
