@@ -33,6 +33,7 @@ def test_catastrophic_backtracking_pattern_runs_in_linear_time() -> None:
     r"(?x) a b  # spaced",      # verbose
     r"(?a)\w+",                 # ASCII flag
     r"end$|x\Z",                # Python's $ and \Z at once
+    r"[^\W\s]+",                # an intersection that is not one of the "letters" idioms
 ])
 def test_what_re2_cannot_express_falls_back_to_re(pattern: str) -> None:
     rx = compile_regex(pattern)
@@ -88,7 +89,8 @@ KNOWN = "".join(chr(c) for c in range(0x40000) if not 0xD800 <= c < 0xE000
 
 
 @pytest.mark.parametrize("case_sensitive", [False, True])
-@pytest.mark.parametrize("cls", [r"\w", r"\d", r"\s", r"\S", r"[\W\d]", r"[^\w\s]", r"[\w.-]"])
+@pytest.mark.parametrize("cls", [r"\w", r"\d", r"\s", r"\S", r"[\W\d]", r"[^\w\s]", r"[\w.-]",
+                                 r"[^\W\d_]", r"[^_\W]", r"[^\d\W]"])
 def test_classes_match_pythons_code_point_by_code_point(cls: str, case_sensitive: bool) -> None:
     # Every character Python's class takes, and none it refuses, on each kind of text (ASCII,
     # Latin-1, the rest each run their own program). Only characters newer than Python's
