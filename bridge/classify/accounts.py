@@ -44,6 +44,9 @@ class AccountsDirectory:
         self.index: dict[SearchBy, dict[str, Account]] = {k: {} for k in SEARCH_BY}
         self.by_sender: dict[str, Account] = {}
         self.by_domain: dict[str, Account] = {}
+        # The most words of any key: a longer run of words can name no account, which bounds
+        # the after/before phrase search of account rules (account_rule.py).
+        self.longest: dict[SearchBy, int] = {k: 0 for k in SEARCH_BY}
         self.conflicts: list[tuple[Account, str]] = []  # (account, what it clashes on)
         for account in accounts:
             self.add(account)
@@ -67,6 +70,7 @@ class AccountsDirectory:
         key = fold(text)
         if key:
             self._claim(self.index[by], key, a, f"{what} {text.strip()!r}")
+            self.longest[by] = max(self.longest[by], key.count(" ") + 1)
 
     def _claim(self, table: dict[str, Account], key: str, a: Account, what: str) -> None:
         other = table.get(key)
@@ -95,6 +99,10 @@ class AccountsDirectory:
             if found is not None:
                 return found, f"via {_HOW[by]}"
         return None
+
+    def max_words(self, search: Iterable[SearchBy] = SEARCH_BY) -> int:
+        """The most words of any name, foreign id or record id `search` looks through."""
+        return max((self.longest[by] for by in search), default=0)
 
     def find_sender(self, sender: str) -> tuple[Account, str] | None:
         """The account of a sender address, else of its domain or a parent domain."""
