@@ -2,8 +2,9 @@
 
 One pydantic model per section. Unknown keys are errors (a typo must not be silently ignored),
 and every error names the dotted key and the reason. Secrets may be written inline, or as
-`{ env = "NAME" }` or `{ file = "/run/credentials/mailbridge.service/psa" }` (systemd
-`LoadCredential=`); they are held as `SecretStr`, so they never print.
+`{ env = "NAME" }`, `{ file = "PATH" }` or `{ credential = "psa-client-secret" }` (systemd
+`LoadCredential=`: `$CREDENTIALS_DIRECTORY/NAME` in the service, the `credentials/` directory
+beside the config outside it); they are held as `SecretStr`, so they never print.
 """
 
 from __future__ import annotations
@@ -28,16 +29,52 @@ class Section(BaseModel):
 
 # `mailbridge ingest` runs from the MTA while the service (and its credential files) may be
 # stopped: it only needs the store, so it may load the config with secrets it cannot read.
-_LENIENT_SECRETS: contextvars.ContextVar[bool] = contextvars.ContextVar("lenient", default=False)
+# Offline `check` does the same but is told which secrets it could not read (a list), to
+# report them as warnings: they are loaded by systemd when the service starts.
+_LENIENT_SECRETS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "lenient", default=None)
+# The directory of the config file being read: `{ credential = "NAME" }` falls back to its
+# `credentials/` subdirectory (what `mailbridge init` makes) outside the service.
+_CONFIG_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config_dir",
+                                                                          default=None)
+CREDENTIALS_SUBDIR = "credentials"
+
+
+class SecretUnavailable(ValueError):
+    """A secret whose variable or file cannot be read now (as opposed to a malformed entry).
+    `str()` says what to do about it; `what` only what could not be read."""
+
+    def __init__(self, what: str, hint: str = ""):
+        super().__init__(what + hint)
+        self.what = what
 
 
 def _resolve_secret(value: Any) -> Any:
-    if isinstance(value, dict) and _LENIENT_SECRETS.get():
+    unread = _LENIENT_SECRETS.get()
+    if isinstance(value, dict) and unread is not None:
         try:
             return _resolve_secret_strict(value)
-        except ValueError:
+        except SecretUnavailable as exc:
+            unread.append(exc.what)
             return ""
     return _resolve_secret_strict(value)
+
+
+def credential_path(name: str, config_dir: Path | None = None) -> Path:
+    """Where `{ credential = NAME }` is read: systemd's `$CREDENTIALS_DIRECTORY` while the
+    service runs (LoadCredential=), else the `credentials/` directory beside the config."""
+    run_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if run_dir:
+        return Path(run_dir) / name
+    base = config_dir or _CONFIG_DIR.get() or Path.cwd()
+    return base / CREDENTIALS_SUBDIR / name
+
+
+def _read_secret_file(path: Path, hint: str) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise SecretUnavailable(f"cannot read secret file {path}: {exc.strerror}", hint) from None
 
 
 def _resolve_secret_strict(value: Any) -> Any:
@@ -45,14 +82,27 @@ def _resolve_secret_strict(value: Any) -> Any:
         if set(value) == {"env"}:
             name = value["env"]
             if name not in os.environ:
-                raise ValueError(f"environment variable {name} is not set")
+                raise SecretUnavailable(f"environment variable {name} is not set")
             return os.environ[name]
+        if set(value) == {"credential"}:
+            name = str(value["credential"])
+            if not name or "/" in name or name.startswith("."):
+                raise ValueError(f"credential {name!r}: a credential is a plain file name")
+            path = credential_path(name)
+            hint = (" (systemd's LoadCredential= did not hand it over: add the line to the"
+                    " unit's drop-in)" if os.environ.get("CREDENTIALS_DIRECTORY") else
+                    f" (write the secret there, root-only 0600, as `mailbridge init` does; the"
+                    f" service reads it through LoadCredential={name}:{path})")
+            return _read_secret_file(path, hint)
         if set(value) == {"file"}:
-            try:
-                return Path(value["file"]).read_text().strip()
-            except OSError as exc:
-                raise ValueError(f"cannot read secret file {value['file']}: {exc.strerror}") from None
-        raise ValueError('a secret is a string, { env = "NAME" } or { file = "PATH" }')
+            path = Path(value["file"])
+            hint = (" (that directory exists only while mailbridge.service runs: write"
+                    ' { credential = "NAME" } instead, which outside the service reads the'
+                    " credentials directory beside the config)"
+                    if str(path).startswith("/run/credentials/") else "")
+            return _read_secret_file(path, hint)
+        raise ValueError('a secret is a string, { env = "NAME" }, { file = "PATH" } or'
+                         ' { credential = "NAME" }')
     return value
 
 
@@ -313,21 +363,28 @@ def _format_errors(path: Path | str, exc: ValidationError) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")  # pydantic's prefix says nothing
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
 
 
 def load_settings(path: Path | str, base_dir: Path | None = None,
-                  lenient_secrets: bool = False) -> Settings:
+                  lenient_secrets: bool | list[str] = False) -> Settings:
     """Read and validate a config file. Relative paths in it are relative to the file.
 
     With `lenient_secrets`, a secret whose env variable or file is missing becomes empty
-    instead of an error (for `ingest`, which only stages)."""
-    token = _LENIENT_SECRETS.set(lenient_secrets)
+    instead of an error (for `ingest`, which only stages); given a list, why each secret could
+    not be read is appended to it (for offline `check`, which warns)."""
+    unread = lenient_secrets if isinstance(lenient_secrets, list) else (
+        [] if lenient_secrets else None)
+    token = _LENIENT_SECRETS.set(unread)
+    where = _CONFIG_DIR.set(Path(path).parent.absolute())
     try:
         return _load_settings(Path(path), base_dir)
     finally:
         _LENIENT_SECRETS.reset(token)
+        _CONFIG_DIR.reset(where)
 
 
 def _load_settings(path: Path, base_dir: Path | None) -> Settings:

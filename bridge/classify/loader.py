@@ -112,9 +112,14 @@ def _build(directory: Path, accounts_path: Path | None,
                 loaded.append((rule, r))
 
     accounts: AccountsDirectory | None = None
+    unreadable_accounts = False
     if accounts_path is not None:
         accounts, account_problems = load_accounts(Path(accounts_path))
         problems.extend(account_problems)
+        # One root cause, one error: an accounts file that cannot be read is not also six
+        # account rules that "can never match".
+        unreadable_accounts = not accounts.index["record-id"] and any(
+            p.is_error for p in account_problems)
         try:
             digest.update(b"accounts\0" + Path(accounts_path).read_bytes())
         except OSError:
@@ -133,7 +138,8 @@ def _build(directory: Path, accounts_path: Path | None,
     checks.check_shadowed(skip, "warning")
     detect_names = frozenset(rl.name for rl, _ in detect)
     for rule, r in account_rules:
-        checks.check_account_rule(rule, r, accounts, detect_names)
+        checks.check_account_rule(rule, r, None if unreadable_accounts else accounts,
+                                  detect_names)
     if accounts_path is None and (detect or account_rules):
         problems.append(Problem(str(directory), None, None, "no accounts directory is "
                                 "configured: every automated message will be unmatched",

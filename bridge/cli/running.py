@@ -63,10 +63,10 @@ def ingest(config_path: str) -> None:
 @click.option("--online", is_flag=True, help="also log in to IMAP/SMTP and ask the PSA")
 def check(config_path: str, online: bool) -> None:
     """Validate config, rules and accounts; with --online, reach every peer."""
-    from bridge.operator.checks import run_checks
+    from bridge.operator.checks import check_config_file
 
-    settings = load_or_exit(config_path)
-    sys.exit(run_checks(settings, online=online, echo=click.echo))
+    sys.exit(check_config_file(config_path, online=online, echo=click.echo,
+                               err=lambda line: click.echo(line, err=True)))
 
 
 @click.command()
