@@ -392,6 +392,8 @@ def _load_settings(path: Path, base_dir: Path | None) -> Settings:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:  # e.g. run as a user outside the config's group
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return settings_from_dict(data, source=path, base_dir=base_dir or path.parent)
