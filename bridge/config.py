@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -218,6 +219,16 @@ class RoutingSettings(Section):
     regular_folder: str = "Regular"
     regular_forward_to: str | None = None
     own_addresses: list[str] = []
+    # When (local HH:MM) the admin gets the daily digest of creates the PSA refused with 404;
+    # "" for none. Nothing is sent without [smtp] and admin_address (docs/health.md).
+    digest_time: str = "08:00"
+
+    @field_validator("digest_time")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        if value and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError(f"{value!r} is not a time of day HH:MM (or \"\" for no digest)")
+        return value
 
 
 class StormSettings(Section):

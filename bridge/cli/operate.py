@@ -120,7 +120,7 @@ def replay(config_path: str, message_id: int) -> None:
 @json_option
 @click.pass_context
 def outbox(ctx: click.Context, config_path: str, as_json: bool) -> None:
-    """List pending and dead outbox rows (subcommands: retry ID, drop ID)."""
+    """List pending and dead outbox rows (subcommands: retry ID, drop ID, ack ID)."""
     ctx.obj = config_path
     if ctx.invoked_subcommand is None:
         from bridge.operator import views
@@ -129,13 +129,17 @@ def outbox(ctx: click.Context, config_path: str, as_json: bool) -> None:
         if as_json:
             dump(rows)
         else:
+            for row in rows:  # an acknowledged dead row says so in its state
+                if row.get("acknowledged_at") is not None:
+                    row["state"] = "dead (acked)"
             click.echo(views.format_table(rows, ["id", "kind", "action", "ordering_key",
                                                  "state", "attempts", "last_error"]))
 
 
 def _outbox_change(config_path: str, row_id: int, change: str, done: str) -> None:
     store = open_store(load_or_exit(config_path), write=True)
-    ok = store.outbox_requeue(row_id) if change == "retry" else store.outbox_drop(row_id)
+    ok = {"retry": store.outbox_requeue, "drop": store.outbox_drop,
+          "ack": store.outbox_ack}[change](row_id)
     click.echo(f"row {row_id} {done if ok else 'not found (or already done)'}")
     sys.exit(0 if ok else 1)
 
@@ -152,8 +156,16 @@ def outbox_retry(config_path: str, row_id: int) -> None:
 @click.argument("row_id", type=int)
 @click.pass_obj
 def outbox_drop(config_path: str, row_id: int) -> None:
-    """Give up on a row (its message ends failed)."""
+    """Give up on a row: it leaves the list and `degraded`; its message ends failed."""
     _outbox_change(config_path, row_id, "drop", "dropped")
+
+
+@outbox.command("ack")
+@click.argument("row_id", type=int)
+@click.pass_obj
+def outbox_ack(config_path: str, row_id: int) -> None:
+    """Acknowledge a dead row: listed still, but no longer `degraded`."""
+    _outbox_change(config_path, row_id, "ack", "acknowledged")
 
 
 @click.command()

@@ -86,7 +86,8 @@ def _rules_of_unloadable(path: Path, echo: Callable[[str], None]) -> int:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return 0  # the config error above says so
-    rules = data.get("rules") if isinstance(data.get("rules"), dict) else {}
+    table = data.get("rules")
+    rules: dict[str, object] = table if isinstance(table, dict) else {}
     base = path.parent
     directory = base / str(rules.get("directory", "rules"))
     accounts = base / str(rules["accounts"]) if isinstance(rules.get("accounts"), str) else None

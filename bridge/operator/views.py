@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 from bridge.models import Outcome
 from bridge.operator.audit import Redactor
-from bridge.operator.status import RuntimeStatus, health, load_runtime
+from bridge.operator.status import RuntimeStatus, health, load_runtime, psa_auth
 from bridge.parse.mime.display import header_fields, part_views
 from bridge.store.db import Store
 from bridge.store.operator import HEAD_BYTES
@@ -75,12 +75,15 @@ def status_view(store: Store, runtime: RuntimeStatus | None = None,
         "reasons": reasons,
         "backlog": states.get("staged", 0) + states.get("processing", 0),
         "messages_by_state": {s: states.get(s, 0) for s in ("staged", "processing", "pending")},
-        "outbox": {s: outbox.get(s, 0) for s in ("pending", "in_flight", "dead", "done")},
+        "outbox": {s: outbox.get(s, 0) for s in ("pending", "in_flight", "dead",
+                                                  "acknowledged", "dropped", "done")},
         "failures_last_hour": store.failures_since(now - 3600),
         "outcomes_24h": outcome_counts(store, now - 86400),
         "open_tickets": store.open_ticket_count(),
         "waiting": store.waiting_reasons(),
     }
+    auth, auth_message, auth_at = psa_auth(store, runtime, now)
+    out.update({"psa_auth": auth, "psa_auth_message": auth_message, "psa_auth_at": auth_at})
     if runtime is not None:
         # list(): one atomic copy (the daemon's loop may add a source meanwhile; views run on
         # the store's thread).
@@ -91,8 +94,6 @@ def status_view(store: Store, runtime: RuntimeStatus | None = None,
             "ruleset_version": runtime.ruleset_version,
             "ruleset_error": runtime.ruleset_error,
             "restart_needed": list(runtime.restart_needed),
-            "psa_auth": runtime.psa_auth,
-            "psa_auth_message": runtime.psa_auth_message,
             "psa_reachable": runtime.psa_reachable,
             "sources": [vars(s).copy() for s in sources],
             "connected_sources": sum(s.connected for s in sources),
@@ -259,18 +260,23 @@ def format_status(data: dict[str, Any]) -> str:
     ob, waiting = data["outbox"], data["messages_by_state"]
     lines += [f"backlog:      {data['backlog']} staged/processing, {waiting['pending']} pending",
               f"outbox:       {ob['pending']} pending, {ob['in_flight']} in flight,"
-              f" {ob['dead']} dead",
+              f" {ob['dead']} dead" + (f" ({ob['acknowledged']} more acknowledged)"
+                                      if ob.get("acknowledged") else ""),
               f"failures:     {data['failures_last_hour']} in the last hour",
               f"open tickets: {data['open_tickets']}",
               *[f"waiting:      {w['rows']} row(s): {w['reason']}"
                 for w in data.get("waiting", [])],
               "last 24 h:    " + (", ".join(f"{n} {o}" for o, n in
                                             sorted(data["outcomes_24h"].items())) or "nothing")]
-    if "psa_auth" in data:
+    auth = data.get("psa_auth", "unknown")
+    lines.append(f"PSA auth:     {auth}"
+                 + (f" (last call {fmt_time(data['psa_auth_at'])})"
+                    if data.get("psa_auth_at") else "")
+                 + (f": {data['psa_auth_message']}" if data.get("psa_auth_message") else ""))
+    if "ruleset_version" in data:
         failed = data["ruleset_error"]
         lines += [f"rule set:     {data['ruleset_version'] or '?'}"
                   + (f" (reload failed: {failed})" if failed else ""),
-                  f"PSA auth:     {data['psa_auth']}",
                   *([f"restart needed: {', '.join(data['restart_needed'])} changed in the"
                      " config; in force after the next restart"]
                     if data.get("restart_needed") else []),
