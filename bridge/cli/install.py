@@ -23,7 +23,8 @@ _VALUES = {
 }
 
 
-@click.command("init")
+@click.command("init", short_help="Write a first installation: config, rules, accounts,"
+               " credentials and the unit's drop-in.")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path),
                 default=DEFAULT_DIR)
 @click.option("--imap-host", help="the IMAP server mailbridge reads")

@@ -239,6 +239,12 @@ def alerts_per_hour(store: Store, hours: int = 24, now: float | None = None) -> 
 # -- for people -------------------------------------------------------------------------------
 
 
+def is_time_key(key: str) -> bool:
+    """Keys whose numbers are epoch seconds: `at`, `*_at`, camelCase `*At`, `last_poll`."""
+    return key in ("at", "last_poll", "now", "started_at") or key.endswith("_at") or \
+        (key.endswith("At") and key[:-2].isalpha())
+
+
 def fmt_time(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
@@ -287,30 +293,43 @@ def format_status(data: dict[str, Any]) -> str:
 
 
 def format_table(rows: Iterable[dict[str, Any]], columns: Sequence[str | tuple[str, str]],
-                 max_width: int = 60) -> str:
+                 max_width: int = 60, max_total: int | None = None) -> str:
     """A plain-text table; `columns` are keys or (key, heading) pairs. Epoch times (`at`,
-    `*_at`) print as local dates, `age` as 5m/2h/3d, dicts as JSON; cells are cut at
-    `max_width` characters and white space flattened, so one row stays one line.
+    `*_at`, `*At`) print as local dates, `age` as 5m/2h/3d, dicts as JSON; cells are cut at
+    `max_width` characters and white space flattened, so one row stays one line; with
+    `max_total` the widest columns give way until a line fits it.
     (Thirty lines here beat a table library as a dependency.)"""
     cols = [(c, c) if isinstance(c, str) else c for c in columns]
 
     def cell(key: str, value: Any) -> str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             # Times are stored as epoch seconds; people read dates and ages.
-            if key == "at" or key.endswith("_at") or key == "last_poll":
+            if is_time_key(key):
                 value = fmt_time(value)
             elif key == "age":
                 value = fmt_age(value)
         elif isinstance(value, (dict, list)):
             value = json.dumps(value, ensure_ascii=False, default=str)
         text = "-" if value is None or value == "" else str(value)
-        text = " ".join(text.split())
-        return text if len(text) <= max_width else text[:max_width - 1] + "…"
+        return " ".join(text.split())
 
     body = [[cell(key, row.get(key)) for key, _ in cols] for row in rows]
     heads = [head for _, head in cols]
-    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(heads)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip(),
+    widths = [min(max_width, max([len(h)] + [len(r[i]) for r in body]))
+              for i, h in enumerate(heads)]
+    if max_total is not None:
+        floor = [min(w, max(len(h), 8)) for w, h in zip(widths, heads, strict=True)]
+        while sum(widths) + 2 * (len(widths) - 1) > max_total:
+            i = max(range(len(widths)), key=lambda j: widths[j] - floor[j])
+            if widths[i] <= floor[i]:
+                break  # nothing more can give way
+            widths[i] -= 1
+
+    def cut(text: str, w: int) -> str:
+        return text if len(text) <= w else text[:w - 1] + "…"
+
+    lines = ["  ".join(cut(h, w).ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in body]
+    lines += ["  ".join(cut(c, w).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in body]
     return "\n".join(lines)

@@ -68,6 +68,13 @@ class OperatorMixin:
         return self._count("SELECT count(*) FROM outbox WHERE state='dead'"
                            " AND acknowledged_at IS NULL")
 
+    def held_outbox(self, now: float) -> tuple[int, float | None]:
+        """Rows waiting to go later (holds, backoff): how many and when the last is due."""
+        n, last = self.conn.execute("SELECT count(*), max(next_attempt_at) FROM outbox WHERE"
+                                    " state='pending' AND next_attempt_at > ?",
+                                    (now,)).fetchone()
+        return int(n), None if last is None else float(last)
+
     def last_psa_call(self, since: float) -> dict[str, Any] | None:
         """The latest PSA call since `since` (its `sent` event): at, verdict, detail JSON."""
         row = self.conn.execute("SELECT at, outcome, detail FROM events WHERE at > ? AND"
