@@ -210,3 +210,35 @@ def test_one_shot_commands_answer_on_stdout_and_keep_the_log_quiet(tmp_path, psa
     assert once.stdout.decode().startswith("created 0, appended 0, resolved 0,")
     loud = cli("-v", "test-alert", "--config", str(config), "--account", "ACME-001")
     assert b"outcome ->" in loud.stderr  # the events, as log lines
+
+
+def test_make_demo_installs_the_runtime_and_the_demo_only(tmp_path: Path) -> None:
+    dry = subprocess.run(["make", "-n", "-C", str(ROOT), "demo", f"VENV={tmp_path / 'v'}"],
+                         capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert "'.[demo]'" in dry.stdout and "[test]" not in dry.stdout
+    tested = subprocess.run(["make", "-n", "-C", str(ROOT), "test", f"VENV={tmp_path / 'v'}"],
+                            capture_output=True, text=True, timeout=60)
+    assert "'.[test]'" in tested.stdout
+
+
+def test_psa_sim_prints_the_config_snippet_to_paste(tmp_path: Path) -> None:
+    from bridge.config import settings_from_dict
+    from tests.fixtures.smtp import free_port
+
+    port = free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "bridge.cli", "psa-sim", "--port", str(port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           cwd=ROOT)
+    try:
+        assert sim.stdout is not None
+        lines = [sim.stdout.readline() for _ in range(7)]
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    snippet = "".join(lines)
+    import tomllib
+
+    psa = settings_from_dict(tomllib.loads(snippet)).psa  # it is valid config as printed
+    assert psa.base_url == f"http://127.0.0.1:{port}" and psa.integration_id == "demo-integration"
+    assert psa.client_secret.get_secret_value() == "demo-secret"

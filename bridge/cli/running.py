@@ -132,11 +132,13 @@ def _time_of(value: str) -> float:
               help="partner setup (TOML); default: the bundled demo partner")
 @click.option("--state", type=click.Path(dir_okay=False), help="keep tickets in this file")
 def psa_sim(host: str, port: int, partner: str | None, state: str | None) -> None:
-    """Run the PSA simulator (the MSPCentric OEM alerts API) on HOST:PORT."""
+    """Run the PSA simulator (the MSPCentric OEM alerts API) on HOST:PORT; prints the [psa]
+    settings to paste into the config first."""
     from bridge.psa_sim import PartnerError, run as run_sim
 
     try:
-        run_sim(host, port, Path(partner) if partner else None, Path(state) if state else None)
+        run_sim(host, port, Path(partner) if partner else None, Path(state) if state else None,
+                echo=click.echo)
     except PartnerError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
