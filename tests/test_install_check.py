@@ -101,3 +101,27 @@ async def test_an_smtp_relay_without_auth_is_named_as_the_cause(smtp_sink: SmtpS
     assert result.verdict == "permanent" and result.config_error
     assert "offers no AUTH" in result.detail and "STARTTLS" not in result.detail
     assert 'smtp.security = "none"' in result.detail
+
+
+def test_init_never_overwrites_and_keeps_credential_files_tmpfiles_made(tmp_path: Path) -> None:
+    from bridge.operator.install import InitError, InitOptions, init
+
+    etc = tmp_path / "etc"
+    (etc / "credentials").mkdir(parents=True)
+    (etc / "credentials" / "imap-password").write_text("")  # systemd-tmpfiles' empty file
+    options = InitOptions(directory=etc, store=tmp_path / "var" / "mb.db", user=None,
+                          systemd_dir=None, secrets={"psa-oem-token": "token"},
+                          values={("psa", "base_url"): "http://127.0.0.1:9",
+                                  ("imap", "port"): 1143})
+    written = init(options)
+    assert etc / "credentials" / "imap-password" not in written
+    assert (etc / "credentials" / "psa-oem-token").read_text() == "token"
+    text = (etc / "config.toml").read_text()
+    assert 'base_url = "http://127.0.0.1:9"' in text and "port = 1143" in text
+    assert text.count("# ") > 50  # still the commented example
+    before = (etc / "config.toml").read_text()
+    with pytest.raises(InitError, match="not overwritten"):
+        init(options)
+    assert (etc / "config.toml").read_text() == before
+    result = cli("check", "--config", str(etc / "config.toml"))
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()

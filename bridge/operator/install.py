@@ -154,6 +154,11 @@ def init(options: InitOptions) -> list[Path]:
     """Write the installation; return the files written. Raises InitError, before writing
     anything, when a file is already there."""
     files = plan(options)
+    # A credential file already there (systemd-tmpfiles makes them empty) is kept as it is
+    # when init has no value for it; everything else present stops init.
+    kept = {p for p in files if p.parent == options.directory / "credentials"
+            and p.name not in options.secrets and p.is_file() and not p.is_symlink()}
+    files = {p: t for p, t in files.items() if p not in kept}
     present = [p for p in files if p.exists() or p.is_symlink()]
     if present:
         raise InitError("already there, not overwritten: " + ", ".join(map(str, present)))
