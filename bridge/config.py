@@ -9,7 +9,6 @@ beside the config outside it); they are held as `SecretStr`, so they never print
 
 from __future__ import annotations
 
-import contextvars
 import os
 import re
 import tomllib
@@ -18,6 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError,
                       field_validator, model_validator)
+
+from bridge.auth.secrets import CONFIG_DIR, LENIENT_SECRETS, resolve_secret
 
 
 class ConfigError(Exception):
@@ -28,87 +29,8 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# `mailbridge ingest` runs from the MTA while the service (and its credential files) may be
-# stopped: it only needs the store, so it may load the config with secrets it cannot read.
-# Offline `check` does the same but is told which secrets it could not read (a list), to
-# report them as warnings: they are loaded by systemd when the service starts.
-_LENIENT_SECRETS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
-    "lenient", default=None)
-# The directory of the config file being read: `{ credential = "NAME" }` falls back to its
-# `credentials/` subdirectory (what `mailbridge init` makes) outside the service.
-_CONFIG_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config_dir",
-                                                                          default=None)
-CREDENTIALS_SUBDIR = "credentials"
-
-
-class SecretUnavailable(ValueError):
-    """A secret whose variable or file cannot be read now (as opposed to a malformed entry).
-    `str()` says what to do about it; `what` only what could not be read."""
-
-    def __init__(self, what: str, hint: str = ""):
-        super().__init__(what + hint)
-        self.what = what
-
-
-def _resolve_secret(value: Any) -> Any:
-    unread = _LENIENT_SECRETS.get()
-    if isinstance(value, dict) and unread is not None:
-        try:
-            return _resolve_secret_strict(value)
-        except SecretUnavailable as exc:
-            unread.append(exc.what)
-            return ""
-    return _resolve_secret_strict(value)
-
-
-def credential_path(name: str, config_dir: Path | None = None) -> Path:
-    """Where `{ credential = NAME }` is read: systemd's `$CREDENTIALS_DIRECTORY` while the
-    service runs (LoadCredential=), else the `credentials/` directory beside the config."""
-    run_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if run_dir:
-        return Path(run_dir) / name
-    base = config_dir or _CONFIG_DIR.get() or Path.cwd()
-    return base / CREDENTIALS_SUBDIR / name
-
-
-def _read_secret_file(path: Path, hint: str) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise SecretUnavailable(f"cannot read secret file {path}: {exc.strerror}", hint) from None
-
-
-def _resolve_secret_strict(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"env"}:
-            name = value["env"]
-            if name not in os.environ:
-                raise SecretUnavailable(f"environment variable {name} is not set")
-            return os.environ[name]
-        if set(value) == {"credential"}:
-            name = str(value["credential"])
-            if not name or "/" in name or name.startswith("."):
-                raise ValueError(f"credential {name!r}: a credential is a plain file name")
-            path = credential_path(name)
-            hint = (" (systemd's LoadCredential= did not hand it over: add the line to the"
-                    " unit's drop-in)" if os.environ.get("CREDENTIALS_DIRECTORY") else
-                    f" (write the secret there, root-only 0600, as `mailbridge init` does; the"
-                    f" service reads it through LoadCredential={name}:{path})")
-            return _read_secret_file(path, hint)
-        if set(value) == {"file"}:
-            path = Path(value["file"])
-            hint = (" (that directory exists only while mailbridge.service runs: write"
-                    ' { credential = "NAME" } instead, which outside the service reads the'
-                    " credentials directory beside the config)"
-                    if str(path).startswith("/run/credentials/") else "")
-            return _read_secret_file(path, hint)
-        raise ValueError('a secret is a string, { env = "NAME" }, { file = "PATH" } or'
-                         ' { credential = "NAME" }')
-    return value
-
-
 # A SecretStr that also accepts the env/file forms.
-SecretField = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+SecretField = Annotated[SecretStr, BeforeValidator(resolve_secret)]
 
 
 class StoreSettings(Section):
@@ -389,13 +311,13 @@ def load_settings(path: Path | str, base_dir: Path | None = None,
     not be read is appended to it (for offline `check`, which warns)."""
     unread = lenient_secrets if isinstance(lenient_secrets, list) else (
         [] if lenient_secrets else None)
-    token = _LENIENT_SECRETS.set(unread)
-    where = _CONFIG_DIR.set(Path(path).parent.absolute())
+    token = LENIENT_SECRETS.set(unread)
+    where = CONFIG_DIR.set(Path(path).parent.absolute())
     try:
         return _load_settings(Path(path), base_dir)
     finally:
-        _LENIENT_SECRETS.reset(token)
-        _CONFIG_DIR.reset(where)
+        LENIENT_SECRETS.reset(token)
+        CONFIG_DIR.reset(where)
 
 
 def _load_settings(path: Path, base_dir: Path | None) -> Settings:
