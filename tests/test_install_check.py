@@ -125,3 +125,10 @@ def test_init_never_overwrites_and_keeps_credential_files_tmpfiles_made(tmp_path
     assert (etc / "config.toml").read_text() == before
     result = cli("check", "--config", str(etc / "config.toml"))
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_simulate_works_with_the_example_config_before_any_secret_exists() -> None:
+    result = cli("simulate", "--config", str(ROOT / "config.example.toml"), "--json",
+                 str(ROOT / "samples" / "05-zabbix-problem.eml"))
+    assert result.returncode == 0, result.stderr.decode()
+    assert b'"outcome": "created"' in result.stdout

@@ -67,9 +67,11 @@ def json_option(f: F) -> F:
     return _json_option(f)
 
 
-def load_or_exit(config_path: str) -> Settings:
+def load_or_exit(config_path: str, lenient_secrets: bool = False) -> Settings:
+    """The settings, or exit 1 saying why. `lenient_secrets` for commands that send nothing
+    (`simulate` of files): a secret only the service can read is then empty, not an error."""
     try:
-        return load_settings(config_path)
+        return load_settings(config_path, lenient_secrets=lenient_secrets)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

@@ -94,7 +94,8 @@ def simulate(config_path: str, files: tuple[str, ...], mailbox: bool, limit: int
     against a scratch copy of the live state. Sends and changes nothing."""
     from bridge.simulate import simulate_files, simulate_mailbox
 
-    settings = load_or_exit(config_path)
+    # Files go to dry-run peers only: no secret is needed (the mailbox needs its login).
+    settings = load_or_exit(config_path, lenient_secrets=not mailbox)
     options: dict[str, Any] = {"fresh": fresh, "flush": flush,
                                "at": _time_of(at) if at else None}
     if mailbox:
