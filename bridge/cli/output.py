@@ -15,8 +15,6 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import click
 
-from bridge.operator.views import is_time_key
-
 TABLE_WIDTH = 100
 # Outcome words of the summary line, always shown (others only when they happened).
 SUMMARY_WORDS = ("created", "appended", "resolved", "skipped", "quarantined")
@@ -25,6 +23,8 @@ SUMMARY_WORDS = ("created", "appended", "resolved", "skipped", "quarantined")
 def with_iso_times(obj: Any) -> Any:
     """For JSON: next to every epoch time an ISO 8601 one (`at` -> `at_iso`), in local time
     with its offset; the epoch stays, so scripts keep working."""
+    from bridge.operator.views import is_time_key  # here: `mailbridge -h` stays light
+
     if isinstance(obj, dict):
         out: dict[Any, Any] = {}
         for key, value in obj.items():
