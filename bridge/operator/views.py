@@ -81,6 +81,8 @@ def status_view(store: Store, runtime: RuntimeStatus | None = None,
         "outcomes_24h": outcome_counts(store, now - 86400),
         "open_tickets": store.open_ticket_count(),
         "waiting": store.waiting_reasons(),
+        # Each expected report and when it is next judged (issue 20, docs/expect.md).
+        "expectations": [vars(r).copy() for r in store.expectations()],
     }
     auth, auth_message, auth_at = psa_auth(store, runtime, now)
     out.update({"psa_auth": auth, "psa_auth_message": auth_message, "psa_auth_at": auth_at})
@@ -274,6 +276,11 @@ def format_status(data: dict[str, Any]) -> str:
                 for w in data.get("waiting", [])],
               "last 24 h:    " + (", ".join(f"{n} {o}" for o, n in
                                             sorted(data["outcomes_24h"].items())) or "nothing")]
+    lines += [f"expected:     {e['name']}" + (f" [{e['scope']}]" if e["scope"] else "")
+              + f" ({e['account_id']}): " + (f"MISSING since {fmt_time(e['missing_since'])}"
+                                             if e["state"] == "missing"
+                                             else f"next due {fmt_time(e['judge_at'])}")
+              for e in data.get("expectations", [])]
     auth = data.get("psa_auth", "unknown")
     lines.append(f"PSA auth:     {auth}"
                  + (f" (last call {fmt_time(data['psa_auth_at'])})"
