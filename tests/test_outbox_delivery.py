@@ -170,6 +170,10 @@ async def test_rows_queued_with_the_old_wire_names_are_delivered_after_the_upgra
     from bridge.store.schema import MIGRATIONS
 
     for later in MIGRATIONS[8:]:
+        for index in re.findall(r"CREATE (?:UNIQUE )?INDEX (\w+)", later):
+            conn.execute(f"DROP INDEX IF EXISTS {index}")
+        for table in re.findall(r"CREATE TABLE (\w+)", later):
+            conn.execute(f"DROP TABLE {table}")
         for table, column in re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", later):
             conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     conn.execute("PRAGMA user_version = 7")
