@@ -6,10 +6,11 @@ import time
 
 import click
 
-from bridge.cli.common import config_option, dump, json_option, load_or_exit, open_store
+from bridge.cli.common import HelpGroup, config_option, dump, json_option, load_or_exit, \
+    open_store
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def expect() -> None:
     """Expected mail: reports that must keep arriving (docs/expect.md)."""
 

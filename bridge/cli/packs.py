@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from bridge.classify.rulepacks import NAMED_TABLES, PACKS_ROOT, PackInfo, available, read_info
-from bridge.cli.common import dump, json_option
+from bridge.cli.common import HelpGroup, dump, json_option
 
 
 def _info_or_exit(name: str) -> PackInfo:
@@ -55,11 +55,11 @@ def pack_detail(info: PackInfo) -> dict[str, Any]:
     return {**head, "rules": rules, "samples": samples}
 
 
-@click.group(invoke_without_command=True)
+@click.group(cls=HelpGroup, invoke_without_command=True)
 @json_option
 @click.pass_context
 def packs(ctx: click.Context, as_json: bool) -> None:
-    """List the rule packs (enable them with [rules] packs = [...])."""
+    """List the rule packs (enable them by name in the config: [rules] packs)."""
     if ctx.invoked_subcommand is not None:
         return
     infos = [read_info(n, PACKS_ROOT) for n in available(PACKS_ROOT)]
