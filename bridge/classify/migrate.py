@@ -225,6 +225,19 @@ def _shared(rules: list[RuleDraft], group: tuple[str, ...]) -> dict[str, Any]:
     return shared
 
 
+def _tool(name: str, shared: dict[str, Any], rules: list[RuleDraft]) -> RuleDraft:
+    """The tool block, with the comments its members wrote on the keys it took over."""
+    tool = RuleDraft({"name": name, **shared}, None)
+    for rule in rules:
+        for k, comment in rule.comments.items():
+            if k.partition(".")[0] in shared:
+                tool.comments.setdefault(k, comment)
+        for k, lines in rule.notes.items():
+            if k in shared:
+                tool.notes.setdefault(k, lines)
+    return tool
+
+
 def _under_tool(rule: RuleDraft, tool: str, shared: dict[str, Any]) -> RuleDraft:
     table: dict[str, Any] = {}
     for k, v in rule.table.items():
@@ -269,21 +282,22 @@ def migrate_file(name: str, text: str, data: dict[str, Any], taken: set[str]) ->
         key = _group_key(rule.table)
         if key is not None:
             groups.setdefault(key, []).append(i)
-    tools: dict[int, dict[str, Any]] = {}          # first member's index -> its tool
+    tools: dict[int, RuleDraft] = {}               # first member's index -> its tool
     for group, members in groups.items():
         if len(members) < 2:
             continue
         shared = _shared([rules[i] for i in members], group)
         if not shared:
             continue
-        tool = {"name": _tool_name([rules[i] for i in members], group, taken), **shared}
-        grouped = [_under_tool(rules[i], tool["name"], shared) for i in members]
+        tool = _tool(_tool_name([rules[i] for i in members], group, taken), shared,
+                     [rules[i] for i in members])
+        grouped = [_under_tool(rules[i], tool.table["name"], shared) for i in members]
         if _worth_it(tool, [rules[i] for i in members], grouped):
             tools[members[0]] = tool
             for i, rule in zip(members, grouped):
                 rules[i] = rule
         else:
-            taken.discard(tool["name"])
+            taken.discard(tool.table["name"])
     skips = []
     for table in _tables(data.get("skip")):
         skips.append({**table, "body": "text"} if _body_condition(table) else table)
@@ -292,7 +306,7 @@ def migrate_file(name: str, text: str, data: dict[str, Any], taken: set[str]) ->
              if ("after" in t) != ("before" in t) and "regex" not in t]
     expected = {k: v for k, v in data.items() if k != "format"}
     expected["format"] = 2
-    for kind, tables in (("tool", list(tools.values())), ("detect", [r.table for r in rules]),
+    for kind, tables in (("tool", [t.table for t in tools.values()]), ("detect", [r.table for r in rules]),
                          ("skip", skips)):
         if tables:
             expected[kind] = tables
@@ -308,7 +322,7 @@ def migrate_file(name: str, text: str, data: dict[str, Any], taken: set[str]) ->
     return Migrated(name, out, out != text, tuple(notes))
 
 
-def _worth_it(tool: dict[str, Any], before: list[RuleDraft], after: list[RuleDraft]) -> bool:
+def _worth_it(tool: RuleDraft, before: list[RuleDraft], after: list[RuleDraft]) -> bool:
     """A tool block costs lines of its own: use it when the file gets no longer."""
     return len(tool_lines(tool)) + 1 + sum(len(rule_lines(r)) for r in after) <= \
         sum(len(rule_lines(r)) for r in before)

@@ -59,8 +59,8 @@ def rule_lines(rule: RuleDraft) -> list[str]:
             *_keys(rule.table, "detect", rule.comments, rule.notes)]
 
 
-def tool_lines(tool: dict[str, Any]) -> list[str]:
-    return ["[[tool]]", *_keys(tool, "tool", {}, {})]
+def tool_lines(tool: RuleDraft) -> list[str]:
+    return ["[[tool]]", *_keys(tool.table, "tool", tool.comments, tool.notes)]
 
 
 def _generic(kind: str, value: Any, source: SourceTable | None) -> list[str]:
@@ -81,7 +81,7 @@ def _is_table(value: Any) -> bool:
 
 
 def render_file(src: SourceFile, data: dict[str, Any], rules: list[RuleDraft],
-                tools: dict[int, dict[str, Any]], skips: list[dict[str, Any]]) -> str:
+                tools: dict[int, RuleDraft], skips: list[dict[str, Any]]) -> str:
     blocks: list[list[str]] = []
     if src.leading:
         blocks.append(src.leading)
