@@ -23,10 +23,12 @@ from bridge.classify.model import (DEFAULT_STATUS, STATUS_KEYS, DetectRule, Skip
 from bridge.classify.problems import LineMap, Problem, RuleSetError, toml_error_line
 from bridge.classify.reader import TableReader
 from bridge.classify.ruleset import RuleSet
+from bridge.classify.tool import Tool
+from bridge.classify.v2rules import read_detect, read_skip, read_tool
 
 RULE_KINDS: dict[str, type[DetectRule] | type[SkipRule] | type[AccountRule]] = {
     "detect": DetectRule, "skip": SkipRule, "account": AccountRule}
-TABLES = (*RULE_KINDS, "status")
+TABLES = (*RULE_KINDS, "status", "tool", "format")
 
 __all__ = ["RULE_KINDS", "RuleSetError", "Problem", "check_ruleset", "load_ruleset"]
 
@@ -87,11 +89,19 @@ def _build(directory: Path, accounts_path: Path | None,
 
     status = _read_status(parsed, problems)
     loaded: list[checks.Loaded] = []
+    tools: dict[str, Tool] = {}
+    tool_accounts: list[tuple[AccountRule, TableReader]] = []
     for path, data, linemap in parsed:
+        version = _format(path, data, linemap, problems)
+        if version == 2:
+            tool_accounts += _read_tools(path, data, linemap, problems, status, tools)
         for key, value in data.items():
             kind = RULE_KINDS.get(key)
             if kind is None:
-                if key != "status":
+                if key == "tool" and version == 1:
+                    problems.append(Problem(str(path), linemap.line("tool"), None,
+                                            "[[tool]] needs format = 2 at the top of the file"))
+                elif key not in ("status", "tool", "format"):
                     close = difflib.get_close_matches(key, TABLES, n=1)
                     hint = f" (did you mean [[{close[0]}]]?)" if close else ""
                     line = linemap.line(key) or linemap.top_level_key(key)
@@ -107,6 +117,16 @@ def _build(directory: Path, accounts_path: Path | None,
                 r = TableReader(table, key, index, str(path), linemap, problems)
                 if r.name is None:
                     r.problem("missing key 'name' (every rule needs a unique name)", "name")
+                if version == 2 and kind is DetectRule:
+                    loaded.append(read_detect(r, status, tools))
+                    continue
+                if version == 2 and kind is SkipRule:
+                    loaded.append((read_skip(r, status, tools), r))
+                    continue
+                if version == 2 and kind is AccountRule:
+                    loaded.append((AccountRule.read_v2(r, status), r))
+                    r.finish(AccountRule.KEYS)
+                    continue
                 rule = kind.read(r, status)
                 r.finish(kind.KEYS)
                 loaded.append((rule, r))
@@ -122,7 +142,8 @@ def _build(directory: Path, accounts_path: Path | None,
 
     detect = [(rl, r) for rl, r in loaded if isinstance(rl, DetectRule)]
     skip = [(rl, r) for rl, r in loaded if isinstance(rl, SkipRule)]
-    account_rules = [(rl, r) for rl, r in loaded if isinstance(rl, AccountRule)]
+    account_rules = [*tool_accounts,
+                     *((rl, r) for rl, r in loaded if isinstance(rl, AccountRule))]
     checks.check_names(loaded)
     for rule, r in detect:
         checks.check_detect(rule, r, catalogue)
@@ -132,8 +153,10 @@ def _build(directory: Path, accounts_path: Path | None,
     checks.check_shadowed(detect, "error")
     checks.check_shadowed(skip, "warning")
     detect_names = frozenset(rl.name for rl, _ in detect)
+    captured = frozenset(n for rl, _ in detect for n in rl.capture_names)
     for rule, r in account_rules:
         checks.check_account_rule(rule, r, accounts, detect_names)
+        checks.check_account_field(rule, r, captured)
     if accounts_path is None and (detect or account_rules):
         problems.append(Problem(str(directory), None, None, "no accounts directory is "
                                 "configured: every automated message will be unmatched",
@@ -144,8 +167,43 @@ def _build(directory: Path, accounts_path: Path | None,
         [rl for rl, _ in detect], [rl for rl, _ in skip], [rl for rl, _ in account_rules],
         accounts, status, files=tuple(files), version=digest.hexdigest()[:12],
         accounts_file=Path(accounts_path) if accounts_path is not None else None,
-        warnings=tuple(p for p in problems if not p.is_error))
+        warnings=tuple(p for p in problems if not p.is_error), tools=list(tools.values()))
     return ruleset, problems
+
+
+def _format(path: Path, data: dict[str, Any], linemap: LineMap, problems: list[Problem]) -> int:
+    """1 or 2: `format = 2` opts a file into rule language v2; absent or 1 is v1."""
+    value = data.get("format", 1)
+    if isinstance(value, bool) or value not in (1, 2):
+        problems.append(Problem(str(path), linemap.top_level_key("format"), None,
+                                "format must be 1 or 2"))
+        return 1
+    return int(value)
+
+
+def _read_tools(path: Path, data: dict[str, Any], linemap: LineMap, problems: list[Problem],
+                status: StatusPhrases, tools: dict[str, Tool]
+                ) -> list[tuple[AccountRule, TableReader]]:
+    raw = data.get("tool", [])
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        problems.append(Problem(str(path), linemap.top_level_key("tool"), None,
+                                "tools are tables: write [[tool]]"))
+        return []
+    accounts: list[tuple[AccountRule, TableReader]] = []
+    for index, table in enumerate(raw):
+        r = TableReader(table, "tool", index, str(path), linemap, problems)
+        if r.name is None:
+            r.problem("missing key 'name' (every tool needs a unique name)", "name")
+            continue
+        if r.name in tools:
+            first = tools[r.name]
+            r.problem(f"duplicate tool name (first defined at {first.file}:{first.line})",
+                      "name")
+            continue
+        tool, rules = read_tool(r, status)
+        tools[tool.name] = tool
+        accounts += [(rule, r) for rule in rules]
+    return accounts
 
 
 def load_ruleset(directory: Path, accounts_path: Path | None,

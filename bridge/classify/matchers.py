@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from bridge.classify.conditions import ConditionGroup
+from bridge.classify.conditions import ConditionGroup, FieldSource
 from bridge.classify.text import PhraseSet
 from bridge.classify.view import MessageView
 
@@ -81,6 +81,7 @@ class Matcher:
     subject: PhraseSet = PhraseSet(())
     conditions: ConditionGroup | None = None
     ates_source: str | None = None  # "*" = any configured source
+    gate: tuple[SenderPattern, ...] = ()  # v2 skip rule with a tool and its own sender
 
     @property
     def empty(self) -> bool:
@@ -88,29 +89,40 @@ class Matcher:
 
     def match(self, view: MessageView) -> str | None:
         """A readable account of why the message matches, or None."""
+        return self.check(view)[0]
+
+    def check(self, view: MessageView, fields: FieldSource | None = None,
+              conditions: bool = True) -> tuple[str | None, str]:
+        """(why it matches, "") or (None, the first part that failed). Conditions read
+        `fields` when given (a v2 rule's captures), else the view; `conditions=False` leaves
+        them to the caller (v2 runs its captures first)."""
         why: list[str] = []
         if self.ates_source is not None:
             if view.token_source is None or (
                     self.ates_source != "*"
                     and view.token_source.casefold() != self.ates_source.casefold()):
-                return None
+                return None, f"no trusted ATES token from {self.ates_source!r}"
             why.append(f"ATES source {view.token_source!r}")
+        if self.gate and not any(s.matches(view) for s in self.gate):
+            return None, "sender is none of the tool's senders"
         if self.senders:
             hit = next((s for s in self.senders if s.matches(view)), None)
             if hit is None:
-                return None
+                return None, "sender is none of " + ", ".join(s.text for s in self.senders)
             why.append(f"sender {hit.text}")
         if self.subject:
             phrase = self.subject.search(view.fsubject)
             if phrase is None:
-                return None
+                return None, "subject has none of " + ", ".join(
+                    repr(p.text) for p in self.subject.phrases)
             why.append(f"subject {phrase!r}")
-        if self.conditions is not None:
-            desc = self.conditions.test(view)
+        if conditions and self.conditions is not None:
+            source = fields if fields is not None else view
+            desc = self.conditions.test(source)
             if desc is None:
-                return None
+                return None, f"condition {self.conditions.first_failure(source)} failed"
             why.append(desc)
-        return " AND ".join(why)
+        return " AND ".join(why), ""
 
     def index_keys(self) -> tuple[str, tuple[str, ...]] | None:
         """('sender'|'domain'|'word', keys) such that every matching message has one of the
@@ -129,6 +141,10 @@ class Matcher:
         """True when every message `other` matches is matched by this one (so a later rule
         with `other` is unreachable). Conservative: conditions are never compared."""
         if self.conditions is not None or self.empty:
+            return False
+        theirs = other.gate or other.senders
+        if self.gate and not (theirs and all(any(a.covers(b) for a in self.gate)
+                                             for b in theirs)):
             return False
         if self.ates_source is not None and not (
                 other.ates_source is not None and self.ates_source in ("*", other.ates_source)):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from bridge.classify.conditions import Condition, ConditionGroup
 from bridge.classify.matchers import Matcher, SenderPattern
@@ -18,6 +18,11 @@ from bridge.classify.reader import TableReader
 from bridge.classify.templates import Template
 from bridge.classify.text import PhraseSet
 from bridge.models import Status
+
+if TYPE_CHECKING:
+    from bridge.classify.captures import Capture
+    from bridge.classify.fieldmap import FieldMap
+    from bridge.classify.status import StatusSpec
 
 # Used when no [status] table exists. Whole-word, case-insensitive: "OK" never matches "BOOK".
 DEFAULT_RESOLVED = ("RECOVERY", "RECOVERED", "Resolved", "OK", "Success", "Succeeded",
@@ -70,7 +75,9 @@ def read_status(r: TableReader, base: StatusPhrases) -> tuple[StatusPhrases, boo
                          update if update is not None else base.update), own
 
 
-def read_matcher(r: TableReader) -> Matcher:
+def read_matcher(r: TableReader, v2: ConditionGroup | None | bool = False) -> Matcher:
+    """v1: conditions read here and an empty matcher is an error. v2 passes its conditions
+    (a ConditionGroup, or None) and judges emptiness itself."""
     senders = []
     for text in r.texts("sender"):
         try:
@@ -78,9 +85,9 @@ def read_matcher(r: TableReader) -> Matcher:
         except ValueError as exc:
             r.problem(str(exc), "sender")
     subject = PhraseSet.of(r.texts("subject"))
-    group = None
-    raw = r.table.get("conditions")
-    match_any = r.choice("match", ("all", "any"), "all") == "any"
+    group = None if v2 is False or v2 is True else v2
+    raw = r.table.get("conditions") if v2 is False else None
+    match_any = r.choice("match", ("all", "any"), "all") == "any" if v2 is False else False
     if raw is not None:
         conds = []
         if not isinstance(raw, list) or not raw:
@@ -99,11 +106,11 @@ def read_matcher(r: TableReader) -> Matcher:
             except ValueError as exc:
                 r.problem(f"condition {i}: {exc}", "conditions")
         group = ConditionGroup(tuple(conds), match_any) if conds else None
-    elif "match" in r.table:
+    elif "match" in r.table and v2 is False:
         r.problem("match only applies to conditions, and this rule has none", "match", "warning")
     source = r.text("ates_source")
     matcher = Matcher(tuple(senders), subject, group, source)
-    if matcher.empty and r.errors == 0:
+    if matcher.empty and r.errors == 0 and v2 is False:
         r.problem("matches nothing: give sender, subject, conditions or ates_source")
     return matcher
 
@@ -173,6 +180,16 @@ class DetectRule(Rule):
     require_authentication: bool = False
     coalesce_window: float | None = None
     min_duration: float = 0.0
+    # v2 (format = 2; docs/rules-v2-format.md). A v1 rule leaves them at these values.
+    version: int = 1
+    tool: str = ""
+    body: str = "text"
+    captures: tuple["Capture", ...] = ()  # the tool's, then the rule's (incl. *_regex)
+    require: frozenset[str] = frozenset()
+    keys: tuple[Template, ...] = ()       # most specific first
+    alert_type_map: "FieldMap | None" = None
+    product_group_map: "FieldMap | None" = None
+    spec: "StatusSpec | None" = None
 
     def index_keys(self) -> tuple[str, tuple[str, ...]] | None:
         return self.matcher.index_keys()
@@ -181,7 +198,12 @@ class DetectRule(Rule):
     def capture_names(self) -> frozenset[str]:
         regexes = (*self.subject_regex, *self.body_regex,
                    *((self.key_regex,) if self.key_regex is not None else ()))
-        return frozenset(n for rx in regexes for n in rx.groupindex)
+        return frozenset(n for rx in regexes for n in rx.groupindex) | frozenset(
+            n for c in self.captures for n in c.names)
+
+    @property
+    def can_resolve(self) -> bool:
+        return self.spec.can_resolve if self.spec is not None else bool(self.status.resolved)
 
     @classmethod
     def read(cls, r: TableReader, status: StatusPhrases) -> "DetectRule":
@@ -212,6 +234,11 @@ class SkipRule(Rule):
                                       "forward_to": "address to forward skipped mail to"}
     matcher: Matcher = Matcher()
     forward_to: str | None = None
+    version: int = 1
+    tool: str = ""
+    body: str = "text"
+    captures: tuple["Capture", ...] = ()
+    only_tool: str | None = None  # a tool without senders: only mail it detected
 
     def index_keys(self) -> tuple[str, tuple[str, ...]] | None:
         return self.matcher.index_keys()

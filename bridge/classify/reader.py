@@ -31,6 +31,18 @@ class TableReader:
         self.name = name.strip() if isinstance(name, str) and name.strip() else None
         self.label = self.name or f"{kind} #{index + 1}"
         self.errors = 0
+        # v2: keys this rule inherited from its [[tool]] (problems say so; when the tool
+        # itself had errors they were reported there, once, and stay quiet here).
+        self.inherited: frozenset[str] = frozenset()
+        self.origin = ""
+        self.quiet = False
+
+    def over(self, table: dict[str, Any], inherited: frozenset[str], origin: str,
+             quiet: bool) -> "TableReader":
+        """A reader of the same rule over its table merged with its tool's defaults."""
+        r = TableReader(table, self.kind, self.index, self.file, self.linemap, self.problems)
+        r.label, r.inherited, r.origin, r.quiet = self.label, inherited, origin, quiet
+        return r
 
     def line(self, key: str | None = None) -> int | None:
         return self.linemap.line(self.kind, self.index, key)
@@ -39,6 +51,10 @@ class TableReader:
                 severity: Severity = "error") -> None:
         if severity == "error":
             self.errors += 1
+        if key is not None and key in self.inherited:
+            if self.quiet:
+                return
+            message += f" (inherited from tool {self.origin!r})"
         self.problems.append(Problem(self.file, self.line(key), self.label, message, severity))
 
     # -- typed getters -------------------------------------------------------------------------

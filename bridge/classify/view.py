@@ -61,6 +61,11 @@ class MessageView:
         # NFC but with its lines kept: body regexes may anchor on lines with (?m).
         return unicodedata.normalize("NFC", (self.msg.body or "")[:MAX_BODY_CHARS])
 
+    def body_for(self, choice: str) -> str:
+        """The body a rule reads: `text`, `html` or `auto` (rule or tool `body`). Until the
+        HTML part is parsed (issue 16, body choice) every choice reads the text part."""
+        return self.body
+
     @cached_property
     def fbody(self) -> str:
         return self.body.casefold()

@@ -101,7 +101,7 @@ def auth_warnings(settings: Settings) -> list[str]:
     return [f"{rule.label}: can resolve tickets without require_authentication; a resolve is "
             "refused only when a trusted Authentication-Results fails for its sender, so mail "
             "without one still resolves" for rule in ruleset.detect.rules
-            if rule.status.resolved and not rule.require_authentication]
+            if rule.can_resolve and not rule.require_authentication]
 
 
 async def _online(settings: Settings) -> list[tuple[str, bool, str]]:
