@@ -93,6 +93,13 @@ def _sender_sig(rule: DetectRule | SkipRule) -> frozenset[str] | None:
     return frozenset(s.value.rpartition("@")[2] for s in senders)
 
 
+def _can_refuse(rule: DetectRule | SkipRule) -> bool:
+    """A required capture (or a required field) can fail where the matcher matches, so such
+    a rule never shadows a later one."""
+    required = rule.require if isinstance(rule, DetectRule) else frozenset()
+    return bool(required) or any(not c.optional for c in rule.captures)
+
+
 def check_shadowed(rules: Sequence[tuple[DetectRule | SkipRule, TableReader]],
                    severity: Severity) -> None:
     sigs = [_sender_sig(rule) for rule, _ in rules]
@@ -102,6 +109,8 @@ def check_shadowed(rules: Sequence[tuple[DetectRule | SkipRule, TableReader]],
             if a is not None and (b is None or not b <= a):
                 continue
             earlier, er = rules[i]
+            if _can_refuse(earlier):
+                continue
             if earlier.matcher.covers(later.matcher):
                 r.problem(f"unreachable: every message it matches is matched first by "
                           f"{earlier.label} ({er.file}:{er.line()})",
