@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.classify import RuleSet, classify, load_ruleset
+from bridge.classify import RuleSet, check_ruleset, classify, load_ruleset
 from bridge.classify.migrate import migrate_files
 from bridge.models import Classification, ParsedMessage
 from bridge.parse.mime import parse
@@ -49,14 +49,24 @@ def outcome(c: Classification) -> Outcome:
 
 
 @pytest.fixture(scope="module")
-def rulesets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RuleSet]:
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("migrated")
     files = [(p.name, p.read_text(encoding="utf-8")) for p in sorted(V1.glob("*.toml"))]
     for m in migrate_files(files):
         (out / m.name).write_text(m.text, encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def rulesets(migrated: Path) -> dict[str, RuleSet]:
     return {"v1": load_ruleset(V1, ACCOUNTS, CATALOGUE),
             "hand": load_ruleset(RULES, ACCOUNTS, CATALOGUE),
-            "migrated": load_ruleset(out, ACCOUNTS, CATALOGUE)}
+            "migrated": load_ruleset(migrated, ACCOUNTS, CATALOGUE)}
+
+
+def test_all_three_sets_check_without_errors_or_warnings(migrated: Path) -> None:
+    for directory in (V1, RULES, migrated):
+        assert check_ruleset(directory, ACCOUNTS, CATALOGUE) == [], directory
 
 
 def _split(raw: bytes) -> tuple[list[bytes], bytes]:

@@ -38,7 +38,7 @@ from bridge.classify.migrate_source import SourceFile, SourceTable, read_source
 V1_ORDER = ["open", "resolved", "update"]
 FALLBACK_KEY = "{account}:{alert_type}:{subject_key}"
 RULE_KINDS = ("detect", "skip", "account")
-# Tool keys a rule inherits (docs/rules-v2-format.md), in the order a tool block shows them.
+# Tool keys a rule inherits (docs/rules.md, "[[tool]]"), in the order a tool block shows them.
 HOISTABLE = ("sender", "product_group", "alert_type", "require_authentication", "body",
              "capture", "key", "title", "summary", "device", "coalesce_window",
              "min_duration", "status")
