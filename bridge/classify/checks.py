@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 from bridge.classify.account_rule import AccountRule
 from bridge.classify.accounts import AccountsDirectory
+from bridge.classify.checks_v2 import can_fail_after_matcher
 from bridge.classify.fieldmap import pairs
 from bridge.classify.fields import DECIDED, is_builtin
 from bridge.classify.model import DetectRule, Rule, SkipRule
@@ -93,13 +94,6 @@ def _sender_sig(rule: DetectRule | SkipRule) -> frozenset[str] | None:
     return frozenset(s.value.rpartition("@")[2] for s in senders)
 
 
-def _can_refuse(rule: DetectRule | SkipRule) -> bool:
-    """A required capture (or a required field) can fail where the matcher matches, so such
-    a rule never shadows a later one."""
-    required = rule.require if isinstance(rule, DetectRule) else frozenset()
-    return bool(required) or any(not c.optional for c in rule.captures)
-
-
 def check_shadowed(rules: Sequence[tuple[DetectRule | SkipRule, TableReader]],
                    severity: Severity) -> None:
     sigs = [_sender_sig(rule) for rule, _ in rules]
@@ -109,9 +103,7 @@ def check_shadowed(rules: Sequence[tuple[DetectRule | SkipRule, TableReader]],
             if a is not None and (b is None or not b <= a):
                 continue
             earlier, er = rules[i]
-            if _can_refuse(earlier):
-                continue
-            if earlier.matcher.covers(later.matcher):
+            if earlier.matcher.covers(later.matcher) and not can_fail_after_matcher(earlier):
                 r.problem(f"unreachable: every message it matches is matched first by "
                           f"{earlier.label} ({er.file}:{er.line()})",
                           severity=severity)

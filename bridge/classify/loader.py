@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from bridge.classify import checks
 from bridge.classify.account_rule import AccountRule
 from bridge.classify.accounts import AccountsDirectory, load_accounts
+from bridge.classify.checks_v2 import check_detect_v2, check_tool_skips
 from bridge.classify.model import (DEFAULT_STATUS, STATUS_KEYS, DetectRule, SkipRule,
                                    StatusPhrases, read_status)
 from bridge.classify.problems import LineMap, Problem, RuleSetError, toml_error_line
@@ -152,6 +153,10 @@ def _build(directory: Path, accounts_path: Path | None,
         checks.check_matcher(rule, r)
     checks.check_shadowed(detect, "error")
     checks.check_shadowed(skip, "warning")
+    for rule, r in detect:
+        if rule.version == 2:
+            check_detect_v2(rule, r, tools, [a for a, _ in account_rules])
+    check_tool_skips(skip, [rl for rl, _ in detect])
     detect_names = frozenset(rl.name for rl, _ in detect)
     captured = frozenset(n for rl, _ in detect for n in rl.capture_names)
     for rule, r in account_rules:

@@ -28,6 +28,7 @@ class Tool:
     defaults: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     matcher: Matcher = Matcher()
     had_errors: bool = False
+    capture_names: frozenset[str] = frozenset()
 
     @property
     def label(self) -> str:

@@ -106,13 +106,14 @@ def _require(r: TableReader, keys: tuple[Template, ...], names: frozenset[str]
 
 def read_tool(r: TableReader, status: StatusPhrases) -> tuple[Tool, list[AccountRule]]:
     before = r.errors
-    _detect(r, status, r.label, tool_mode=True)
+    probe = _detect(r, status, r.label, tool_mode=True)
     accounts = account_tables(r)
     r.finish(TOOL_KEYS)
     senders = read_matcher(r, None).senders if "sender" in r.table else ()
     tool = Tool(r.label, r.rule_file, r.line(),
                 {k: v for k, v in r.table.items() if k not in ("name", "account")},
-                Matcher(senders), had_errors=r.errors > before)
+                Matcher(senders), had_errors=r.errors > before,
+                capture_names=probe.capture_names)
     rules = []
     for n, table in enumerate(accounts, start=1):
         ar = r.over(table, frozenset(), "", False)

@@ -79,15 +79,17 @@ def check(config_path: str, online: bool) -> None:
 @click.option("--at", "at", help="the clock: which holds are due (epoch seconds or ISO time;"
               " default now)")
 @click.option("--flush", is_flag=True, help="let every hold fall due")
+@click.option("--explain", is_flag=True, help="for every rule tried, the first condition"
+              " that failed")
 @json_option
 def simulate(config_path: str, files: tuple[str, ...], mailbox: bool, limit: int,
-             fresh: bool, at: str | None, flush: bool, as_json: bool) -> None:
+             fresh: bool, at: str | None, flush: bool, explain: bool, as_json: bool) -> None:
     """`run` without side effects: these messages, in arrival order, through the same parts
     against a scratch copy of the live state. Sends and changes nothing."""
     from bridge.simulate import simulate_files, simulate_mailbox
 
     settings = load_or_exit(config_path)
-    options: dict[str, Any] = {"fresh": fresh, "flush": flush,
+    options: dict[str, Any] = {"fresh": fresh, "flush": flush, "explain": explain,
                                "at": _time_of(at) if at else None}
     if mailbox:
         sys.exit(simulate_mailbox(settings, as_json, limit, echo=click.echo, **options))
