@@ -280,3 +280,12 @@ def test_arbitrary_v1_rules_migrate_and_read_back(rules: list[dict]) -> None:
         lines += [line for k, v in rule.items() for line in tomlwrite.assignment(k, v)]
     result = migrate_files([("10-x.toml", "\n".join(lines) + "\n")])  # raises on a mismatch
     assert len(tomllib.loads(result[0].text)["detect"]) == len(rules)
+
+
+def test_tables_migrate_does_not_know_are_copied_as_written() -> None:
+    expect = ('# the nightly report\n[[expect]]\nname = "nightly"\nrule = "r"   # by name\n'
+              'daily = "06:00"\n')
+    text = text_of('[[detect]]\nname = "r"\nsender = "a@x.example"\nproduct_group = "p"\n'
+                   'alert_type = "t"\n\n' + expect)
+    assert text.endswith("\n\n" + expect)
+    assert tomllib.loads(text)["expect"] == [{"name": "nightly", "rule": "r", "daily": "06:00"}]
