@@ -139,7 +139,8 @@ def convert_detect(table: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str
         if k == "key_regex" and not _named_groups(regexes[0]):
             continue                           # beside a key it only ever gave fields
         where = "body" if k == "body_regex" else "subject"
-        captures[k] = [{"in": where, "regex": r, "optional": True} for r in regexes]
+        # v1 read its regexes stripped, as every other text
+        captures[k] = [{"in": where, "regex": r.strip(), "optional": True} for r in regexes]
     if "capture" in out:
         # v1 applies subject, then body, then key_regex captures, whatever the key order
         merged = [c for k in _REGEX_KEYS for c in captures.get(k, [])]
