@@ -192,3 +192,13 @@ alert_type = "Disk Space"
     c = classify(msg("Disk acme/db1/disk full", SENDER), rules, CTX)
     assert c.rule == "20-later.toml:later" and c.alert is not None
     assert c.alert.alert_type == "Disk Space"
+
+
+def test_a_v2_rule_set_pickles_for_the_worker_pool(tmp_path: Path) -> None:
+    import pickle
+
+    rules = pickle.loads(pickle.dumps(make_rules(tmp_path, NAGIOS)))
+    c = classify(msg("** PROBLEM Service Alert: acme/web01/HTTP is CRITICAL **", SENDER), rules,
+                 CTX)
+    assert c.alert is not None and c.alert.alert_key == "nagios:ACME-001:web01:HTTP"
+    assert classify(msg("weekly report", SENDER), rules, CTX).kind is Kind.SKIPPED

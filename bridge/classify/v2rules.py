@@ -109,7 +109,7 @@ def read_tool(r: TableReader, status: StatusPhrases) -> tuple[Tool, list[Account
     probe = _detect(r, status, r.label, tool_mode=True)
     accounts = account_tables(r)
     r.finish(TOOL_KEYS)
-    senders = read_matcher(r, None).senders if "sender" in r.table else ()
+    senders = probe.matcher.senders
     tool = Tool(r.label, r.rule_file, r.line(),
                 {k: v for k, v in r.table.items() if k not in ("name", "account")},
                 Matcher(senders), had_errors=r.errors > before,
@@ -134,6 +134,11 @@ def read_detect(r: TableReader, status: StatusPhrases, tools: dict[str, Tool]
     table, inherited = tool.merged(r.table, "detect")
     merged = r.over(table, inherited, tool.name, tool.had_errors)
     rule = _detect(merged, status, tool.name, tool_mode=False)
+    if not {"sender", "subject", "conditions", "ates_source", "capture", "subject_regex",
+            "body_regex"} & set(r.table):
+        r.problem(f"no match key, capture or condition of its own: it takes all mail of tool "
+                  f"{tool.name!r} (rules after it that use the tool are then unreachable)",
+                  severity="warning")
     r.finish(DETECT_KEYS)
     r.errors += merged.errors
     return rule, merged
