@@ -116,7 +116,11 @@ regex = '(\\w+)/'
     assert lines[1].startswith("detect 10-test.toml:cap: capture ") and "did not match" in lines[1]
     assert lines[2] == "detect 10-test.toml:cond: condition header:X-Env equals 'prod' failed"
     assert lines[3].startswith("detect 10-test.toml:hit: matched (sender @mon.example")
-    assert lines[4].startswith("detect: 1 rule(s) not tried")
+    assert not lines[4].startswith("detect")  # first match wins: nothing after it is tried
+    missed = explain(msg("acme/ cpu", "a@nowhere.example"), rules, CTX)
+    assert missed == ["detect: 5 rule(s) not tried (the index: none of their senders, "
+                      "domains or subject words is in the message)",
+                      "skip and account rules are not tried: not automated"]
     assert lines[-1].startswith("account 10-test.toml:acc: found ACME-001 from subject regex")
     regular = explain(msg("hello", "someone@nowhere.example"), rules, CTX)
     assert regular[-1] == "skip and account rules are not tried: not automated"

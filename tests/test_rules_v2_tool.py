@@ -202,3 +202,17 @@ def test_a_v2_rule_set_pickles_for_the_worker_pool(tmp_path: Path) -> None:
                  CTX)
     assert c.alert is not None and c.alert.alert_key == "nagios:ACME-001:web01:HTTP"
     assert classify(msg("weekly report", SENDER), rules, CTX).kind is Kind.SKIPPED
+
+
+def test_expect_rules_work_in_a_v2_file(tmp_path: Path) -> None:
+    rules = make_rules(tmp_path, NAGIOS + """
+[[expect]]
+name = "nagios-alive"
+rule = "nagios-service"
+every = "1d"
+product_group = "servers"
+alert_type = "Service Critical"
+""")
+    c = classify(msg("** PROBLEM Service Alert: acme/web01/HTTP is CRITICAL **", SENDER), rules,
+                 CTX)
+    assert [h.expectation for h in c.expected] == ["nagios-alive"]

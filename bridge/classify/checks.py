@@ -37,8 +37,12 @@ def check_names(loaded: Sequence[Loaded]) -> None:
             seen[r.name] = r
 
 
-def _check_route(r: TableReader, product_group: str, alert_type: str,
-                 catalogue: Mapping[str, frozenset[str]], mapped: bool) -> None:
+def check_catalogue(product_group: str, alert_type: str, r: TableReader,
+                    catalogue: Mapping[str, frozenset[str]], mapped: bool = False) -> None:
+    """A product group and alert type the PSA knows (both are routing, SPEC §3.6);
+    `mapped`: one pair a v2 rule's maps can produce."""
+    if not product_group:
+        return
     via = " (a value of its map)" if mapped else ""
     if product_group not in catalogue:
         known = ", ".join(sorted(catalogue)) or "(the catalogue is empty)"
@@ -56,7 +60,7 @@ def check_detect(rule: DetectRule, r: TableReader,
     for pg, at in sorted(pairs(rule.product_group, rule.product_group_map, rule.alert_type,
                                rule.alert_type_map)):
         if pg:
-            _check_route(r, pg, at, catalogue, mapped)
+            check_catalogue(pg, at, r, catalogue, mapped)
     if rule.version == 1:  # v2 checks its fields while reading (bridge/classify/v2read.py)
         captures = rule.capture_names
         for clash in sorted(captures & BUILTIN_FIELDS):

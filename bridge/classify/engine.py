@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from bridge.classify import authenticity, safety
+from bridge.classify import authenticity, expect, safety
 from bridge.classify.accounts import Account
 from bridge.classify.alerts import build_alert, build_alert_v2
 from bridge.classify.evaluate import evaluate
@@ -136,7 +136,20 @@ def _xml_resolve_refused(msg: ParsedMessage, view: MessageView, ctx: ClassifyCon
 
 
 def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classification:
-    """Where the message goes, with the rule that said so and a step-by-step trace."""
+    """Where the message goes, with the rule that said so and a step-by-step trace, and the
+    `[[expect]]` instances it satisfies (matched on the message without its token)."""
+    c = _classify(msg, rules, ctx)
+    if not rules.expect:
+        return c
+    found = expect.hits(rules.expect, c, MessageView(msg))
+    if not found:
+        return c
+    steps = c.steps + tuple(f"expect: satisfies {h.expectation}"
+                            + (f" for {h.scope}" if h.scope else "") for h in found)
+    return replace(c, expected=found, steps=steps)
+
+
+def _classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classification:
     steps: list[str] = []
     unsafe = safety.unsafe_reason(msg, ctx.own_addresses)
     if unsafe is not None:

@@ -39,7 +39,7 @@ def explain(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> list[st
             detected, tool = rule.name, rule.tool or None
             break
         lines.append(f"detect {rule.label}: {failed}")
-    if tried < len(rules.detect):
+    if detected is None and tried < len(rules.detect):
         lines.append(f"detect: {len(rules.detect) - tried} rule(s) not tried (the index: "
                      "none of their senders, domains or subject words is in the message)")
     if detected is None:
@@ -57,6 +57,12 @@ def explain(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> list[st
         if why is not None:
             return lines + [f"skip {skip.label}: matched ({why})"]
         lines.append(f"skip {skip.label}: {failed}")
+    cid = view.token_value("customer_id")
+    if cid:
+        hit = rules.accounts.find(cid, ("foreign-id", "record-id", "name"))
+        if hit is not None:
+            return lines + [f"account: ATES CustomerID {cid!r} names {hit[0].id}"]
+        lines.append(f"account: ATES CustomerID {cid!r} is in no account")
     for account in rules.account_rules.candidates(view):
         if not account.applies(detected, tool):
             lines.append(f"account {account.label}: not for this mail's rule or tool")

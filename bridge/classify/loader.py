@@ -19,6 +19,7 @@ from bridge.classify import checks
 from bridge.classify.account_rule import AccountRule
 from bridge.classify.accounts import AccountsDirectory, load_accounts
 from bridge.classify.checks_v2 import check_detect_v2, check_tool_skips
+from bridge.classify.expect import ExpectRule, check_expect
 from bridge.classify.model import (DEFAULT_STATUS, STATUS_KEYS, DetectRule, SkipRule,
                                    StatusPhrases, read_status)
 from bridge.classify.problems import LineMap, Problem, RuleSetError, toml_error_line
@@ -27,8 +28,8 @@ from bridge.classify.ruleset import RuleSet
 from bridge.classify.tool import Tool
 from bridge.classify.v2rules import read_detect, read_skip, read_tool
 
-RULE_KINDS: dict[str, type[DetectRule] | type[SkipRule] | type[AccountRule]] = {
-    "detect": DetectRule, "skip": SkipRule, "account": AccountRule}
+RULE_KINDS: dict[str, type[DetectRule] | type[SkipRule] | type[AccountRule] | type[ExpectRule]] = {
+    "detect": DetectRule, "skip": SkipRule, "account": AccountRule, "expect": ExpectRule}
 TABLES = (*RULE_KINDS, "status", "tool", "format")
 
 __all__ = ["RULE_KINDS", "RuleSetError", "Problem", "check_ruleset", "load_ruleset"]
@@ -108,7 +109,7 @@ def _build(directory: Path, accounts_path: Path | None,
                     line = linemap.line(key) or linemap.top_level_key(key)
                     problems.append(Problem(str(path), line, None, f"unknown table or key "
                                             f"{key!r}{hint}; rule files hold "
-                                            "[[detect]], [[skip]], [[account]] and [status]"))
+                                            "[[detect]], [[skip]], [[account]], [[expect]] and [status]"))
                 continue
             if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
                 problems.append(Problem(str(path), linemap.top_level_key(key), None,
@@ -145,6 +146,7 @@ def _build(directory: Path, accounts_path: Path | None,
     skip = [(rl, r) for rl, r in loaded if isinstance(rl, SkipRule)]
     account_rules = [*tool_accounts,
                      *((rl, r) for rl, r in loaded if isinstance(rl, AccountRule))]
+    expect_rules = [(rl, r) for rl, r in loaded if isinstance(rl, ExpectRule)]
     checks.check_names(loaded)
     for rule, r in detect:
         checks.check_detect(rule, r, catalogue)
@@ -162,6 +164,8 @@ def _build(directory: Path, accounts_path: Path | None,
     for rule, r in account_rules:
         checks.check_account_rule(rule, r, accounts, detect_names)
         checks.check_account_field(rule, r, captured)
+    check_expect(expect_rules, detect_names,
+                        frozenset(rl.name for rl, _ in skip), catalogue)
     if accounts_path is None and (detect or account_rules):
         problems.append(Problem(str(directory), None, None, "no accounts directory is "
                                 "configured: every automated message will be unmatched",
@@ -172,7 +176,8 @@ def _build(directory: Path, accounts_path: Path | None,
         [rl for rl, _ in detect], [rl for rl, _ in skip], [rl for rl, _ in account_rules],
         accounts, status, files=tuple(files), version=digest.hexdigest()[:12],
         accounts_file=Path(accounts_path) if accounts_path is not None else None,
-        warnings=tuple(p for p in problems if not p.is_error), tools=list(tools.values()))
+        warnings=tuple(p for p in problems if not p.is_error), tools=list(tools.values()),
+        expect=[rl for rl, _ in expect_rules])
     return ruleset, problems
 
 

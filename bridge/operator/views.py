@@ -80,6 +80,8 @@ def status_view(store: Store, runtime: RuntimeStatus | None = None,
         "outcomes_24h": outcome_counts(store, now - 86400),
         "open_tickets": store.open_ticket_count(),
         "waiting": store.waiting_reasons(),
+        # Each expected report and when it is next judged (issue 20, docs/expect.md).
+        "expectations": [vars(r).copy() for r in store.expectations()],
     }
     if runtime is not None:
         # list(): one atomic copy (the daemon's loop may add a source meanwhile; views run on
@@ -266,6 +268,11 @@ def format_status(data: dict[str, Any]) -> str:
                 for w in data.get("waiting", [])],
               "last 24 h:    " + (", ".join(f"{n} {o}" for o, n in
                                             sorted(data["outcomes_24h"].items())) or "nothing")]
+    lines += [f"expected:     {e['name']}" + (f" [{e['scope']}]" if e["scope"] else "")
+              + f" ({e['account_id']}): " + (f"MISSING since {fmt_time(e['missing_since'])}"
+                                             if e["state"] == "missing"
+                                             else f"next due {fmt_time(e['judge_at'])}")
+              for e in data.get("expectations", [])]
     if "psa_auth" in data:
         failed = data["ruleset_error"]
         lines += [f"rule set:     {data['ruleset_version'] or '?'}"

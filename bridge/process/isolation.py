@@ -156,7 +156,10 @@ class WorkerPool:
         # must not inherit the daemon's descriptors — an inherited client socket would keep
         # a connection the daemon closed open for the peer — nor its signal set-up.
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["bridge.process.isolation"])
+        # The parsers are preloaded in the fork server, not the daemon: every worker forked
+        # from it shares their pages, and the daemon never pays for them.
+        context.set_forkserver_preload(["bridge.process.isolation", "lxml.html",
+                                        "bridge.parse.xmlsafe", "html_text"])
         self._pool = pebble.ProcessPool(max_workers=budget.workers, initializer=_start_worker,
                                         initargs=(pipeline, budget), context=context)
         # The pool starts lazily; one empty task now starts the forkserver and the workers

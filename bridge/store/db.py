@@ -25,6 +25,7 @@ import sqlite_utils
 from bridge.store import files
 from bridge.store.base import TROUBLE_EVENTS, events_log, no_redaction
 from bridge.store.decisions import DecisionsMixin
+from bridge.store.expectations import ExpectationsMixin
 from bridge.store.maintenance import MaintenanceMixin
 from bridge.store.operator import OperatorMixin
 from bridge.store.outbox import OutboxMixin, OutboxRow
@@ -44,8 +45,8 @@ class StoreNotReady(RuntimeError):
     """The store has no schema yet, or an older one, and this open may not migrate it."""
 
 
-class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, OperatorMixin,
-            MaintenanceMixin):
+class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, ExpectationsMixin,
+            OperatorMixin, MaintenanceMixin):
     """Synchronous store. Use from one thread only (see AsyncStore)."""
 
     def __init__(self, path: Path | str, clock: Callable[[], float] = time.time, *,
@@ -79,7 +80,7 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, 
         conn.execute("PRAGMA busy_timeout=30000")
         # A bigger page cache than SQLite's 2 MB default: the outbox, correlation and event
         # indexes of a busy day stay in memory (measured on the backlog benchmark).
-        conn.execute("PRAGMA cache_size=-32768")
+        conn.execute("PRAGMA cache_size=-16384")
         conn.execute("PRAGMA temp_store=MEMORY")
         if readonly:
             conn.execute("PRAGMA query_only=ON")

@@ -15,9 +15,6 @@ from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Callable
 
-import html_text
-import lxml.etree
-import lxml.html
 
 from bridge.models import Attachment, AtesToken, ParsedMessage
 from bridge.parse.ates import find_tokens
@@ -52,6 +49,12 @@ def _html_to_text(html: str, defects: list[str]) -> str:
     libxml2 builds the tree (C, linear; its nesting limit of 256 stops the tree there, and the
     defect says so) and html-text walks it with `iterwalk` (no recursion), so deeply nested
     lists cost milliseconds where html2text was quadratic."""
+    # Imported here: only the worker processes convert HTML, and lxml with html-text costs
+    # the daemon ~7 MiB it would never use (issue 13's memory bar sums every process).
+    import html_text
+    import lxml.etree
+    import lxml.html
+
     parser = lxml.html.HTMLParser(recover=True, encoding="utf-8")
     data = html.replace("\x00", "").strip().encode("utf-8", "replace") or b"<html/>"
     root = lxml.etree.fromstring(data, parser=parser)
