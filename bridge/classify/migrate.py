@@ -57,7 +57,6 @@ class Migrated:
     name: str
     text: str
     changed: bool
-    notes: tuple[str, ...] = ()
 
     @property
     def lines(self) -> int:
@@ -302,9 +301,6 @@ def migrate_file(name: str, text: str, data: dict[str, Any], taken: set[str]) ->
     skips = []
     for table in _tables(data.get("skip")):
         skips.append({**table, "body": "text"} if _body_condition(table) else table)
-    notes = [f"account rule {t.get('name')!r}: v2 tries names longer than 8 words after/"
-             "before a phrase" for t in _tables(data.get("account"))
-             if ("after" in t) != ("before" in t) and "regex" not in t]
     expected = {k: v for k, v in data.items() if k != "format"}
     expected["format"] = 2
     for kind, tables in (("tool", [t.table for t in tools.values()]), ("detect", [r.table for r in rules]),
@@ -320,7 +316,7 @@ def migrate_file(name: str, text: str, data: dict[str, Any], taken: set[str]) ->
     if back != expected:
         raise MigrateError(f"{name}: the migrated text does not read back as written; "
                            "please report this file")
-    return Migrated(name, out, out != text, tuple(notes))
+    return Migrated(name, out, out != text)
 
 
 def _worth_it(tool: RuleDraft, before: list[RuleDraft], after: list[RuleDraft]) -> bool:

@@ -72,8 +72,6 @@ def migrate(config_path: str, rules_dir: str | None, out_dir: str | None, in_pla
     changed = [m for m in result if m.changed]
     for m in result:
         click.echo(_summary(m, before[m.name]), err=True)
-        for note in m.notes:
-            click.echo(f"  note: {note}", err=True)
     if check:
         sys.exit(1 if changed else 0)
     if in_place:
