@@ -157,6 +157,19 @@ class RulesSettings(Section):
     directory: Path = Path("rules")
     accounts: Path | None = None
     watch: bool = True
+    # Rule packs shipped in the package (docs/packs.md), read after the rule files, in order.
+    packs: list[str] = []
+
+
+class PackSettings(Section):
+    """`[packs.<name>]`: one pack fitted onto this MSP's catalogue and senders."""
+
+    # One product group for the whole pack, or a map from the pack's neutral names.
+    product_group: str | dict[str, str] | None = None
+    alert_types: dict[str, str] = {}
+    senders: list[str] | None = None  # replace the tool's usual senders
+    account: dict[str, Any] | list[dict[str, Any]] | None = None  # as [[tool]] account
+    require_authentication: bool | None = None
 
 
 class RoutingSettings(Section):
@@ -254,6 +267,7 @@ class Settings(Section):
     webhook: list[WebhookSettings] = []
     catalogue: list[ProductGroup] = []
     rules: RulesSettings = RulesSettings()
+    packs: dict[str, PackSettings] = {}
     routing: RoutingSettings = RoutingSettings()
     storm: StormSettings = StormSettings()
     xml_api: XmlApiSettings = XmlApiSettings()

@@ -22,6 +22,7 @@ from bridge.classify.checks_v2 import check_detect_v2, check_tool_skips
 from bridge.classify.expect import ExpectRule, check_expect
 from bridge.classify.model import (DEFAULT_STATUS, STATUS_KEYS, DetectRule, SkipRule,
                                    StatusPhrases, read_status)
+from bridge.classify.rulepacks import PackSelection, add_packs, place_replacements
 from bridge.classify.problems import LineMap, Problem, RuleSetError, toml_error_line
 from bridge.classify.reader import TableReader
 from bridge.classify.ruleset import RuleSet
@@ -65,7 +66,9 @@ def _read_status(parsed: list[tuple[Path, dict[str, Any], LineMap]],
 
 
 def _build(directory: Path, accounts_path: Path | None,
-           catalogue: Mapping[str, frozenset[str]]) -> tuple[RuleSet | None, list[Problem]]:
+           catalogue: Mapping[str, frozenset[str]],
+           selection: PackSelection | None = None
+           ) -> tuple[RuleSet | None, list[Problem]]:
     directory, problems = Path(directory), []
     if not directory.is_dir():
         return None, [Problem(str(directory), None, None, "rule directory not found")]
@@ -85,7 +88,8 @@ def _build(directory: Path, accounts_path: Path | None,
         except tomllib.TOMLDecodeError as exc:
             line, msg = toml_error_line(str(exc))
             problems.append(Problem(str(path), line, None, f"TOML syntax error: {msg}"))
-    if not files:
+    pack_files = add_packs(selection, catalogue, parsed, problems, digest.update)
+    if not files and not pack_files:
         problems.append(Problem(str(directory), None, None, "no *.toml rule files: no mail "
                                 "will be recognised as automated", "warning"))
 
@@ -132,6 +136,7 @@ def _build(directory: Path, accounts_path: Path | None,
                 rule = kind.read(r, status)
                 r.finish(kind.KEYS)
                 loaded.append((rule, r))
+    loaded = place_replacements(loaded, pack_files, lambda rl: rl.name, lambda r: r.file)
 
     accounts: AccountsDirectory | None = None
     if accounts_path is not None:
@@ -174,7 +179,7 @@ def _build(directory: Path, accounts_path: Path | None,
         return None, problems
     ruleset = RuleSet.build(
         [rl for rl, _ in detect], [rl for rl, _ in skip], [rl for rl, _ in account_rules],
-        accounts, status, files=tuple(files), version=digest.hexdigest()[:12],
+        accounts, status, files=(*files, *pack_files), version=digest.hexdigest()[:12],
         accounts_file=Path(accounts_path) if accounts_path is not None else None,
         warnings=tuple(p for p in problems if not p.is_error), tools=list(tools.values()),
         expect=[rl for rl, _ in expect_rules])
@@ -217,16 +222,19 @@ def _read_tools(path: Path, data: dict[str, Any], linemap: LineMap, problems: li
 
 
 def load_ruleset(directory: Path, accounts_path: Path | None,
-                 catalogue: Mapping[str, frozenset[str]]) -> RuleSet:
-    """The rule set of a directory; raises RuleSetError listing every error (and warning)."""
-    ruleset, problems = _build(Path(directory), accounts_path, catalogue)
+                 catalogue: Mapping[str, frozenset[str]],
+                 packs: PackSelection | None = None) -> RuleSet:
+    """The rule set of a directory and the enabled packs; raises RuleSetError listing every
+    error (and warning)."""
+    ruleset, problems = _build(Path(directory), accounts_path, catalogue, packs)
     if ruleset is None:
         raise RuleSetError(problems)
     return ruleset
 
 
 def check_ruleset(directory: Path, accounts_path: Path | None,
-                  catalogue: Mapping[str, frozenset[str]]) -> list[Problem]:
+                  catalogue: Mapping[str, frozenset[str]],
+                  packs: PackSelection | None = None) -> list[Problem]:
     """Every error and warning, in file and line order (for `mailbridge check`)."""
-    _, problems = _build(Path(directory), accounts_path, catalogue)
+    _, problems = _build(Path(directory), accounts_path, catalogue, packs)
     return sorted(problems, key=lambda p: (p.file, p.line or 0))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from bridge.cli import claims, expect, operate, rules_migrate, running
+from bridge.cli import claims, expect, operate, packs, rules_migrate, running
 
 
 @click.group()
@@ -22,5 +22,5 @@ for _command in (running.run, running.ingest, running.check, running.simulate,
                  running.psa_sim, running.demo, operate.status, operate.events,
                  operate.tickets, operate.replay, operate.outbox, running.test_alert,
                  operate.reconcile, operate.quarantine, operate.backup, claims.processing,
-                 claims.migrate, expect.expect, rules_migrate.rules):
+                 claims.migrate, expect.expect, packs.packs, rules_migrate.rules):
     main.add_command(_command)

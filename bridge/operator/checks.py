@@ -70,13 +70,15 @@ def run_checks(settings: Settings, online: bool = False,
         except WebhookConfigError as exc:
             echo(f"config: webhook.{hook.name}: {exc}")
             errors += 1
+    from bridge.classify.rulepacks import PackSelection
+
     problems = check_ruleset(settings.rules.directory, settings.rules.accounts,
-                             settings.catalogue_map())
+                             settings.catalogue_map(), PackSelection.from_settings(settings))
     for p in problems:
         echo(f"{getattr(p, 'severity', 'error')}: {p}")
         if getattr(p, "severity", "error") == "error":
             errors += 1
-    for warning in auth_warnings(settings):
+    for warning in [*auth_warnings(settings), *pack_warnings(settings)]:
         echo(f"warning: {warning}")
     if online:
         for name, ok, detail in asyncio.run(_online(settings)):
@@ -89,19 +91,30 @@ def run_checks(settings: Settings, online: bool = False,
 def auth_warnings(settings: Settings) -> list[str]:
     """With [auth] configured, every detect rule that can resolve without requiring
     authentication: its resolves are refused only when our MX's results fail (issue 14)."""
-    from bridge.classify.loader import RuleSetError, load_ruleset
+    from bridge.assembly import load_rules
+    from bridge.classify.loader import RuleSetError
 
     if not settings.auth.authserv_ids:
         return []
     try:
-        ruleset = load_ruleset(settings.rules.directory, settings.rules.accounts,
-                               settings.catalogue_map())
+        ruleset = load_rules(settings)
     except RuleSetError:
         return []  # the errors are reported above
     return [f"{rule.label}: can resolve tickets without require_authentication; a resolve is "
             "refused only when a trusted Authentication-Results fails for its sender, so mail "
             "without one still resolves" for rule in ruleset.detect.rules
             if rule.can_resolve and not rule.require_authentication]
+
+
+def pack_warnings(settings: Settings) -> list[str]:
+    """Packs require authentication unless mapped otherwise: without [auth] or a trusted
+    relay every mail of such a pack would be rejected (docs/packs.md)."""
+    if settings.auth.authserv_ids or settings.auth.trusted_relays:
+        return []
+    return [f"packs.{name}: the pack requires authentication but [auth] names no authserv-id "
+            "or trusted relay, so its mail is rejected; configure [auth] or set "
+            f"[packs.{name}] require_authentication = false" for name in settings.rules.packs
+            if (m := settings.packs.get(name)) is None or m.require_authentication is not False]
 
 
 async def _online(settings: Settings) -> list[tuple[str, bool, str]]:
