@@ -289,3 +289,22 @@ def test_tables_migrate_does_not_know_are_copied_as_written() -> None:
                    'alert_type = "t"\n\n' + expect)
     assert text.endswith("\n\n" + expect)
     assert tomllib.loads(text)["expect"] == [{"name": "nightly", "rule": "r", "daily": "06:00"}]
+
+
+def test_captures_named_like_a_v2_field_are_renamed_with_their_templates() -> None:
+    text = text_of("""
+        [[detect]]
+        name = "a"
+        sender = "a@x.example"
+        product_group = "p"
+        alert_type = "t"
+        subject_regex = 'via (?P<tool>\\w+) to (?P<to>\\w+) (?P=tool)'
+        title = "{tool} to {to}, {{tool}}"
+        key = "k:{to}"
+        """)
+    rule = tomllib.loads(text)["detect"][0]
+    assert rule["capture"][0]["regex"] == (
+        r"via (?P<tool_captured>\w+) to (?P<to_captured>\w+) (?P=tool_captured)")
+    assert rule["title"] == "{tool_captured} to {to_captured}, {{tool}}"
+    assert rule["key"] == ["k:{to_captured}", FALLBACK_KEY]
+    assert "# migrate: the capture 'tool' is now 'tool_captured'" in text

@@ -24,14 +24,15 @@ SENDERS = ["mon@a.example", "@b.example", "x@b.example", "*@*.c.example"]
 ADDRESSES = ["mon@a.example", "x@b.example", "y@b.example", "z@q.c.example", "o@d.example"]
 PHRASES = ["PROBLEM", "RECOVERY", "Alert", "is Down", "OK", "[Failed]", "Service Alert:"]
 SUBJECT_REGEXES = [r"is (?P<state>\w+)\W*$", r"(?P<host>\w+)/(?P<svc>\w+)",
-                   r"Alert: (?P<host>\S+)"]
+                   r"Alert: (?P<host>\S+)", r"on (?P<tool>\w+)"]   # `tool`: a v2 field
 BODY_REGEXES = [r"Host:\s*(?P<host>\S+)", r"ID:\s*(?P<id>\d+)"]
 KEY_REGEXES = [r"(?P<host>\w+)/(?P<svc>\w+)", r"Alert: (\S+)"]
-TEMPLATES = ["k:{host}", "k:{host}:{svc}", "k:{id}", "k:{account}:{state}", "{subject}"]
+TEMPLATES = ["k:{host}", "k:{host}:{svc}", "k:{id}", "k:{account}:{state}", "{subject}",
+             "k:{tool}"]
 WORDS = [*PHRASES, "[acme]", "[1002]", "web01/HTTP", "is CRITICAL", "Alert: db1", "Re:",
-         "disk", "Cleared"]
+         "disk", "Cleared", "on zabbix"]
 BODY_LINES = ["Host: h1", "ID: 42", "nothing here", "Host: web01"]
-GROUPS = {"state", "host", "svc", "id"}
+GROUPS = {"state", "host", "svc", "id", "tool"}
 CONDITIONS = [{"field": "header:X-Mailer", "op": "starts_with", "value": "Forti"},
               {"field": "body", "op": "contains", "value": "host"},
               {"field": "subject", "op": "regex", "value": r"^\[\w+\]"}]
@@ -65,7 +66,7 @@ def detect_rule(draw: st.DrawFn, index: int, family: str | None) -> dict[str, ob
         captured |= {g for g in GROUPS if f"<{g}>" in str(rule["key_regex"])}
     usable = [t for t in TEMPLATES
               if all(f in captured | {"account", "subject"} for f in
-                     ("host", "svc", "id", "state", "account", "subject") if f"{{{f}}}" in t)]
+                     (*GROUPS, "account", "subject") if f"{{{f}}}" in t)]
     if usable and draw(st.booleans()):
         rule["key"] = draw(st.sampled_from(usable))
     for status in ("open", "resolved", "update"):

@@ -31,9 +31,10 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from bridge.classify import tomlwrite
+from bridge.classify.fields import is_builtin
 from bridge.classify.migrate_render import RuleDraft, render_file, rule_lines, tool_lines
 from bridge.classify.migrate_source import SourceFile, SourceTable, read_source
+from bridge.classify.templates import BUILTIN_FIELDS
 
 V1_ORDER = ["open", "resolved", "update"]
 FALLBACK_KEY = "{account}:{alert_type}:{subject_key}"
@@ -46,6 +47,9 @@ _MATCH_KEYS = ("subject", "conditions", "ates_source")
 _STATUS_KEYS = {"open": "open", "resolved": "resolved", "update": "update", "status_in": "in"}
 _REGEX_KEYS = ("subject_regex", "body_regex", "key_regex")
 _SLUG = re.compile(r"[^a-z0-9]+")
+_GROUP = re.compile(r"\(\?P<([A-Za-z_][A-Za-z0-9_]*)>")
+_FIELD = re.compile(r"\{\{|\}\}|\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
+_TEMPLATES = ("title", "summary", "device", "key")
 
 
 class MigrateError(ValueError):
@@ -114,8 +118,45 @@ def _named_groups(pattern: str) -> bool:
         return True       # keep it: the loader reports the bad regex with its line
 
 
+def clashing_groups(table: dict[str, Any]) -> dict[str, str]:
+    """Capture names that v2 made built-in fields (`to`, `tool`, `subject_key`, `token_id`):
+    old name -> a free new one. v1 let a rule capture them; in v2 they would hide the
+    built-in field, which is a load error."""
+    names = {g for k in _REGEX_KEYS for rx in _regex_list(table.get(k)) or ()
+             for g in _GROUP.findall(rx)}
+    renames = {}
+    for name in sorted(n for n in names if is_builtin(n) and n not in BUILTIN_FIELDS):
+        new = f"{name}_captured"
+        while new in names:
+            new += "_"
+        renames[name] = new
+    return renames
+
+
+def _renamed(table: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+    def regex(rx: str) -> str:
+        for old, new in renames.items():
+            rx = rx.replace(f"(?P<{old}>", f"(?P<{new}>").replace(f"(?P={old})", f"(?P={new})")
+        return rx
+
+    def template(text: str) -> str:
+        return _FIELD.sub(lambda m: "{" + renames[m.group(1)] + "}"
+                          if m.group(1) in renames else m.group(0), text)
+    out = dict(table)
+    for k in _REGEX_KEYS:
+        if isinstance(out.get(k), str):
+            out[k] = regex(out[k])
+        elif _regex_list(out.get(k)) is not None:
+            out[k] = [regex(rx) for rx in out[k]]
+    for k in _TEMPLATES:
+        if isinstance(out.get(k), str):
+            out[k] = template(out[k])
+    return out
+
+
 def convert_detect(table: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """A v1 [[detect]] table as v2, and which new key each moved key went to."""
+    table = _renamed(table, clashing_groups(table))
     out: dict[str, Any] = {}
     moved: dict[str, str] = {}
     captures: dict[str, list[dict[str, Any]]] = {}
@@ -168,6 +209,10 @@ def _rule(table: dict[str, Any], source: SourceTable | None) -> RuleDraft:
                 notes.setdefault(new, []).append(comment)
         for old, lines in source.key_notes.items():
             notes.setdefault(moved.get(old, old), []).extend(lines)
+    for old, new in clashing_groups(table).items():
+        where = "capture" if "capture" in v2 else "key_regex"
+        notes.setdefault(where, []).append(
+            f"# migrate: the capture {old!r} is now {new!r}: v2 has a built-in field {old!r}")
     return RuleDraft(v2, source, comments, notes)
 
 
