@@ -284,13 +284,16 @@ def _tool(name: str, shared: dict[str, Any], rules: list[RuleDraft]) -> RuleDraf
 
 
 def _under_tool(rule: RuleDraft, tool: str, shared: dict[str, Any]) -> RuleDraft:
+    # A rule whose only match key is the sender keeps it: without any match key of its own
+    # it would take all of the tool's mail, which check warns about.
+    keep = {"sender"} if not any(k in rule.table for k in _MATCH_KEYS) else set()
     table: dict[str, Any] = {}
     for k, v in rule.table.items():
         if k == "capture" and "capture" in shared:
             rest = v[len(shared["capture"]):]
             if rest:
                 table[k] = rest
-        elif k not in shared:
+        elif k not in shared or k in keep:
             table[k] = v
         if k == "name":
             table["tool"] = tool
