@@ -103,6 +103,12 @@ class ParsedMessage:
     message_id: str | None = None
     headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     body: str = ""
+    # The text of the first HTML part when `body` came from text/plain parts ("" otherwise),
+    # cut as `body` is; `body_is_html`: `body` itself is an HTML part's text (no plain part);
+    # `text_is_stub`: the plain body only points at its HTML alternative (docs/parsing.md).
+    html_body: str = ""
+    body_is_html: bool = False
+    text_is_stub: bool = False
     ates: tuple[AtesToken, ...] = ()
     xml_parts: tuple[bytes, ...] = ()
     attachments: tuple[Attachment, ...] = ()

@@ -24,7 +24,8 @@ GLOBEX-002,Globex Corporation,Globex,globex,@globex.example
 """
 
 # The neutral vocabulary of docs/packs.md, and an MSP whose catalogue names things otherwise.
-NEUTRAL = {"monitoring": ["Service Critical", "Service Warning", "Host Down", "Device Down"]}
+NEUTRAL = {"monitoring": ["Service Critical", "Service Warning", "Host Down", "Device Down",
+                          "Backup Failed", "Backup Warning", "Security Alert"]}
 MSP = {"infrastructure": ["Critical", "Warning", "Server Down"]}
 
 
@@ -38,7 +39,8 @@ def partner_file(tmp: Path) -> Path:
     text = (Path(__file__).resolve().parents[1] / "bridge/psa_sim/default_partner.toml").read_text()
     text = text.replace('alert_types = ["Problem", "Trigger"]',
                         'alert_types = ["Problem", "Trigger", "Service Critical", '
-                        '"Service Warning", "Host Down", "Device Down"]')
+                        '"Service Warning", "Host Down", "Device Down", "Backup Failed", '
+                        '"Backup Warning", "Security Alert"]')
     text += ('\n[[product_groups]]\nname = "infrastructure"\n'
              'alert_types = ["Critical", "Warning", "Server Down"]\n'
              '  [[product_groups.rules]]\n  id = "infra-all"\n  queue = "Infra"\n'
@@ -96,6 +98,9 @@ own_addresses = ["alerts@msp.example"]
 [auth]
 authserv_ids = ["mx.msp.example"]
 
+[ates]
+sources = ["Kaseya"]  # the kaseya-vsa pack's token source
+
 [storm]
 resolve_delay = 0.0
 coalesce_window = 0.0
@@ -108,6 +113,12 @@ enabled = false
     path = tmp / "config.toml"
     path.write_text(text)
     return path
+
+
+def recovers(pack: str) -> bool:
+    """False when the pack declares `recovery = false`: the tool never mails a recovery."""
+    data = tomllib.loads((PACKS_ROOT / pack / "samples" / "expected.toml").read_text())
+    return data.get("recovery", True) is not False
 
 
 def samples(pack: str) -> list[dict[str, Any]]:

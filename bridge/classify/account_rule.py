@@ -7,19 +7,18 @@ case-folded text, the same text the rule index keys on, so index and rule never 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 from bridge.classify.accounts import SEARCH_BY, Account, AccountsDirectory, SearchBy
 from bridge.classify.model import Rule, StatusPhrases
 from bridge.classify.reader import TableReader
+from bridge.classify.regex import Regex
 from bridge.classify.text import Phrase, fold
 from bridge.classify.view import MessageView
 
 
 _EDGE = " \t\"'`,;:.!?()[]{}<>*|"
-MAX_WORDS = 8  # longest run of words tried as an account name after/before a phrase
 
 
 @dataclass(frozen=True)
@@ -28,10 +27,12 @@ class AccountRule(Rule):
 
     `from = "subject"` (default) or `"body"`: the text right `after` a phrase, right `before`
     a phrase, or between the two when both are given; or the first capture of `regex` (named
-    group `account` if present). With only `after`, the longest run of up to 8 words that
-    names an account wins ("after 'Alert for Site'" finds "Globex Corporation" in "… Site
-    Globex Corporation, sensor …"); with only `before`, the longest run ending there. In the
-    body the search stays on the phrase's line. `from = "sender"` looks up the sender's
+    group `account` if present). With only `after`, the longest run of words that names an
+    account wins ("after 'Alert for Site'" finds "Globex Corporation" in "… Site Globex
+    Corporation, sensor …"), up to the end of the subject or of the phrase's body line; with
+    only `before`, the longest run ending there. Runs longer than the longest name in the
+    accounts directory are not tried, so the search costs the line's length plus a few
+    dictionary lookups, however long the line. `from = "sender"` looks up the sender's
     address, then its domain and parent domains. `search` limits what the text is looked up
     as: "name", "foreign-id", "record-id" (default: all three, in that order). `for_rules`
     limits the rule to mail matched by the named `[[detect]]` rules.
@@ -50,7 +51,7 @@ class AccountRule(Rule):
     source: str = "subject"
     after: Phrase | None = None
     before: Phrase | None = None
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
     search: tuple[SearchBy, ...] = SEARCH_BY
     for_rules: frozenset[str] | None = None
     for_tool: str | None = None  # a [[tool]]'s account table: only for mail of that tool
@@ -106,10 +107,10 @@ class AccountRule(Rule):
                 accounts: AccountsDirectory) -> tuple[Account, str] | str | None:
         if self.regex is not None:
             for text in texts:
-                m = self.regex.search(text)
-                if m:
+                found = self.regex.search(text)
+                if found:
                     group: str | int = "account" if "account" in self.regex.groupindex else 1
-                    return self._lookup([m.group(group) or ""], accounts)
+                    return self._lookup([found.group(group) or ""], accounts)
             return None
         anchor = self.after or self.before
         if anchor is None:
@@ -123,13 +124,11 @@ class AccountRule(Rule):
                 if end is None:
                     return f"{self.before.text!r} not found after {self.after.text!r}"
                 return self._lookup([line[m.end():end.start()]], accounts)
+            most = accounts.max_words(self.search)
             if self.after:
-                ws = line[m.end():].split()
-                return self._lookup([" ".join(ws[:n])
-                                     for n in range(min(len(ws), MAX_WORDS), 0, -1)], accounts)
-            ws = line[:m.start()].split()
-            return self._lookup([" ".join(ws[-n:])
-                                 for n in range(min(len(ws), MAX_WORDS), 0, -1)], accounts)
+                return self._lookup(_runs(line[m.end():].split(), most), accounts)
+            return self._lookup(_runs(line[:m.start()].split(), most, from_end=True),
+                                accounts)
         return None
 
     def _lookup(self, candidates: list[str], accounts: AccountsDirectory
@@ -184,3 +183,18 @@ class AccountRule(Rule):
         return cls(name=r.label, file=r.rule_file, line=r.line(), source=source, after=after,
                    before=before, regex=regex, search=tuple(search) or SEARCH_BY,
                    for_rules=for_rules, field=field)
+
+
+def _runs(words: list[str], most: int, from_end: bool = False) -> list[str]:
+    """Runs of `words` that start at its start (or end at its end), longest first, that
+    could name an account: each ends (or starts) on a word with more than punctuation — a
+    run ending in "|" is the shorter one once stripped — and spans at most `most` words,
+    the longest name in the directory. Costs the words scanned plus `most` runs."""
+    if from_end:
+        return [" ".join(reversed(run.split(" "))) for run in _runs(words[::-1], most)]
+    first = next((i for i, w in enumerate(words) if w.strip(_EDGE)), None)
+    if first is None:
+        return []
+    window = words[first:first + max(most, 1)]
+    ends = [i for i, w in enumerate(window) if w.strip(_EDGE)]
+    return [" ".join(window[:end + 1]) for end in reversed(ends)]

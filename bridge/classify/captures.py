@@ -12,15 +12,17 @@ import re
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from bridge.classify import regex
 from bridge.classify.text import nfc
 from bridge.parse.ates import cut_tokens
 
-Pattern = re.Pattern[str]
+Pattern = regex.Regex
 
 
 def compile_regex(source: str, case_sensitive: bool = False) -> Pattern:
-    """Raises re.error. Case-insensitive unless asked (v2's default, as v1's always)."""
-    return re.compile(source, 0 if case_sensitive else re.IGNORECASE)
+    """Raises re.error. Case-insensitive unless asked (v2's default, as v1's always); on RE2
+    where it can express the pattern (bridge/classify/regex.py)."""
+    return regex.compile_regex(source, case_sensitive=case_sensitive)
 
 
 class CaptureTarget(Protocol):

@@ -16,6 +16,7 @@ from bridge.classify.accounts import AccountsDirectory
 from bridge.classify.checks_v2 import can_fail_after_matcher
 from bridge.classify.fieldmap import pairs
 from bridge.classify.fields import DECIDED, is_builtin
+from bridge.classify.matchers import INDEXED
 from bridge.classify.model import DetectRule, Rule, SkipRule
 from bridge.classify.problems import Severity
 from bridge.classify.reader import TableReader
@@ -84,6 +85,10 @@ def check_matcher(rule: DetectRule | SkipRule, r: TableReader) -> None:
         if s.kind == "wildcard" and s.literal_labels < 2:
             r.problem(f"sender wildcard {s.text!r} is very broad: anyone can send from a "
                       "matching address", "sender", "warning")
+        if s.kind == "regex" and not s.value.endswith(("$", "\\Z", "\\z")):
+            r.problem(f"sender {s.text} is not anchored at the end ($): it also matches "
+                      "addresses that merely contain it, such as …@its.domain.evil.example",
+                      "sender", "warning")
     for p in rule.matcher.subject.phrases:
         if len(p.folded) < 3:
             r.problem(f"subject phrase {p.text!r} is very short and may match by accident",
@@ -93,7 +98,7 @@ def check_matcher(rule: DetectRule | SkipRule, r: TableReader) -> None:
 def _sender_sig(rule: DetectRule | SkipRule) -> frozenset[str] | None:
     """Domains a rule's senders are confined to (None: unconfined), to skip hopeless pairs."""
     senders = rule.matcher.senders
-    if not senders or any(s.kind == "wildcard" for s in senders):
+    if not senders or any(s.kind not in INDEXED for s in senders):
         return None
     return frozenset(s.value.rpartition("@")[2] for s in senders)
 

@@ -3,11 +3,13 @@
 Fields: subject, sender, sender_name, body, to, `header:<Name>` (any header), and the fields
 of a trusted ATES token: token.id, token.customer_id, token.device_id, token.alert_id,
 token.ticket_id, token.source. Operators: contains, not_contains, equals, not_equals,
-starts_with, ends_with, regex — all case-insensitive (OpsRamp's "Not Contains" and
+starts_with, ends_with, regex — case-insensitive unless the condition is compiled with
+`case_sensitive=True` (v2's per-condition key; OpsRamp's "Not Contains" and
 "not-contains" spellings are accepted too). A field with several values (a repeated header,
 several recipients) satisfies a positive operator when any value does, and a negated operator
 when no value satisfies its positive form; an absent field behaves as the empty string.
-Regexes run in order on every message that reaches them: they are the expensive part.
+Regexes run in order on every message that reaches them: they are the expensive part (on RE2,
+linear in the text; bridge/classify/regex.py).
 v2 (issue 16) adds nested `{ all = [...] }` / `{ any = [...] }` groups, `case_sensitive = true`
 per condition, and every field of the v2 namespace (captures, `header.<Name>` …) through the
 rule's RuleFields, which answers `values()` like the view does.
@@ -24,7 +26,7 @@ from bridge.classify.view import TOKEN_FIELDS, FIELDS
 
 _Test = Callable[[str, str], bool]
 
-# Positive operators on folded text; each negation is "not any value satisfies the positive".
+# Positive operators on folded (or, case-sensitive, NFC) text; each negation is "not any value satisfies the positive".
 OPERATORS: dict[str, tuple[_Test | None, bool]] = {
     "contains": (lambda v, x: x in v, False),
     "not_contains": (lambda v, x: x in v, True),

@@ -14,7 +14,7 @@ from typing import Callable
 
 from bridge.classify.templates import BUILTIN_FIELDS
 from bridge.classify.text import nfc
-from bridge.classify.view import TOKEN_FIELDS, MessageView
+from bridge.classify.view import BodyChoice, TOKEN_FIELDS, MessageView
 from bridge.parse.ates import cut_tokens
 
 # Built-in template fields of v2: v1's, plus `to`, `tool` and `subject_key`.
@@ -54,7 +54,7 @@ def is_builtin(field: str) -> bool:
 class RuleFields:
     """Field values of one message as one rule sees them (lazy; pure)."""
 
-    def __init__(self, view: MessageView, rule: str = "", tool: str = "", body: str = "text",
+    def __init__(self, view: MessageView, rule: str = "", tool: str = "", body: BodyChoice = "text",
                  strip_status: Callable[[str], str] | None = None):
         self.view = view
         self.rule = rule

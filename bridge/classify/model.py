@@ -8,14 +8,15 @@ every problem through the TableReader. Nothing here does I/O.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from bridge.classify.conditions import Condition, ConditionGroup
-from bridge.classify.matchers import Matcher, SenderPattern
+from bridge.classify.matchers import Matcher, read_senders
 from bridge.classify.reader import TableReader
+from bridge.classify.regex import Regex
 from bridge.classify.templates import Template
+from bridge.classify.view import BodyChoice
 from bridge.classify.text import PhraseSet
 from bridge.models import Status
 
@@ -31,7 +32,8 @@ DEFAULT_UPDATE = ("ACKNOWLEDGEMENT", "Acknowledged", "Reminder", "Escalation")
 
 _MATCH_KEYS = {
     "name": "unique name of the rule, shown in traces and the audit trail (required)",
-    "sender": "sender address, '@domain' or wildcard '*@*.example.com'; or a list (any)",
+    "sender": "sender address, '@domain', wildcard '*@*.example.com' or { regex = '…' }; "
+              "or a list (any)",
     "subject": "word or phrase that must appear in the subject; or a list (any)",
     "conditions": "list of { field, op, value } tables (OpsRamp style)",
     "match": "'all' (default) or 'any': how conditions combine",
@@ -78,12 +80,7 @@ def read_status(r: TableReader, base: StatusPhrases) -> tuple[StatusPhrases, boo
 def read_matcher(r: TableReader, v2: ConditionGroup | None | bool = False) -> Matcher:
     """v1: conditions read here and an empty matcher is an error. v2 passes its conditions
     (a ConditionGroup, or None) and judges emptiness itself."""
-    senders = []
-    for text in r.texts("sender"):
-        try:
-            senders.append(SenderPattern.parse(text))
-        except ValueError as exc:
-            r.problem(str(exc), "sender")
+    senders = read_senders(r)
     subject = PhraseSet.of(r.texts("subject"))
     group = None if v2 is False or v2 is True else v2
     raw = r.table.get("conditions") if v2 is False else None
@@ -102,14 +99,18 @@ def read_matcher(r: TableReader, v2: ConditionGroup | None | bool = False) -> Ma
                           "conditions")
                 continue
             try:
-                conds.append(Condition.compile(c["field"], op, c["value"]))
+                cond = Condition.compile(c["field"], op, c["value"])
             except ValueError as exc:
                 r.problem(f"condition {i}: {exc}", "conditions")
+                continue
+            if cond.regex is not None:
+                r.warn_fallback("conditions", cond.regex, f"condition {i}")
+            conds.append(cond)
         group = ConditionGroup(tuple(conds), match_any) if conds else None
     elif "match" in r.table and v2 is False:
         r.problem("match only applies to conditions, and this rule has none", "match", "warning")
     source = r.text("ates_source")
-    matcher = Matcher(tuple(senders), subject, group, source)
+    matcher = Matcher(senders, subject, group, source)
     if matcher.empty and r.errors == 0 and v2 is False:
         r.problem("matches nothing: give sender, subject, conditions or ates_source")
     return matcher
@@ -171,9 +172,9 @@ class DetectRule(Rule):
     summary: Template = Template.parse("{body}")
     device: Template | None = None
     key: Template | None = None
-    key_regex: re.Pattern[str] | None = None
-    subject_regex: tuple[re.Pattern[str], ...] = ()
-    body_regex: tuple[re.Pattern[str], ...] = ()
+    key_regex: Regex | None = None
+    subject_regex: tuple[Regex, ...] = ()
+    body_regex: tuple[Regex, ...] = ()
     status: StatusPhrases = DEFAULT_STATUS
     own_status: bool = False
     status_in: str = "subject"
@@ -183,7 +184,7 @@ class DetectRule(Rule):
     # v2 (format = 2; docs/rules-v2-format.md). A v1 rule leaves them at these values.
     version: int = 1
     tool: str = ""
-    body: str = "text"
+    body: BodyChoice = "text"
     captures: tuple["Capture", ...] = ()  # the tool's, then the rule's (incl. *_regex)
     require: frozenset[str] = frozenset()
     keys: tuple[Template, ...] = ()       # most specific first
@@ -236,7 +237,7 @@ class SkipRule(Rule):
     forward_to: str | None = None
     version: int = 1
     tool: str = ""
-    body: str = "text"
+    body: BodyChoice = "text"
     captures: tuple["Capture", ...] = ()
     only_tool: str | None = None  # a tool without senders: only mail it detected
 

@@ -20,6 +20,7 @@ from bridge.classify.templates import Template
 from bridge.classify.tool import Tool, account_tables
 from bridge.classify.v2read import (check_template, known_fields, read_captures,
                                     read_conditions, read_keys, read_map, read_status)
+from bridge.classify.view import BODY_CHOICES
 
 _V2 = {
     "tool": "name of the [[tool]] whose defaults this rule inherits",
@@ -89,7 +90,7 @@ def _detect(r: TableReader, status: StatusPhrases, tool: str, tool_mode: bool) -
         status_in=spec.where, require_authentication=r.flag("require_authentication"),
         coalesce_window=r.seconds("coalesce_window"),
         min_duration=r.seconds("min_duration") or 0.0, version=2, tool=tool,
-        body=r.choice("body", ("auto", "text", "html"), "auto"), captures=captures,
+        body=BODY_CHOICES[r.choice("body", tuple(BODY_CHOICES), "auto")], captures=captures,
         require=require, keys=keys, alert_type_map=at_map, product_group_map=pg_map, spec=spec)
 
 
@@ -170,5 +171,5 @@ def read_skip(r: TableReader, status: StatusPhrases, tools: dict[str, Tool]) -> 
     r.errors += m.errors if m is not r else 0
     return SkipRule(name=r.label, file=r.rule_file, line=r.line(), matcher=matcher,
                     forward_to=forward, version=2, tool=tool.name if tool else "",
-                    body=m.choice("body", ("auto", "text", "html"), "auto"),
+                    body=BODY_CHOICES[m.choice("body", tuple(BODY_CHOICES), "auto")],
                     captures=captures, only_tool=only_tool)

@@ -127,7 +127,7 @@ def _evaluate_one(path: str, message_ref: int, source: str, oversize: int | None
 
 def _slim(ev: Evaluation, text_chars: int) -> Evaluation:
     """Only what `apply` reads goes back through the pipe: no body, no attachments."""
-    parsed = replace(ev.parsed, body="", attachments=(), xml_parts=())
+    parsed = replace(ev.parsed, body="", html_body="", attachments=(), xml_parts=())
     c = ev.classification
     if c is not None and c.alert is not None and \
             len(c.alert.summary) + len(c.alert.title) > text_chars:

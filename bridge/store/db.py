@@ -121,9 +121,11 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, 
 
     # -- maintenance --------------------------------------------------------------------------
 
-    def backup(self, target: Path | str, force: bool = False) -> None:
-        """A 0600 copy at `target`; files.BackupError says why it could not be made."""
-        files.backup(self.conn, target, force)
+    def backup(self, target: Path | str, force: bool = False,
+               progress: Callable[[int], None] | None = None) -> None:
+        """A 0600 copy at `target`; files.BackupError says why it could not be made.
+        `progress(n)` is told each further percent copied."""
+        files.backup(self.conn, target, force, progress)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -195,4 +195,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (name, scope)
     );
     """,
+    # 10: the administrator's answers to a dead row (issue 17). `outbox drop` moves a row to the
+    # state 'dropped' (no change of shape: outbox.state may now also be 'dropped'); `outbox
+    # ack` keeps it dead and listed but acknowledged: neither counts towards `degraded`.
+    """
+    ALTER TABLE outbox ADD COLUMN acknowledged_at REAL;
+    """,
 ]
