@@ -310,3 +310,10 @@ def test_captures_named_like_a_v2_field_are_renamed_with_their_templates() -> No
     assert rule["title"] == "{tool_captured} to {to_captured}, {{tool}}"
     assert rule["key"] == ["k:{to_captured}", FALLBACK_KEY]
     assert "# migrate: the capture 'tool' is now 'tool_captured'" in text
+
+
+def test_a_table_written_inline_is_kept() -> None:
+    data = one('expect = [{ name = "nightly", rule = "s", daily = "06:00" }]\n\n'
+               '[[skip]]\nname = "s"\nsubject = "x"\n')
+    assert data["expect"] == [{"name": "nightly", "rule": "s", "daily": "06:00"}]
+    assert data["skip"] == [{"name": "s", "subject": "x"}]

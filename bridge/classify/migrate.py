@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from bridge.classify.fields import is_builtin
-from bridge.classify.migrate_render import RuleDraft, render_file, rule_lines, tool_lines
+from bridge.classify.migrate_render import (RuleDraft, is_table, render_file, rule_lines,
+                                            tool_lines)
 from bridge.classify.migrate_source import SourceFile, SourceTable, read_source
 from bridge.classify.templates import BUILTIN_FIELDS
 
 V1_ORDER = ["open", "resolved", "update"]
 FALLBACK_KEY = "{account}:{alert_type}:{subject_key}"
-RULE_KINDS = ("detect", "skip", "account")
 # Tool keys a rule inherits (docs/rules.md, "[[tool]]"), in the order a tool block shows them.
 HOISTABLE = ("sender", "product_group", "alert_type", "require_authentication", "body",
              "capture", "key", "title", "summary", "device", "coalesce_window",
@@ -305,12 +305,13 @@ def _under_tool(rule: RuleDraft, tool: str, shared: dict[str, Any]) -> RuleDraft
 # -- the file -------------------------------------------------------------------------------
 
 def _matched(src: SourceFile, data: dict[str, Any]) -> bool:
-    """Do the headers found in the text line up with tomllib's tables?"""
-    for kind in (*RULE_KINDS, "status"):
-        found = sum(1 for t in src.tables if t.kind == kind)
-        expected = (1 if isinstance(data.get(kind), dict) else 0) if kind == "status" \
-            else len(_tables(data.get(kind)))
-        if found != expected:
+    """Do the headers found in the text line up with tomllib's tables (every kind, so that
+    a table written inline, `expect = [{ … }]`, is never left out of the copy)?"""
+    kinds = {k for k, v in data.items() if is_table(v)} | {t.kind for t in src.tables}
+    for kind in kinds:
+        value = data.get(kind)
+        expected = 1 if isinstance(value, dict) else len(_tables(value))
+        if sum(1 for t in src.tables if t.kind == kind) != expected:
             return False
     return True
 

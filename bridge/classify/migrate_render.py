@@ -75,7 +75,7 @@ def _generic(kind: str, value: Any, source: SourceTable | None) -> list[str]:
     return lines
 
 
-def _is_table(value: Any) -> bool:
+def is_table(value: Any) -> bool:
     return isinstance(value, dict) or (isinstance(value, list) and bool(value)
                                        and all(isinstance(v, dict) for v in value))
 
@@ -87,7 +87,7 @@ def render_file(src: SourceFile, data: dict[str, Any], rules: list[RuleDraft],
         blocks.append(src.leading)
     top = ["format = 2"]
     for k, v in data.items():
-        if k != "format" and not _is_table(v):
+        if k != "format" and not is_table(v):
             top += tomlwrite.assignment(k, v)
     blocks.append(top)
 
@@ -113,7 +113,7 @@ def render_file(src: SourceFile, data: dict[str, Any], rules: list[RuleDraft],
                     detect(i)
             elif kind == "skip" and skips:
                 blocks.append(_generic("skip", skips, None))
-            elif _is_table(value):
+            elif is_table(value):
                 blocks.append(_generic(kind, value, None))
     if src.trailing:
         blocks.append(src.trailing)
