@@ -317,3 +317,24 @@ def test_a_table_written_inline_is_kept() -> None:
                '[[skip]]\nname = "s"\nsubject = "x"\n')
     assert data["expect"] == [{"name": "nightly", "rule": "s", "daily": "06:00"}]
     assert data["skip"] == [{"name": "s", "subject": "x"}]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_comments_and_blank_lines_anywhere_never_break_migrate(data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(sorted(p.name for p in V1_DIR.glob("*.toml"))))
+    lines = (V1_DIR / name).read_text(encoding="utf-8").splitlines()
+    count = data.draw(st.integers(1, 8))
+    for i in range(count):
+        at = data.draw(st.integers(0, len(lines)))
+        lines.insert(at, data.draw(st.sampled_from(["", f"# note {i}", f"  # note {i} [[detect]]"])))
+        if data.draw(st.booleans()):   # and a trailing comment on some line of code
+            at = data.draw(st.integers(0, len(lines) - 1))
+            if lines[at].strip() and not lines[at].lstrip().startswith("#"):
+                lines[at] += f"  # tail {i}"
+    text = "\n".join(lines) + "\n"
+    migrated = migrate_files([(name, text)])[0]     # raises if it does not read back
+    for i in range(count):
+        for word in ("note", "tail"):
+            assert migrated.text.count(f"# {word} {i}") == text.count(f"# {word} {i}"), (
+                word, i, text, migrated.text)

@@ -275,11 +275,14 @@ def _tool(name: str, shared: dict[str, Any], rules: list[RuleDraft]) -> RuleDraf
     tool = RuleDraft({"name": name, **shared}, None)
     for rule in rules:
         for k, comment in rule.comments.items():
-            if k.partition(".")[0] in shared:
-                tool.comments.setdefault(k, comment)
+            if k.partition(".")[0] not in shared:
+                continue
+            if tool.comments.setdefault(k, comment) != comment:
+                tool.notes.setdefault(k.partition(".")[0], []).append(comment)
         for k, lines in rule.notes.items():
-            if k in shared:
-                tool.notes.setdefault(k, lines)
+            if k in shared:   # the same comment above each rule's key is written once
+                mine = tool.notes.setdefault(k, [])
+                mine += [line for line in lines if line not in mine]
     return tool
 
 
@@ -299,7 +302,11 @@ def _under_tool(rule: RuleDraft, tool: str, shared: dict[str, Any]) -> RuleDraft
             table["tool"] = tool
     if "tool" not in table:
         table = {"tool": tool, **table}
-    return RuleDraft(table, rule.source, rule.comments, rule.notes)
+    # the comments of the keys the tool took over went there with them
+    moved = {k for k in shared if k not in table or k == "capture"}
+    comments = {k: c for k, c in rule.comments.items() if k.partition(".")[0] not in moved}
+    notes = {k: lines for k, lines in rule.notes.items() if k not in moved}
+    return RuleDraft(table, rule.source, comments, notes)
 
 
 # -- the file -------------------------------------------------------------------------------

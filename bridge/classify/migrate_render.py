@@ -38,6 +38,9 @@ def _keys(table: dict[str, Any], kind: str, comments: dict[str, str],
         if k != "status" or not isinstance(v, dict):
             lines += notes.get(k, [])
             lines += tomlwrite.assignment(k, v, comments.get(k))
+    # Comments of keys that went away (a key_regex that only ever gave fields) are kept too.
+    lines += [line for k, more in notes.items() if k not in table for line in more]
+    lines += [c for k, c in comments.items() if k.partition(".")[0] not in table]
     status = table.get("status")
     if not isinstance(status, dict):
         return lines
