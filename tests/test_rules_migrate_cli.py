@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bridge.cli import main
-from bridge.classify.migrate import migrate_files
+from bridge.classify.migrate import Migrated, migrate_files
+from tests.helpers import CATALOGUE
 from tests.test_samples import ACCOUNTS
 
 V1 = Path(__file__).resolve().parent / "rules_v1"
@@ -91,9 +92,36 @@ def test_options_exclude_each_other(rules: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_the_rule_directory_comes_from_the_config(rules: Path, tmp_path: Path) -> None:
+def config_for(rules: Path, tmp_path: Path) -> Path:
     config = tmp_path / "config.toml"
-    config.write_text(f'[rules]\ndirectory = "{rules}"\n', encoding="utf-8")
+    config.write_text(f'[rules]\ndirectory = "{rules}"\naccounts = "{rules / "accounts.csv"}"\n'
+                      + CATALOGUE, encoding="utf-8")
+    return config
+
+
+def test_the_rule_directory_comes_from_the_config(rules: Path, tmp_path: Path) -> None:
+    config = config_for(rules, tmp_path)
     result = CliRunner().invoke(main, ["rules", "migrate", "--config", str(config), "--check"])
     assert result.exit_code == 1, result.output
     assert "20-zabbix.toml: v1 -> v2" in result.stderr
+    assert "not loaded to verify" not in result.stderr
+
+
+def test_a_migrated_set_that_would_not_load_is_not_written(rules: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loader is the last word: were migrate ever to write a set that does not load
+    (simulated here by a migrate that forgets every product group), nothing is written."""
+    from bridge.cli import rules_migrate
+
+    def broken(files: list[tuple[str, str]]) -> list[Migrated]:
+        return [Migrated(m.name, m.text.replace('product_group = "servers"\n', ""), m.changed)
+                for m in migrate_files(files)]
+
+    monkeypatch.setattr(rules_migrate, "migrate_files", broken)
+    before = snapshot(rules)
+    result = CliRunner().invoke(main, ["rules", "migrate", "--config",
+                                       str(config_for(rules, tmp_path)), "--in-place"])
+    assert result.exit_code == 2, result.output
+    assert "nothing written: the migrated files do not load" in result.stderr
+    assert "10-nagios.toml: " in result.stderr and "product_group" in result.stderr
+    assert snapshot(rules) == before

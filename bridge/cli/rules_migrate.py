@@ -17,6 +17,7 @@ import click
 
 from bridge.classify.migrate import MigrateError, Migrated, migrate_files
 from bridge.cli.common import config_option, load_or_exit
+from bridge.config import ConfigError, Settings, load_settings
 
 
 def _read(directory: Path) -> list[tuple[str, str]]:
@@ -36,6 +37,32 @@ def _write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _new_errors(settings: Settings, directory: Path, result: list[Migrated]) -> list[str]:
+    """Load errors of the migrated set that the original set has not — a migrate bug, so
+    nothing is written. Checked with the config's catalogue, accounts and packs."""
+    from bridge.classify import check_ruleset
+    from bridge.classify.rulepacks import PackSelection
+
+    args = (settings.rules.accounts, settings.catalogue_map(),
+            PackSelection.from_settings(settings))
+    before = {(p.rule, p.message) for p in check_ruleset(directory, *args) if p.is_error}
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in result:
+            Path(tmp, m.name).write_text(m.text, encoding="utf-8")
+        return [f"{Path(p.file).name}: {p.rule}: {p.message}"
+                for p in check_ruleset(Path(tmp), *args)
+                if p.is_error and (p.rule, p.message) not in before]
+
+
+def _settings(config_path: str, required: bool) -> Settings | None:
+    if required:
+        return load_or_exit(config_path)
+    try:
+        return load_settings(config_path) if Path(config_path).is_file() else None
+    except ConfigError:
+        return None
 
 
 def _summary(m: Migrated, before: str) -> str:
@@ -58,7 +85,12 @@ def migrate(config_path: str, rules_dir: str | None, out_dir: str | None, in_pla
     if sum((out_dir is not None, in_place, check)) > 1:
         click.echo("use one of --out, --in-place and --check", err=True)
         sys.exit(2)
-    directory = Path(rules_dir) if rules_dir else load_or_exit(config_path).rules.directory
+    settings = _settings(config_path, required=rules_dir is None)
+    if rules_dir is not None:
+        directory = Path(rules_dir)
+    else:
+        assert settings is not None      # required: load_or_exit exits without one
+        directory = settings.rules.directory
     if not directory.is_dir():
         click.echo(f"rule directory not found: {directory}", err=True)
         sys.exit(2)
@@ -72,6 +104,17 @@ def migrate(config_path: str, rules_dir: str | None, out_dir: str | None, in_pla
     changed = [m for m in result if m.changed]
     for m in result:
         click.echo(_summary(m, before[m.name]), err=True)
+    if settings is None:
+        click.echo("not loaded to verify: no readable config (its catalogue is needed)",
+                   err=True)
+    elif changed:
+        errors = _new_errors(settings, directory, result)
+        if errors:
+            click.echo("nothing written: the migrated files do not load (please report):",
+                       err=True)
+            for error in errors:
+                click.echo(f"  {error}", err=True)
+            sys.exit(2)
     if check:
         sys.exit(1 if changed else 0)
     if in_place:
