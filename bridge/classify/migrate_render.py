@@ -49,7 +49,7 @@ def _keys(table: dict[str, Any], kind: str, comments: dict[str, str],
     one = tomlwrite.assignment("status", status)
     if len(one) == 1 and len(one[0]) <= tomlwrite.WIDTH and not own:
         return lines + one
-    lines.append(f"[{kind}.status]")
+    lines += ["", f"[{kind}.status]"]
     for k, v in status.items():
         lines += tomlwrite.assignment(k, v, own.get(k))
     return lines
