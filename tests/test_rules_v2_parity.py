@@ -17,8 +17,10 @@ from bridge.classify import RuleSet, classify, load_ruleset
 from bridge.models import Classification
 from bridge.parse.mime import parse
 from tests.test_rules_support import CATALOGUE
-from tests.test_samples import ACCOUNTS, CTX, RULES, SAMPLES
+from tests.test_samples import ACCOUNTS, CTX, ROOT, SAMPLES
 
+# The v1 originals of the shipped rules (rules/ itself is v2 since issue 16's migration).
+RULES = ROOT / "tests" / "rules_v1"
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "zammad-mail"
 MESSAGES = sorted(SAMPLES.glob("*.eml")) + (sorted(CORPUS.glob("*.box")) if CORPUS.is_dir()
                                             else [])

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from bridge.cli import claims, expect, install, operate, packs, running
+from bridge.cli import claims, expect, install, operate, packs, rules_migrate, running
 from bridge.cli.common import VERBOSITY, HelpGroup
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"],
@@ -36,5 +36,6 @@ for _command in (running.run, running.ingest, running.check, running.simulate,
                  running.psa_sim, running.demo, operate.status, operate.events,
                  operate.tickets, operate.replay, operate.outbox, running.test_alert,
                  operate.reconcile, operate.quarantine, operate.backup, claims.processing,
-                 claims.migrate, install.init_command, expect.expect, packs.packs):
+                 claims.migrate, install.init_command, expect.expect, packs.packs,
+                 rules_migrate.rules):
     main.add_command(_command)
