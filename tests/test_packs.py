@@ -232,3 +232,33 @@ def test_packs_show_prints_sources_rules_and_sample_subjects() -> None:
     assert detail["samples"][0]["subject"] == "Problem: High CPU utilization (over 90% for 5m)"
     text = cli("packs").stdout.decode()
     assert all(name in text for name in PACKS)
+
+
+# Variants of pack samples the lifecycle order does not show, classified alone (pure).
+VARIANTS = [
+    # apcupsd: communications restored with the UPS back on mains resolves the UPS's alert.
+    ("apcupsd", "03-commok-on-battery.eml", (b"STATUS   : ONBATT", b"STATUS   : ONLINE"),
+     Kind.ALERT, "resolved"),
+    # Healthchecks: a reminder about several checks cannot be tied to one ticket: skipped.
+    ("healthchecks", "02-reminder.eml",
+     (b"Subject: Reminder: 1 check still down", b"Subject: Reminder: 2 checks still down"),
+     Kind.SKIPPED, None),
+    # Bareos: only backup jobs are alerts; a restore job's report is not taken by the pack.
+    ("bareos", "03-backup-ok.eml", (b"Subject: Bareos: Backup OK", b"Subject: Bareos: Restore OK"),
+     Kind.REGULAR, None),
+]
+
+
+@pytest.mark.parametrize(("pack", "file", "change", "kind", "status"), VARIANTS)
+def test_pack_sample_variants(pack: str, file: str, change: tuple[bytes, bytes], kind: Kind,
+                              status: str | None, tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "accounts.csv").write_text(ACCOUNTS_CSV)
+    rs = load_ruleset(tmp_path / "rules", tmp_path / "accounts.csv", CATALOGUE,
+                      PackSelection((pack,)))
+    raw = (PACKS_ROOT / pack / "samples" / file).read_bytes()
+    assert change[0] in raw
+    result = classify(parse(delivered(raw.replace(*change))), rs, CTX)
+    assert result.kind is kind, result.reason
+    if status is not None:
+        assert result.alert is not None and result.alert.status == status
