@@ -2,29 +2,42 @@
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
+# `make demo` installs what mailbridge runs on plus what the demo itself uses (its SMTP sink):
+# the [demo] extra. `make test` adds the [test] extra (pytest, playwright, hypothesis, …).
+DEMO_STAMP := $(VENV)/.demo-stamp
+TEST_STAMP := $(VENV)/.test-stamp
 
-.PHONY: demo test bench bench-smoke system-deps clean
+.PHONY: demo test bench bench-smoke system-deps man clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	touch $(TEST_STAMP) $(DEMO_STAMP)
 
 ## Run the product on its embedded default: PSA simulator + bundled samples, prints tickets.
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/mailbridge demo
 
 ## Install what the tests need (Dovecot, Chromium, systemd-analyze), then run pytest.
-test: $(STAMP) system-deps
+test: $(TEST_STAMP) system-deps
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 system-deps:
 	@sh scripts/system-deps.sh
 
+## The man page, regenerated from the command definitions (tests fail when it is stale).
+man: $(DEMO_STAMP)
+	$(PY) -m bridge.cli.manpage --write
+
 ## Benchmarks (not part of `make test`): real Dovecot + simulator on loopback.
-bench: $(STAMP) system-deps
+bench: $(TEST_STAMP) system-deps
 	$(PY) -m bench.run --write docs/performance.md
 
 clean:

@@ -176,6 +176,13 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
                     f"{g['accounts']:,} accounts vs {s['rules']} + {s['accounts']}",
                     f"{g['per_message_us']:.0f} µs vs {s['per_message_us']:.0f} µs = "
                     f"**{sc['ratio']:.2f}×**", "≤ 2×", sc["ratio"] <= 2))
+        if "mixed_ratio" in sc:
+            ms, mg = sc["mixed_small"], sc["mixed_large"]
+            out.append((f"3. The same with half the rules v2 (tool blocks, maps, status maps):"
+                        f" {mg['rules']:,} + {mg['accounts']:,} vs {ms['rules']} + "
+                        f"{ms['accounts']}", f"{mg['per_message_us']:.0f} µs vs "
+                        f"{ms['per_message_us']:.0f} µs = **{sc['mixed_ratio']:.2f}×**",
+                        "≤ 2×", sc["mixed_ratio"] <= 2))
         for x in sc["regex"]:
             out.append((f"3. Regex rules (report only): {x['rules']:,} `regex` conditions, "
                         "match at the last / first", f"{x['last_us']:,.0f} / "
@@ -318,8 +325,12 @@ def _details(r: dict[str, Any]) -> list[str]:
     if sc:
         out += ["## 3. Rule and account scaling", "", SCALING_NOTE, "",
                 "| rule set | load (s) | classify per message |", "|---|---|---|"]
-        for x in (sc["small"], sc["large"]):
-            out.append(f"| {x['rules']:,} sender/phrase rules, {x['accounts']:,} accounts | "
+        for x in (sc["small"], sc["large"], sc.get("mixed_small"), sc.get("mixed_large")):
+            if x is None:
+                continue
+            what = "rules, half of them v2 with tool blocks, maps and status maps" \
+                if x.get("mixed") else "sender/phrase rules"
+            out.append(f"| {x['rules']:,} {what}, {x['accounts']:,} accounts | "
                        f"{x['load_s']:.2f} | {x['per_message_us']:.0f} µs |")
         for x in sc["regex"]:
             out.append(f"| {x['rules']:,} regex rules: message matching the first / the last"

@@ -12,6 +12,11 @@ cannot be indexed): a message matching rule k costs k regex evaluations, so the 
 for messages that match the *last* rule or none — the worst case — next to a message matching
 the first.
 
+`mixed` rule sets (issue 16) put half the rules in a `format = 2` file: one `[[tool]]` per ten
+rules (its sender, an optional host capture and a required state capture, an alert type map, a
+key list, a `[tool.status]` with `from` + `map` before the phrases), each rule `tool = …` plus
+its own subject phrase; the other half stay v1. Messages hit both halves.
+
 Timed with time.perf_counter around `classify()` only, best of `repeat` passes.
 """
 
@@ -54,7 +59,34 @@ def _write_rules(directory: Path, rules: int, accounts: int, regex: bool = False
     (directory / "accounts.csv").write_text("\n".join(csv) + "\n")
 
 
-def _message(rule: int, account: int, n: int, regex: bool = False) -> bytes:
+def _write_v2(directory: Path, first: int, rules: int) -> None:
+    """Rules first..rules-1 as v2: a tool per ten rules, maps and a status map in each."""
+    lines = ["format = 2\n"]
+    for t in range(first // 10, (rules + 9) // 10):
+        lines += ["[[tool]]", f'name = "tool-{t:05d}"', f'sender = "monitor@tool{t:05d}.example"',
+                  'product_group = "servers"',
+                  'alert_type = { from = "{state}", map = { down = "Host Down", critical = '
+                  '"Service Critical" }, default = "Service Critical" }',
+                  "capture = [{ in = \"subject\", regex = 'host (?P<host>\\S+)', optional = true },"
+                  " { in = \"body\", regex = 'State: (?P<state>\\w+)' }]",
+                  f'key = ["t{t}:{{account}}:{{host}}:{{state}}", "t{t}:{{account}}"]',
+                  "[tool.status]", 'from = "{state}"',
+                  'map = { UP = "resolved", OK = "resolved", DOWN = "open" }',
+                  'resolved = ["RECOVERY"]\n']
+        for i in range(max(first, t * 10), min(rules, t * 10 + 10)):
+            lines += ["[[detect]]", f'name = "vendor-{i:05d}"', f'tool = "tool-{t:05d}"',
+                      f'subject = "Check {i:05d}"\n']
+    (directory / "20-v2.toml").write_text("\n".join(lines))
+
+
+def _message(rule: int, account: int, n: int, regex: bool = False, v2: bool = False) -> bytes:
+    if v2:
+        sender = f"monitor@tool{rule // 10:05d}.example"
+        subject = f"Check {rule:05d} failed for site Customer {account:06d}, host web{n}"
+        return (f"From: Monitor <{sender}>\nTo: alerts@msp.example\nSubject: {subject}\n"
+                f"Message-ID: <scale.{n}@bench>\nDate: Tue, 04 Mar 2025 09:00:00 +0000\n"
+                "Content-Type: text/plain; charset=us-ascii\n\n"
+                f"Host web{n} is down.\nState: DOWN\n").encode()
     if regex:
         sender, subject = "monitor@any.example", f"[V{rule:05d}] web{n} for site Customer " \
                                                   f"{account:06d}, HTTP is down"
@@ -79,10 +111,13 @@ def _time(ruleset: Any, parsed: list[Any], repeat: int) -> float:
 
 
 def measure(rules: int, accounts: int, messages: int = 2000, repeat: int = 5,
-            seed: int = 3) -> dict[str, Any]:
+            seed: int = 3, mixed: bool = False) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="mb-scale-"))
+    half = rules // 2 if mixed else rules
     try:
-        _write_rules(tmp, rules, accounts)
+        _write_rules(tmp, half, accounts)
+        if mixed:
+            _write_v2(tmp, half, rules)
         t = time.perf_counter()
         ruleset = load_ruleset(tmp, tmp / "accounts.csv", CATALOGUE)
         load_s = time.perf_counter() - t
@@ -92,7 +127,7 @@ def measure(rules: int, accounts: int, messages: int = 2000, repeat: int = 5,
     raws = []
     for n in range(messages):
         rule = rng.randrange(rules) if n % 10 else rules + 7  # a tenth match no rule
-        raws.append(_message(rule, rng.randrange(accounts), n))
+        raws.append(_message(rule, rng.randrange(accounts), n, v2=half <= rule < rules))
     parsed = [parse(r) for r in raws]
     # Sanity: the matching messages become alerts for the account they name.
     ctx = ClassifyContext()
@@ -101,7 +136,7 @@ def measure(rules: int, accounts: int, messages: int = 2000, repeat: int = 5,
     if alerts != sum(1 for n in range(messages) if n % 10):
         raise RuntimeError(f"{alerts} alerts of {messages} messages: the rules do not match")
     return {"rules": rules, "accounts": accounts, "per_message_us": _time(ruleset, parsed,
-            repeat) * 1e6, "load_s": load_s}
+            repeat) * 1e6, "load_s": load_s, "mixed": mixed}
 
 
 def measure_regex(rules: int, messages: int = 500, repeat: int = 3) -> dict[str, Any]:
@@ -125,8 +160,11 @@ def run(small: tuple[int, int] = (10, 100), large: tuple[int, int] = (1000, 50_0
     s = measure(*small, messages=messages)
     big = measure(*large, messages=messages)
     regex = [measure_regex(n, messages=max(100, messages // 4)) for n in regex_sizes]
+    ms = measure(*small, messages=messages, mixed=True)
+    mbig = measure(*large, messages=messages, mixed=True)
     return {"small": s, "large": big, "ratio": big["per_message_us"] / s["per_message_us"],
-            "regex": regex}
+            "regex": regex, "mixed_small": ms, "mixed_large": mbig,
+            "mixed_ratio": mbig["per_message_us"] / ms["per_message_us"]}
 
 
 if __name__ == "__main__":

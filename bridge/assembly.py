@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from bridge.classify.loader import load_ruleset
+from bridge.classify.rulepacks import PackSelection
 from bridge.classify.ruleset import RuleSet
 from bridge.config import Settings
 from bridge.decide.core import new_correlation_id
@@ -53,9 +54,11 @@ class Parts:
 
 
 def load_rules(settings: Settings) -> RuleSet:
-    """The rule set the settings name; raises RuleSetError naming every bad file and line."""
+    """The rule set the settings name (files, then packs); raises RuleSetError naming every
+    bad file and line."""
     s = settings.rules
-    return load_ruleset(s.directory, s.accounts, settings.catalogue_map())
+    return load_ruleset(s.directory, s.accounts, settings.catalogue_map(),
+                        PackSelection.from_settings(settings))
 
 
 def build_peers(settings: Settings) -> Peers:

@@ -2,20 +2,23 @@
 
 One pydantic model per section. Unknown keys are errors (a typo must not be silently ignored),
 and every error names the dotted key and the reason. Secrets may be written inline, or as
-`{ env = "NAME" }` or `{ file = "/run/credentials/mailbridge.service/psa" }` (systemd
-`LoadCredential=`); they are held as `SecretStr`, so they never print.
+`{ env = "NAME" }`, `{ file = "PATH" }` or `{ credential = "psa-client-secret" }` (systemd
+`LoadCredential=`: `$CREDENTIALS_DIRECTORY/NAME` in the service, the `credentials/` directory
+beside the config outside it); they are held as `SecretStr`, so they never print.
 """
 
 from __future__ import annotations
 
-import contextvars
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError,
                       field_validator, model_validator)
+
+from bridge.auth.secrets import CONFIG_DIR, LENIENT_SECRETS, resolve_secret
 
 
 class ConfigError(Exception):
@@ -26,38 +29,8 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# `mailbridge ingest` runs from the MTA while the service (and its credential files) may be
-# stopped: it only needs the store, so it may load the config with secrets it cannot read.
-_LENIENT_SECRETS: contextvars.ContextVar[bool] = contextvars.ContextVar("lenient", default=False)
-
-
-def _resolve_secret(value: Any) -> Any:
-    if isinstance(value, dict) and _LENIENT_SECRETS.get():
-        try:
-            return _resolve_secret_strict(value)
-        except ValueError:
-            return ""
-    return _resolve_secret_strict(value)
-
-
-def _resolve_secret_strict(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"env"}:
-            name = value["env"]
-            if name not in os.environ:
-                raise ValueError(f"environment variable {name} is not set")
-            return os.environ[name]
-        if set(value) == {"file"}:
-            try:
-                return Path(value["file"]).read_text().strip()
-            except OSError as exc:
-                raise ValueError(f"cannot read secret file {value['file']}: {exc.strerror}") from None
-        raise ValueError('a secret is a string, { env = "NAME" } or { file = "PATH" }')
-    return value
-
-
 # A SecretStr that also accepts the env/file forms.
-SecretField = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+SecretField = Annotated[SecretStr, BeforeValidator(resolve_secret)]
 
 
 class StoreSettings(Section):
@@ -159,6 +132,19 @@ class RulesSettings(Section):
     watch: bool = True
     # A rule directory under review: the dashboard shows what it would change (`rules diff`).
     candidate_directory: Path | None = None
+    # Rule packs shipped in the package (docs/packs.md), read after the rule files, in order.
+    packs: list[str] = []
+
+
+class PackSettings(Section):
+    """`[packs.<name>]`: one pack fitted onto this MSP's catalogue and senders."""
+
+    # One product group for the whole pack, or a map from the pack's neutral names.
+    product_group: str | dict[str, str] | None = None
+    alert_types: dict[str, str] = {}
+    senders: list[str] | None = None  # replace the tool's usual senders
+    account: dict[str, Any] | list[dict[str, Any]] | None = None  # as [[tool]] account
+    require_authentication: bool | None = None
 
 
 class RoutingSettings(Section):
@@ -170,6 +156,16 @@ class RoutingSettings(Section):
     regular_folder: str = "Regular"
     regular_forward_to: str | None = None
     own_addresses: list[str] = []
+    # When (local HH:MM) the admin gets the daily digest of creates the PSA refused with 404;
+    # "" for none. Nothing is sent without [smtp] and admin_address (docs/health.md).
+    digest_time: str = "08:00"
+
+    @field_validator("digest_time")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        if value and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError(f"{value!r} is not a time of day HH:MM (or \"\" for no digest)")
+        return value
 
 
 class StormSettings(Section):
@@ -256,6 +252,7 @@ class Settings(Section):
     webhook: list[WebhookSettings] = []
     catalogue: list[ProductGroup] = []
     rules: RulesSettings = RulesSettings()
+    packs: dict[str, PackSettings] = {}
     routing: RoutingSettings = RoutingSettings()
     storm: StormSettings = StormSettings()
     xml_api: XmlApiSettings = XmlApiSettings()
@@ -315,21 +312,28 @@ def _format_errors(path: Path | str, exc: ValidationError) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")  # pydantic's prefix says nothing
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
 
 
 def load_settings(path: Path | str, base_dir: Path | None = None,
-                  lenient_secrets: bool = False) -> Settings:
+                  lenient_secrets: bool | list[str] = False) -> Settings:
     """Read and validate a config file. Relative paths in it are relative to the file.
 
     With `lenient_secrets`, a secret whose env variable or file is missing becomes empty
-    instead of an error (for `ingest`, which only stages)."""
-    token = _LENIENT_SECRETS.set(lenient_secrets)
+    instead of an error (for `ingest`, which only stages); given a list, why each secret could
+    not be read is appended to it (for offline `check`, which warns)."""
+    unread = lenient_secrets if isinstance(lenient_secrets, list) else (
+        [] if lenient_secrets else None)
+    token = LENIENT_SECRETS.set(unread)
+    where = CONFIG_DIR.set(Path(path).parent.absolute())
     try:
         return _load_settings(Path(path), base_dir)
     finally:
-        _LENIENT_SECRETS.reset(token)
+        LENIENT_SECRETS.reset(token)
+        CONFIG_DIR.reset(where)
 
 
 def _load_settings(path: Path, base_dir: Path | None) -> Settings:
@@ -337,6 +341,8 @@ def _load_settings(path: Path, base_dir: Path | None) -> Settings:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:  # e.g. run as a user outside the config's group
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return settings_from_dict(data, source=path, base_dir=base_dir or path.parent)

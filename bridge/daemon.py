@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from bridge.assembly import Parts, assemble, build_peers, restart_needed, rules_signature
 from bridge.config import Settings, load_settings
+from bridge.decide.expectations import judge
 from bridge.deliver.outbox import Delivery
 from bridge.deliver.peers import Peers
 from bridge.models import RawMessage
@@ -77,6 +78,7 @@ class Bridge:
         self._reload_lock = asyncio.Lock()
         self._reload_task: asyncio.Task[bool] | None = None
         self.web_app: Starlette | None = None
+        self._sources_caught_up: Callable[[], bool] = lambda: False
 
     @property
     def settings(self) -> Settings:
@@ -122,6 +124,22 @@ class Bridge:
                 break
         return total
 
+    async def judge_expectations(self) -> int:
+        """Open a ticket for each expected mail past its deadline (bridge/decide/expectations.py).
+        Called only once the sources have caught up: a backlog may hold an on-time report."""
+        parts = self.parts
+        if not parts.ruleset.expect:
+            return 0
+
+        def judge_now() -> int:
+            with self.sync_store.write():
+                return judge(self.sync_store, parts.ruleset.expect, parts.decider, self.clock())
+
+        opened = await self.store.run(judge_now)
+        if opened:
+            self.delivery.wake.set()
+        return opened
+
     # -- one pass (`--once`, ingest, replay, demo, tests) ---------------------------------------
 
     async def run_once(self, deliver: bool = True, flush: bool = False) -> int:
@@ -131,8 +149,12 @@ class Bridge:
         await self.store.reclaim_in_flight()
         for source in self.sources:
             await source.drain()
+        judged = False
         while True:
             processed = await self.process_pending()
+            if processed == 0 and not judged:  # drained: now a missing report is missing
+                await self.judge_expectations()
+                judged = True
             if flush:
                 await self.store.run(self.sync_store.flush_held)
             sent = await self.delivery.drain() if deliver else 0
@@ -161,6 +183,9 @@ class Bridge:
         await self.store.reclaim_in_flight()
         ready_sources: set[str] = set()
         needs_ready = {s.name for s in self.sources}
+
+        # Expectations are judged only once every source has caught up (docs/expect.md).
+        self._sources_caught_up = lambda: ready_sources >= needs_ready
 
         def ready_for(name: str) -> Callable[[], None]:
             def mark() -> None:
@@ -230,6 +255,8 @@ class Bridge:
             self._stage_signal.clear()
             try:
                 await self.process_pending()
+                if self._sources_caught_up():
+                    await self.judge_expectations()
                 await self.store.run(self.sync_store.set_meta, HEARTBEAT_KEY, str(time.time()))
             except Exception:
                 log.exception("processing pass failed")

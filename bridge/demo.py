@@ -115,6 +115,7 @@ def run_demo(keep: Path | None = None, echo: Callable[[str], None] = print,
         samples = sorted(samples_dir.glob("*.eml"))
         load_samples(Path(settings.maildir[0].path), samples, time.time() - 60 * len(samples))
         echo(f"mailbridge demo: {len(samples)} sample alerts -> PSA simulator at {sim.url}")
+        started = time.time() - 1  # outcomes recorded from here on are the demo's
         code = asyncio.run(_one_pass(settings))
         _report(settings, samples, echo)
         asyncio.run(_print_tickets(settings, echo))
@@ -126,6 +127,7 @@ def run_demo(keep: Path | None = None, echo: Callable[[str], None] = print,
                 echo(f"  to {', '.join(rcpts)}: {subject}")
         echo(f"\nstore: {settings.store.path} (inspect with `mailbridge events`)"
              if keep else "")
+        echo(_summary(settings, started))
         return 0 if code in (0, 3) else code
     finally:
         if sink is not None:
@@ -133,6 +135,17 @@ def run_demo(keep: Path | None = None, echo: Callable[[str], None] = print,
         sim.stop()
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _summary(settings: Any, since: float) -> str:
+    from bridge.cli.output import store_summary
+    from bridge.store import Store
+
+    store = Store(settings.store.path)
+    try:
+        return store_summary(store, since)
+    finally:
+        store.close()
 
 
 async def _one_pass(settings: Any) -> int:

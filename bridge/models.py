@@ -103,6 +103,12 @@ class ParsedMessage:
     message_id: str | None = None
     headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     body: str = ""
+    # The text of the first HTML part when `body` came from text/plain parts ("" otherwise),
+    # cut as `body` is; `body_is_html`: `body` itself is an HTML part's text (no plain part);
+    # `text_is_stub`: the plain body only points at its HTML alternative (docs/parsing.md).
+    html_body: str = ""
+    body_is_html: bool = False
+    text_is_stub: bool = False
     ates: tuple[AtesToken, ...] = ()
     xml_parts: tuple[bytes, ...] = ()
     attachments: tuple[Attachment, ...] = ()
@@ -157,6 +163,33 @@ class Alert:
 
 
 @dataclass(frozen=True)
+class ExpectHit:
+    """A classified message satisfies one instance of an `[[expect]]` rule: `scope` is the
+    alert key (per = "key"), the account (per = "account") or "" (per = "once")."""
+
+    expectation: str
+    scope: str
+    account_id: str
+    what: str
+
+
+@dataclass(frozen=True)
+class ExpectationRow:
+    """One watched instance of an `[[expect]]` rule, as the store keeps it."""
+
+    name: str
+    scope: str
+    account_id: str
+    what: str
+    last_seen_at: float | None
+    judge_at: float
+    state: str
+    missing_since: float | None
+    alert_key: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
 class Classification:
     """The result of the rules: what the message is, and which rule said so.
 
@@ -171,6 +204,7 @@ class Classification:
     forward_to: str | None = None
     account_how: str | None = None
     steps: tuple[str, ...] = ()
+    expected: tuple[ExpectHit, ...] = ()  # the [[expect]] instances this mail satisfies
 
 
 # -- decide -> outbox -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from bridge.config import StormSettings
-from bridge.models import Alert, AlertContext, Decision, Outcome, RawMessage
+from bridge.models import Alert, AlertContext, Decision, ExpectationRow, Outcome, RawMessage
 from bridge.store.outbox import OutboxRow
 
 StageFn = Callable[[list[RawMessage]], Awaitable[list[bool]]]
@@ -48,7 +48,7 @@ class StateStore(Protocol):
                        rule: str | None = None,
                        alert_meta: dict[str, Any] | None = None) -> None: ...
 
-    def record_effects(self, message_ref: int, decision: Decision, *, arrived_at: float,
+    def record_effects(self, message_ref: int | None, decision: Decision, *, arrived_at: float,
                        alert_meta: dict[str, Any] | None = None) -> list[int]: ...
 
     def correlation_meta(self, alert_key: str) -> dict[str, Any] | None: ...
@@ -57,6 +57,22 @@ class StateStore(Protocol):
 
     def event(self, kind: str, message_ref: int | None = None, alert_key: str | None = None,
               outcome: str | None = None, /, **detail: Any) -> None: ...
+
+    # Expected mail (bridge/decide/expectations.py): reports seen, deadlines judged.
+    def expectation(self, name: str, scope: str) -> ExpectationRow | None: ...
+
+    def expectations(self) -> list[ExpectationRow]: ...
+
+    def expectation_seen(self, name: str, scope: str, account_id: str, what: str,
+                         seen_at: float, judge_at: float) -> ExpectationRow | None: ...
+
+    def expectation_start(self, name: str, scope: str, account_id: str, what: str,
+                          now: float, judge_at: float) -> None: ...
+
+    def expectation_missing(self, name: str, scope: str, alert_key: str,
+                            since: float) -> None: ...
+
+    def expectation_forget(self, name: str, scope: str) -> None: ...
 
 
 class RowState(str, enum.Enum):

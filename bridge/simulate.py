@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from bridge.assembly import Parts, assemble
+from bridge.classify.explain import explain as explain_rules
 from bridge.config import Settings
 from bridge.deliver.dryrun import DryRunLog, dry_run_peers
 from bridge.deliver.outbox import Delivery
@@ -48,7 +49,8 @@ def arrival_time(raw: bytes, path: Path) -> float:
 
 def simulate_files(settings: Settings, files: list[Path], as_json: bool,
                    echo: Callable[[str], None] = print, names: list[str] | None = None, *,
-                   fresh: bool = False, at: float | None = None, flush: bool = False) -> int:
+                   fresh: bool = False, at: float | None = None, flush: bool = False,
+                   explain: bool = False) -> int:
     log = DryRunLog()
     try:
         parts = assemble(settings, peers=lambda s: dry_run_peers(s, log))
@@ -59,7 +61,7 @@ def simulate_files(settings: Settings, files: list[Path], as_json: bool,
     with tempfile.TemporaryDirectory(prefix="mailbridge-simulate-") as tmp:
         results = asyncio.run(_simulate(parts, files, labels, Path(tmp) / "scratch.db", log,
                                         fresh=fresh, now=at if at is not None else time.time(),
-                                        flush=flush))
+                                        flush=flush, explain=explain))
     if as_json:
         echo(json.dumps(results, indent=2, ensure_ascii=False, default=str))
     else:
@@ -68,7 +70,8 @@ def simulate_files(settings: Settings, files: list[Path], as_json: bool,
 
 
 async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_path: Path,
-                    log: DryRunLog, *, fresh: bool, now: float, flush: bool) -> list[dict[str, Any]]:
+                    log: DryRunLog, *, fresh: bool, now: float, flush: bool,
+                    explain: bool = False) -> list[dict[str, Any]]:
     clock = Clock(now)
     scratch = Store(scratch_path, clock=clock)
     if not fresh:
@@ -85,7 +88,13 @@ async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_
         return [_result(store, mid, label, log, clock.now, parts.peers.psa,
                         recorder.found.get(mid)) for mid, label in ids.items()]
 
-    return await run_scratch(parts, scratch, recorder, clock, collect, flush=flush)
+    results = await run_scratch(parts, scratch, recorder, clock, collect, flush=flush)
+    if explain:  # every rule tried and what failed first (bridge/classify/explain.py)
+        for r, mid in zip(results, ids):
+            found = recorder.found.get(mid)
+            r["explain"] = explain_rules(found.parsed, parts.ruleset,
+                                         parts.pipeline.context) if found else []
+    return results
 
 
 async def run_scratch(parts: Parts, scratch: Store, evaluator: Evaluator, clock: Clock,
@@ -193,6 +202,7 @@ def format_results(results: list[dict[str, Any]]) -> str:
         out.append(f"   subject : {r['subject']}")
         out.append(f"   sender  : {r['sender']}")
         out += [f"   step    : {step}" for step in r["steps"]]
+        out += [f"   explain : {line}" for line in r.get("explain", ())]
         for k in ("rule", "account", "account_how", "alert_key", "status"):
             if r.get(k):
                 out.append(f"   {k:<8}: {r[k]}")

@@ -83,3 +83,30 @@ def test_match_all_and_any() -> None:
     assert ConditionGroup((yes, yes)).test(view) == "subject contains 'ping' AND subject contains 'ping'"
     assert ConditionGroup((no, yes), match_any=True).test(view) == "subject contains 'ping'"
     assert ConditionGroup((no, no), match_any=True).test(view) is None
+
+
+@pytest.mark.parametrize("op,value,insensitive,sensitive", [
+    ("contains", "Sensor Ping", True, True), ("contains", "sensor ping", True, False),
+    ("not_contains", "sensor ping", False, True), ("equals", "[prtg] sensor ping is down",
+                                                   True, False),
+    ("not_equals", "[PRTG] Sensor Ping is Down", False, False),
+    ("starts_with", "[prtg]", True, False), ("starts_with", "[PRTG]", True, True),
+    ("ends_with", "DOWN", True, False), ("regex", r"is Down$", True, True),
+    ("regex", r"is DOWN$", True, False), ("regex", r"(?i)is DOWN$", True, True),
+])
+def test_case_sensitivity_per_condition(op: str, value: str, insensitive: bool,
+                                        sensitive: bool) -> None:
+    view = MessageView(M)
+    loose = Condition.compile("subject", op, value)
+    strict = Condition.compile("subject", op, value, case_sensitive=True)
+    assert loose.test(view) is insensitive and strict.test(view) is sensitive
+    assert not loose.case_sensitive and strict.describe().endswith("(case-sensitive)")
+
+
+def test_case_sensitive_conditions_still_compare_nfc_text() -> None:
+    composed = msg(subject="Störung: Caf\u00e9 down", headers={"X-Site": ("Caf\u0065\u0301",)})
+    view = MessageView(composed)
+    assert Condition.compile("subject", "contains", "Cafe\u0301", case_sensitive=True).test(view)
+    assert Condition.compile("header:X-Site", "equals", "Café", case_sensitive=True).test(view)
+    assert not Condition.compile("subject", "contains", "STÖRUNG", case_sensitive=True).test(view)
+    assert Condition.compile("subject", "contains", "STÖRUNG").test(view)

@@ -108,6 +108,15 @@ def test_shadowed_detection_rule(tmp_path: Path) -> None:
     ('ates_source = "*"', 'ates_source = "Datto RMM"\nsubject = "offline"', True),
     ('ates_source = "Datto RMM"', 'ates_source = "XYZ"', False),
     ('conditions = [{ field = "subject", op = "contains", value = "x" }]', 'subject = "x"', False),
+    ("sender = { regex = '^ops@acme\\.example$' }", 'sender = "ops@acme.example"', True),
+    ("sender = { regex = '^ops@' }", 'sender = ["ops@acme.example", "ops@b.example"]', True),
+    ("sender = { regex = '^ops@' }", 'sender = ["ops@acme.example", "x@b.example"]', False),
+    ("sender = { regex = '@acme' }", 'sender = "@acme.example"', False),
+    ("sender = { regex = '@acme' }", "sender = { regex = '@acme' }", True),
+    ("sender = { regex = '@acme' }", "sender = { regex = '@acme\\.' }", False),
+    ('sender = "*"', "sender = { regex = '@acme' }", True),
+    ('sender = "*@*"', "sender = { regex = '@acme' }", False),
+    ('sender = "@acme.example"', "sender = { regex = '^ops@acme\\.example$' }", False),
 ])
 def test_shadowing_cases(tmp_path: Path, earlier: str, later: str, shadowed: bool) -> None:
     rule = 'name = "{n}"\nproduct_group = "servers"\nalert_type = "Disk Space"\nresolved = ["OK"]\n'

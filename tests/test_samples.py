@@ -40,7 +40,7 @@ EXPECTED: dict[str, tuple[Kind, str | None, str | None, str | None, str | None]]
     "07-prtg-sensor-down.eml": (Kind.ALERT, "30-prtg.toml:prtg", "GLOBEX-002", "open", PRTG_KEY),
     "08-prtg-sensor-up.eml": (Kind.ALERT, "30-prtg.toml:prtg", "GLOBEX-002", "resolved", PRTG_KEY),
     "09-veeam-failed.eml": (Kind.ALERT, "40-veeam.toml:veeam", "ACME-001", "open", VEEAM_KEY),
-    "10-veeam-warning-skipped.eml": (Kind.SKIPPED, "90-skip.toml:veeam-warning", None, None, "backup-team@msp.example"),
+    "10-veeam-warning-skipped.eml": (Kind.SKIPPED, "40-veeam.toml:veeam-warning", None, None, "backup-team@msp.example"),
     "11-veeam-success.eml": (Kind.ALERT, "40-veeam.toml:veeam", "ACME-001", "resolved", VEEAM_KEY),
     "12-datto-ates-alert.eml": (Kind.ALERT, "50-rmm-ates.toml:datto-rmm", "SOYLENT-005", "open", DATTO_KEY),
     "13-datto-ates-resolved.eml": (Kind.ALERT, "50-rmm-ates.toml:datto-rmm", "SOYLENT-005", "resolved", DATTO_KEY),

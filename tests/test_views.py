@@ -119,7 +119,8 @@ def test_status_view_counts_backlog_outbox_failures_and_outcomes(tmp_path):
     assert st["backlog"] == 1
     assert st["messages_by_state"]["pending"] == 1
     # pending: the skipped message's forward and the waiting OPEN.
-    assert st["outbox"] == {"pending": 2, "in_flight": 0, "dead": 1, "done": 2}
+    assert st["outbox"] == {"pending": 2, "in_flight": 0, "dead": 1, "acknowledged": 0,
+                            "dropped": 0, "done": 2}
     assert st["failures_last_hour"] == 2  # the failed message and its dead row
     assert st["outcomes_24h"] == {"created": 1, "appended": 1, "skipped": 1, "quarantined": 1,
                                   "failed": 1}
@@ -345,7 +346,8 @@ def test_cli_status_reads_what_the_daemon_saved(tmp_path):
     from bridge.operator.status import load_runtime, save_runtime
 
     store = Store(tmp_path / "db")
-    assert "psa_auth" not in views.status_view(store)  # no daemon ever ran
+    assert "sources" not in views.status_view(store)  # no daemon ever ran
+    assert views.status_view(store)["psa_auth"] == "unknown"  # and no PSA call either
     rt = RuntimeStatus(ruleset_version="v9")
     rt.on_source_event("imap:inbox", "idle", {})
     rt.psa_auth_refused("HTTP 401: invalid client")

@@ -7,19 +7,18 @@ case-folded text, the same text the rule index keys on, so index and rule never 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from bridge.classify.accounts import SEARCH_BY, Account, AccountsDirectory, SearchBy
 from bridge.classify.model import Rule, StatusPhrases
 from bridge.classify.reader import TableReader
+from bridge.classify.regex import Regex
 from bridge.classify.text import Phrase, fold
 from bridge.classify.view import MessageView
 
 
 _EDGE = " \t\"'`,;:.!?()[]{}<>*|"
-MAX_WORDS = 8  # longest run of words tried as an account name after/before a phrase
 
 
 @dataclass(frozen=True)
@@ -28,10 +27,12 @@ class AccountRule(Rule):
 
     `from = "subject"` (default) or `"body"`: the text right `after` a phrase, right `before`
     a phrase, or between the two when both are given; or the first capture of `regex` (named
-    group `account` if present). With only `after`, the longest run of up to 8 words that
-    names an account wins ("after 'Alert for Site'" finds "Globex Corporation" in "… Site
-    Globex Corporation, sensor …"); with only `before`, the longest run ending there. In the
-    body the search stays on the phrase's line. `from = "sender"` looks up the sender's
+    group `account` if present). With only `after`, the longest run of words that names an
+    account wins ("after 'Alert for Site'" finds "Globex Corporation" in "… Site Globex
+    Corporation, sensor …"), up to the end of the subject or of the phrase's body line; with
+    only `before`, the longest run ending there. Runs longer than the longest name in the
+    accounts directory are not tried, so the search costs the line's length plus a few
+    dictionary lookups, however long the line. `from = "sender"` looks up the sender's
     address, then its domain and parent domains. `search` limits what the text is looked up
     as: "name", "foreign-id", "record-id" (default: all three, in that order). `for_rules`
     limits the rule to mail matched by the named `[[detect]]` rules.
@@ -50,11 +51,15 @@ class AccountRule(Rule):
     source: str = "subject"
     after: Phrase | None = None
     before: Phrase | None = None
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
     search: tuple[SearchBy, ...] = SEARCH_BY
     for_rules: frozenset[str] | None = None
+    for_tool: str | None = None  # a [[tool]]'s account table: only for mail of that tool
+    field: str | None = None     # v2: `from` names another field (header.<Name>, a capture …)
 
-    def applies(self, detect_rule: str | None) -> bool:
+    def applies(self, detect_rule: str | None, tool: str | None = None) -> bool:
+        if self.for_tool is not None and self.for_tool != tool:
+            return False
         return self.for_rules is None or detect_rule in self.for_rules
 
     def index_keys(self) -> tuple[str, tuple[str, ...]] | None:
@@ -64,6 +69,8 @@ class AccountRule(Rule):
 
     @property
     def how(self) -> str:
+        if self.field is not None:
+            return f"from {self.field}" + (" regex" if self.regex is not None else "")
         if self.source == "sender":
             return "from sender"
         if self.regex is not None:
@@ -74,30 +81,41 @@ class AccountRule(Rule):
             return f"from {self.source} after {self.after.text!r}"
         return f"from {self.source} before {self.before.text if self.before else ''!r}"
 
-    def find(self, view: MessageView, accounts: AccountsDirectory
-             ) -> tuple[Account, str] | str | None:
+    def find(self, view: MessageView, accounts: AccountsDirectory,
+             text_of: Callable[[str], str] | None = None) -> tuple[Account, str] | str | None:
         """(account, how) when found; a note when text was found but named no account (or
-        the closing phrase was missing); None when the rule does not apply at all."""
+        the closing phrase was missing); None when the rule does not apply at all.
+        `text_of` gives a v2 field's value (the matched rule's captures included)."""
+        if self.field is not None:
+            text = " ".join((text_of(self.field) if text_of is not None else "").split())
+            if not text:
+                return None
+            if self.regex is None and self.after is None and self.before is None:
+                return self._lookup([text], accounts)  # the field's whole value names it
+            return self._search((text,), lambda: (fold(text),), accounts)
         if self.source == "sender":
             if not view.sender or "=?" in view.sender:
                 return None
             hit = accounts.find_sender(view.sender)
             return (hit[0], f"{self.how} ({hit[1]})") if hit else \
                 f"sender {view.sender} is in no account"
+        texts = (view.subject,) if self.source == "subject" else view.body_lines
+        return self._search(texts, lambda: (view.fsubject,) if self.source == "subject" else
+                            tuple(fold(line) for line in view.body_lines), accounts)
+
+    def _search(self, texts: tuple[str, ...], folded: Callable[[], tuple[str, ...]],
+                accounts: AccountsDirectory) -> tuple[Account, str] | str | None:
         if self.regex is not None:
-            texts = (view.subject,) if self.source == "subject" else view.body_lines
             for text in texts:
-                m = self.regex.search(text)
-                if m:
+                found = self.regex.search(text)
+                if found:
                     group: str | int = "account" if "account" in self.regex.groupindex else 1
-                    return self._lookup([m.group(group) or ""], accounts)
+                    return self._lookup([found.group(group) or ""], accounts)
             return None
-        lines = (view.fsubject,) if self.source == "subject" else \
-            tuple(fold(line) for line in view.body_lines)
         anchor = self.after or self.before
         if anchor is None:
             return None
-        for line in lines:
+        for line in folded():
             m = anchor.search(line)
             if m is None:
                 continue
@@ -106,13 +124,11 @@ class AccountRule(Rule):
                 if end is None:
                     return f"{self.before.text!r} not found after {self.after.text!r}"
                 return self._lookup([line[m.end():end.start()]], accounts)
+            most = accounts.max_words(self.search)
             if self.after:
-                ws = line[m.end():].split()
-                return self._lookup([" ".join(ws[:n])
-                                     for n in range(min(len(ws), MAX_WORDS), 0, -1)], accounts)
-            ws = line[:m.start()].split()
-            return self._lookup([" ".join(ws[-n:])
-                                 for n in range(min(len(ws), MAX_WORDS), 0, -1)], accounts)
+                return self._lookup(_runs(line[m.end():].split(), most), accounts)
+            return self._lookup(_runs(line[:m.start()].split(), most, from_end=True),
+                                accounts)
         return None
 
     def _lookup(self, candidates: list[str], accounts: AccountsDirectory
@@ -130,7 +146,22 @@ class AccountRule(Rule):
 
     @classmethod
     def read(cls, r: TableReader, status: StatusPhrases) -> "AccountRule":
-        source = r.choice("from", ("subject", "body", "sender"), "subject")
+        return cls.read_from(r, None)
+
+    @classmethod
+    def read_v2(cls, r: TableReader, status: StatusPhrases) -> "AccountRule":
+        """v2: `from` may also name a field (header.<Name>, a capture …); with neither
+        after, before nor regex, the field's whole value names the account."""
+        raw = r.table.get("from")
+        if isinstance(raw, str) and raw.strip() and \
+                raw.strip().lower() not in ("subject", "body", "sender"):
+            return cls.read_from(r, raw.strip())
+        return cls.read_from(r, None)
+
+    @classmethod
+    def read_from(cls, r: TableReader, field: str | None) -> "AccountRule":
+        source = "subject" if field is not None else \
+            r.choice("from", ("subject", "body", "sender"), "subject")
         after, before, regex = r.phrase("after"), r.phrase("before"), r.regex("regex")
         search: list[SearchBy] = []
         for s in r.texts("search") or SEARCH_BY:
@@ -143,11 +174,27 @@ class AccountRule(Rule):
             r.problem("from = \"sender\" takes no after, before or regex")
         elif source != "sender" and regex is not None and (after or before):
             r.problem("give either regex or after/before, not both")
-        elif source != "sender" and not (after or before or regex) and r.errors == 0:
+        elif source != "sender" and not (after or before or regex) and r.errors == 0 \
+                and field is None:
             r.problem(f"can never match: from = {source!r} needs after, before or regex")
         if regex is not None and not regex.groups:
             r.problem("regex has no capture group for the account", "regex")
         for_rules = frozenset(r.texts("for_rules")) if "for_rules" in r.table else None
         return cls(name=r.label, file=r.rule_file, line=r.line(), source=source, after=after,
                    before=before, regex=regex, search=tuple(search) or SEARCH_BY,
-                   for_rules=for_rules)
+                   for_rules=for_rules, field=field)
+
+
+def _runs(words: list[str], most: int, from_end: bool = False) -> list[str]:
+    """Runs of `words` that start at its start (or end at its end), longest first, that
+    could name an account: each ends (or starts) on a word with more than punctuation — a
+    run ending in "|" is the shorter one once stripped — and spans at most `most` words,
+    the longest name in the directory. Costs the words scanned plus `most` runs."""
+    if from_end:
+        return [" ".join(reversed(run.split(" "))) for run in _runs(words[::-1], most)]
+    first = next((i for i, w in enumerate(words) if w.strip(_EDGE)), None)
+    if first is None:
+        return []
+    window = words[first:first + max(most, 1)]
+    ends = [i for i, w in enumerate(window) if w.strip(_EDGE)]
+    return [" ".join(window[:end + 1]) for end in reversed(ends)]

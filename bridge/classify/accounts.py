@@ -44,6 +44,9 @@ class AccountsDirectory:
         self.index: dict[SearchBy, dict[str, Account]] = {k: {} for k in SEARCH_BY}
         self.by_sender: dict[str, Account] = {}
         self.by_domain: dict[str, Account] = {}
+        # The most words of any key: a longer run of words can name no account, which bounds
+        # the after/before phrase search of account rules (account_rule.py).
+        self.longest: dict[SearchBy, int] = {k: 0 for k in SEARCH_BY}
         self.conflicts: list[tuple[Account, str]] = []  # (account, what it clashes on)
         for account in accounts:
             self.add(account)
@@ -67,6 +70,7 @@ class AccountsDirectory:
         key = fold(text)
         if key:
             self._claim(self.index[by], key, a, f"{what} {text.strip()!r}")
+            self.longest[by] = max(self.longest[by], key.count(" ") + 1)
 
     def _claim(self, table: dict[str, Account], key: str, a: Account, what: str) -> None:
         other = table.get(key)
@@ -95,6 +99,10 @@ class AccountsDirectory:
             if found is not None:
                 return found, f"via {_HOW[by]}"
         return None
+
+    def max_words(self, search: Iterable[SearchBy] = SEARCH_BY) -> int:
+        """The most words of any name, foreign id or record id `search` looks through."""
+        return max((self.longest[by] for by in search), default=0)
 
     def find_sender(self, sender: str) -> tuple[Account, str] | None:
         """The account of a sender address, else of its domain or a parent domain."""
@@ -153,7 +161,10 @@ def load_accounts(path: Path) -> tuple[AccountsDirectory, list[Problem]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        return directory, [Problem(where, None, None, f"cannot read accounts file: {exc.strerror}")]
+        hint = (" (create it: `mailbridge init` writes one with a header comment; docs/rules.md"
+                " shows the CSV and TOML forms)" if isinstance(exc, FileNotFoundError) else "")
+        return directory, [Problem(where, None, None,
+                                   f"cannot read accounts file: {exc.strerror}{hint}")]
     lines: dict[str, int | None] = {}
     if path.suffix.lower() == ".toml":
         try:
@@ -172,17 +183,25 @@ def load_accounts(path: Path) -> tuple[AccountsDirectory, list[Problem]]:
         for row, line in rows:
             problems.extend(_unknown(row, where, line))
     else:
+        # Lines starting with # are comments (the header comment `mailbridge init` writes):
+        # blanked in place, so line numbers stay those of the file.
+        lines_in = text.splitlines(keepends=True)
+        skip = 0
+        while skip < len(lines_in) and lines_in[skip].lstrip().startswith("#"):
+            skip += 1
+        text = "".join("\n" if ln.lstrip().startswith("#") else ln for ln in lines_in[skip:])
         reader = csv.DictReader(io.StringIO(text))
         if reader.fieldnames is None:
-            return directory, [Problem(where, 1, None, "empty accounts file: the first row "
+            return directory, [Problem(where, skip + 1, None, "empty accounts file: the first row "
                                        f"must name the columns ({', '.join(COLUMNS)})")]
         reader.fieldnames = [f.strip().lower() for f in reader.fieldnames]
-        problems.extend(_unknown(reader.fieldnames, where, 1))
+        problems.extend(_unknown(reader.fieldnames, where, skip + 1))
         rows = []
         for row in reader:
             if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
                 continue
-            rows.append(({k: v for k, v in row.items() if k is not None}, reader.line_num))
+            rows.append(({k: v for k, v in row.items() if k is not None},
+                         reader.line_num + skip))
     for row, line in rows:
         account = _account(row, where, line, problems)
         if account is None:

@@ -10,17 +10,16 @@ subject with its status phrases removed — so "PROBLEM: x" and "RECOVERY: x" sh
 from __future__ import annotations
 
 import hashlib
-import re
 
 from bridge.classify.accounts import Account
+from bridge.classify.fields import RuleFields, subject_identity
 from bridge.classify.model import DetectRule
+from bridge.classify.templates import FieldValues
 from bridge.classify.text import nfc
 from bridge.classify.view import MessageView
 from bridge.models import Alert
 from bridge.parse.ates import cut_tokens
 
-_REPLY_PREFIX = re.compile(r"^(?:(?:re|fw|fwd|aw|wg|tr)\s*:\s*)+", re.IGNORECASE)
-_NON_WORD = re.compile(r"[\W_]+")
 MAX_KEY = 200
 
 
@@ -62,7 +61,8 @@ def fields_for(rule: DetectRule, view: MessageView, account: Account) -> dict[st
 
 
 def alert_key(rule: DetectRule, view: MessageView, account: Account,
-              fields: dict[str, str], steps: list[str]) -> str:
+              fields: FieldValues, steps: list[str], alert_type: str | None = None) -> str:
+    alert_type = rule.alert_type if alert_type is None else alert_type
     for attr, label, kind in (("alert_id", "AlertID", "alert"), ("ticket_id", "TicketID", "ticket")):
         value = view.token_value(attr)
         if value:
@@ -70,26 +70,58 @@ def alert_key(rule: DetectRule, view: MessageView, account: Account,
             src = (ref.source or view.token_source or "").strip()
             steps.append(f"key: ATES {label} {value!r} from {src!r}")
             return _bounded(f"ates:{src}:{kind}:{value}")
-    if rule.key is not None:
-        missing = rule.key.missing(fields)
+    templates = rule.keys if rule.version == 2 else (rule.key,) if rule.key is not None else ()
+    for n, template in enumerate(templates, start=1):
+        missing = template.missing(fields)
         if not missing:
-            steps.append(f"key: template {rule.key.source!r}")
-            return _bounded(rule.key.render(fields))
-        steps.append(f"key: template {rule.key.source!r} lacks {', '.join(missing)}; "
-                     "using the default key")
-    elif rule.key_regex is not None:
+            steps.append(f"key: template {template.source!r}")
+            return _bounded(template.render(fields))
+        steps.append(f"key: template {template.source!r} lacks {', '.join(missing)}; " + (
+            "using the default key" if n == len(templates) else "trying the next"))
+    if not templates and rule.key_regex is not None:
         m = rule.key_regex.search(view.subject)
         if m is not None:
             parts = [v for v in (m.groupdict().values() if rule.key_regex.groupindex
                                  else m.groups()) if v] or [m.group(0)]
             steps.append(f"key: key_regex captured {parts!r}")
             ident = ":".join(nfc(p).casefold() for p in parts)
-            return _bounded(f"{account.id}:{rule.alert_type}:{ident}")
+            return _bounded(f"{account.id}:{alert_type}:{ident}")
         steps.append("key: key_regex did not match the subject; using the default key")
-    subject = _REPLY_PREFIX.sub("", rule.status.strip(view.fsubject).strip())
-    ident = _NON_WORD.sub(" ", subject).strip()
+    ident = subject_identity(view.fsubject, rule.spec.strip if rule.spec is not None
+                             else rule.status.strip)
     steps.append("key: account + alert type + subject without status phrases")
-    return _bounded(f"{account.id}:{rule.alert_type}:{ident}")
+    return _bounded(f"{account.id}:{alert_type}:{ident}")
+
+
+def build_alert_v2(rule: DetectRule, view: MessageView, account: Account, fields: RuleFields,
+                   steps: list[str]) -> Alert:
+    """A v2 rule's alert: maps, then status, device, key, title and summary, each reading the
+    fields decided before it (docs/rules-v2-format.md)."""
+    assert rule.spec is not None
+    fields.decided.update(account=account.id, account_name=account.name)
+    routed = {"product_group": rule.product_group, "alert_type": rule.alert_type}
+    for name, fmap in (("product_group", rule.product_group_map),
+                       ("alert_type", rule.alert_type_map)):
+        if fmap is not None:
+            routed[name], how = fmap.lookup(fields)
+            steps.append(f"{name.replace('_', ' ')}: {routed[name]} ({how})")
+    fields.decided.update(routed)
+    status, why = rule.spec.decide(fields)
+    steps.append(f"status: {status} ({why})")
+    fields.decided["status"] = status
+    device = view.token_value("device_id") or ""
+    if not device and rule.device is not None:
+        device = nfc(rule.device.render(fields))
+    fields.decided["device"] = device
+    key = alert_key(rule, view, account, fields, steps, routed["alert_type"])
+    secrets = fields.secrets
+    title = cut_tokens(nfc(rule.title.render(fields)) or view.subject
+                       or f"{routed['alert_type']} alert", secrets)
+    return Alert(alert_key=key, status=status, account_id=account.id,
+                 product_group=routed["product_group"], alert_type=routed["alert_type"],
+                 title=title, summary=cut_tokens(rule.summary.render(fields), secrets).strip(),
+                 device=device or None, ticket_ref=view.token_value("ticket_id"),
+                 coalesce_window=rule.coalesce_window, min_duration=rule.min_duration)
 
 
 def build_alert(rule: DetectRule, view: MessageView, account: Account,

@@ -18,11 +18,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from bridge.classify import authenticity, safety
+from bridge.classify import authenticity, expect, safety
 from bridge.classify.accounts import Account
-from bridge.classify.alerts import build_alert
+from bridge.classify.alerts import build_alert, build_alert_v2
+from bridge.classify.evaluate import evaluate
+from bridge.classify.fields import RuleFields
 from bridge.classify.model import DetectRule
 from bridge.classify.ruleset import RuleSet
+from bridge.classify.tool import Tool
 from bridge.classify.tokens import trusted_token
 from bridge.classify.view import MessageView
 from bridge.models import Alert, Classification, Kind, ParsedMessage
@@ -54,7 +57,8 @@ def _result(kind: Kind, reason: str, steps: list[str], *, rule: str | None = Non
 
 
 def _find_account(view: MessageView, rules: RuleSet, detect_rule: str | None,
-                  steps: list[str]) -> tuple[Account, str] | None:
+                  steps: list[str], tool: str | None = None,
+                  fields: RuleFields | None = None) -> tuple[Account, str] | None:
     cid = view.token_value("customer_id")
     if cid:
         hit = rules.accounts.find(cid, ("foreign-id", "record-id", "name"))
@@ -64,9 +68,11 @@ def _find_account(view: MessageView, rules: RuleSet, detect_rule: str | None,
             return hit[0], how
         steps.append(f"account: ATES CustomerID {cid!r} is in no account; trying account rules")
     for rule in rules.account_rules.candidates(view):
-        if not rule.applies(detect_rule):
+        if not rule.applies(detect_rule, tool):
             continue
-        found = rule.find(view, rules.accounts)
+        if rule.field is not None and fields is None:
+            fields = RuleFields(view, detect_rule or "", tool or "")
+        found = rule.find(view, rules.accounts, fields.get if fields is not None else None)
         if isinstance(found, tuple):
             steps.append(f"account: {found[0].id} {found[1]} by {rule.label}")
             return found[0], f"{found[1]} by {rule.label}"
@@ -102,7 +108,9 @@ def _impersonation(msg: ParsedMessage, rules: RuleSet, view: MessageView) -> str
         if named == view.sender:
             continue
         posed = MessageView(replace(msg, sender=named), view.token, view.token_source)
-        for candidate in rules.detect.candidates(posed):
+        posers: tuple[DetectRule | Tool, ...] = (*rules.detect.candidates(posed),
+                                                 *rules.tools.candidates(posed))
+        for candidate in posers:
             if candidate.matcher.senders and candidate.matcher.match(posed) is not None:
                 return (f"the From display name {named!r} is a sender of {candidate.label}, "
                         f"but the mail is from {view.sender or '(no address)'}")
@@ -128,7 +136,20 @@ def _xml_resolve_refused(msg: ParsedMessage, view: MessageView, ctx: ClassifyCon
 
 
 def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classification:
-    """Where the message goes, with the rule that said so and a step-by-step trace."""
+    """Where the message goes, with the rule that said so and a step-by-step trace, and the
+    `[[expect]]` instances it satisfies (matched on the message without its token)."""
+    c = _classify(msg, rules, ctx)
+    if not rules.expect:
+        return c
+    found = expect.hits(rules.expect, c, MessageView(msg))
+    if not found:
+        return c
+    steps = c.steps + tuple(f"expect: satisfies {h.expectation}"
+                            + (f" for {h.scope}" if h.scope else "") for h in found)
+    return replace(c, expected=found, steps=steps)
+
+
+def _classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classification:
     steps: list[str] = []
     unsafe = safety.unsafe_reason(msg, ctx.own_addresses)
     if unsafe is not None:
@@ -143,12 +164,24 @@ def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classi
 
     # 1. automated?
     rule: DetectRule | None = None
+    fields: RuleFields | None = None
     for candidate in rules.detect.candidates(view):
-        why = candidate.matcher.match(view)
+        if candidate.version == 1:
+            why = candidate.matcher.match(view)
+        else:
+            why, fields, _ = evaluate(candidate, view)
         if why is not None:
             rule = candidate
             steps.append(f"detect: matched {rule.label} ({why})")
             break
+    tool = rule.tool or None if rule is not None else None
+    if rule is None:
+        for t in rules.tools.candidates(view):
+            why = t.matcher.match(view)
+            if why is not None:
+                tool = t.name
+                steps.append(f"detect: no rule matched; mail from tool {t.label} ({why})")
+                break
     if rule is not None and rule.require_authentication:
         ok, detail = authenticity.verify(msg, view.sender, ctx.authserv_ids, ctx.trusted_relays,
                                          ctx.trusted_hosts)
@@ -157,7 +190,7 @@ def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classi
             steps.append(f"authenticate: {reason}")
             return _result(Kind.REJECTED, reason, steps, rule=rule.label)
         steps.append(f"authenticate: {detail}")
-    if rule is None and token is None:
+    if rule is None and token is None and tool is None:
         posing = _impersonation(msg, rules, view)
         if posing is not None:
             steps.append(f"reject: {posing}")
@@ -176,13 +209,13 @@ def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classi
             steps.append("xml: carries an XML transaction, but API by email is disabled")
         steps.append("regular: not automated, not an XML transaction")
         return _result(Kind.REGULAR, "not automated and not an XML transaction", steps)
-    if rule is None:
+    if rule is None and tool is None:
         steps.append(f"detect: no rule matched; automated by its ATES token from {source!r}")
     label = rule.label if rule is not None else None
 
     # 2. skip?
     for skip in rules.skip.candidates(view):
-        why = skip.matcher.match(view)
+        why = skip.matcher.match(view) if skip.version == 1 else evaluate(skip, view, tool)[0]
         if why is not None:
             forward = skip.forward_to or ctx.internal_address
             steps.append(f"skip: matched {skip.label} ({why}); forward to {forward or 'nobody'}")
@@ -191,7 +224,13 @@ def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classi
     steps.append("skip: no rule matched")
 
     # 3. account
-    found = _find_account(view, rules, rule.name if rule is not None else None, steps)
+    found = _find_account(view, rules, rule.name if rule is not None else None, steps, tool,
+                          fields)
+    if rule is None and tool is not None:
+        reason = f"mail from tool {tool} matched none of its detect rules"
+        steps.append(f"route: {reason}; forward to {ctx.internal_address or 'nobody'}")
+        return _result(Kind.UNMATCHED, reason, steps, forward_to=ctx.internal_address,
+                       account_how=found[1] if found else None)
     if found is None:
         steps.append(f"account: not found; forward to {ctx.internal_address or 'nobody'}")
         return _result(Kind.UNMATCHED, "automated, but no account found", steps, rule=label,
@@ -203,7 +242,8 @@ def classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Classi
         steps.append(f"route: {reason}")
         return _result(Kind.UNMATCHED, reason, steps, forward_to=ctx.internal_address,
                        account_how=how)
-    alert = build_alert(rule, view, account, steps)
+    alert = build_alert(rule, view, account, steps) if fields is None else \
+        build_alert_v2(rule, view, account, fields, steps)
     refused = _mx_refuses(msg, view, ctx, alert, token is not None and bool(ctx.ates_password),
                           steps)
     if refused is not None:

@@ -8,16 +8,22 @@ every problem through the TableReader. Nothing here does I/O.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from bridge.classify.conditions import Condition, ConditionGroup
-from bridge.classify.matchers import Matcher, SenderPattern
+from bridge.classify.matchers import Matcher, read_senders
 from bridge.classify.reader import TableReader
+from bridge.classify.regex import Regex
 from bridge.classify.templates import Template
+from bridge.classify.view import BodyChoice
 from bridge.classify.text import PhraseSet
 from bridge.models import Status
+
+if TYPE_CHECKING:
+    from bridge.classify.captures import Capture
+    from bridge.classify.fieldmap import FieldMap
+    from bridge.classify.status import StatusSpec
 
 # Used when no [status] table exists. Whole-word, case-insensitive: "OK" never matches "BOOK".
 DEFAULT_RESOLVED = ("RECOVERY", "RECOVERED", "Resolved", "OK", "Success", "Succeeded",
@@ -26,7 +32,8 @@ DEFAULT_UPDATE = ("ACKNOWLEDGEMENT", "Acknowledged", "Reminder", "Escalation")
 
 _MATCH_KEYS = {
     "name": "unique name of the rule, shown in traces and the audit trail (required)",
-    "sender": "sender address, '@domain' or wildcard '*@*.example.com'; or a list (any)",
+    "sender": "sender address, '@domain', wildcard '*@*.example.com' or { regex = '…' }; "
+              "or a list (any)",
     "subject": "word or phrase that must appear in the subject; or a list (any)",
     "conditions": "list of { field, op, value } tables (OpsRamp style)",
     "match": "'all' (default) or 'any': how conditions combine",
@@ -70,17 +77,14 @@ def read_status(r: TableReader, base: StatusPhrases) -> tuple[StatusPhrases, boo
                          update if update is not None else base.update), own
 
 
-def read_matcher(r: TableReader) -> Matcher:
-    senders = []
-    for text in r.texts("sender"):
-        try:
-            senders.append(SenderPattern.parse(text))
-        except ValueError as exc:
-            r.problem(str(exc), "sender")
+def read_matcher(r: TableReader, v2: ConditionGroup | None | bool = False) -> Matcher:
+    """v1: conditions read here and an empty matcher is an error. v2 passes its conditions
+    (a ConditionGroup, or None) and judges emptiness itself."""
+    senders = read_senders(r)
     subject = PhraseSet.of(r.texts("subject"))
-    group = None
-    raw = r.table.get("conditions")
-    match_any = r.choice("match", ("all", "any"), "all") == "any"
+    group = None if v2 is False or v2 is True else v2
+    raw = r.table.get("conditions") if v2 is False else None
+    match_any = r.choice("match", ("all", "any"), "all") == "any" if v2 is False else False
     if raw is not None:
         conds = []
         if not isinstance(raw, list) or not raw:
@@ -95,15 +99,19 @@ def read_matcher(r: TableReader) -> Matcher:
                           "conditions")
                 continue
             try:
-                conds.append(Condition.compile(c["field"], op, c["value"]))
+                cond = Condition.compile(c["field"], op, c["value"])
             except ValueError as exc:
                 r.problem(f"condition {i}: {exc}", "conditions")
+                continue
+            if cond.regex is not None:
+                r.warn_fallback("conditions", cond.regex, f"condition {i}")
+            conds.append(cond)
         group = ConditionGroup(tuple(conds), match_any) if conds else None
-    elif "match" in r.table:
+    elif "match" in r.table and v2 is False:
         r.problem("match only applies to conditions, and this rule has none", "match", "warning")
     source = r.text("ates_source")
-    matcher = Matcher(tuple(senders), subject, group, source)
-    if matcher.empty and r.errors == 0:
+    matcher = Matcher(senders, subject, group, source)
+    if matcher.empty and r.errors == 0 and v2 is False:
         r.problem("matches nothing: give sender, subject, conditions or ates_source")
     return matcher
 
@@ -164,15 +172,25 @@ class DetectRule(Rule):
     summary: Template = Template.parse("{body}")
     device: Template | None = None
     key: Template | None = None
-    key_regex: re.Pattern[str] | None = None
-    subject_regex: tuple[re.Pattern[str], ...] = ()
-    body_regex: tuple[re.Pattern[str], ...] = ()
+    key_regex: Regex | None = None
+    subject_regex: tuple[Regex, ...] = ()
+    body_regex: tuple[Regex, ...] = ()
     status: StatusPhrases = DEFAULT_STATUS
     own_status: bool = False
     status_in: str = "subject"
     require_authentication: bool = False
     coalesce_window: float | None = None
     min_duration: float = 0.0
+    # v2 (format = 2; docs/rules-v2-format.md). A v1 rule leaves them at these values.
+    version: int = 1
+    tool: str = ""
+    body: BodyChoice = "text"
+    captures: tuple["Capture", ...] = ()  # the tool's, then the rule's (incl. *_regex)
+    require: frozenset[str] = frozenset()
+    keys: tuple[Template, ...] = ()       # most specific first
+    alert_type_map: "FieldMap | None" = None
+    product_group_map: "FieldMap | None" = None
+    spec: "StatusSpec | None" = None
 
     def index_keys(self) -> tuple[str, tuple[str, ...]] | None:
         return self.matcher.index_keys()
@@ -181,7 +199,12 @@ class DetectRule(Rule):
     def capture_names(self) -> frozenset[str]:
         regexes = (*self.subject_regex, *self.body_regex,
                    *((self.key_regex,) if self.key_regex is not None else ()))
-        return frozenset(n for rx in regexes for n in rx.groupindex)
+        return frozenset(n for rx in regexes for n in rx.groupindex) | frozenset(
+            n for c in self.captures for n in c.names)
+
+    @property
+    def can_resolve(self) -> bool:
+        return self.spec.can_resolve if self.spec is not None else bool(self.status.resolved)
 
     @classmethod
     def read(cls, r: TableReader, status: StatusPhrases) -> "DetectRule":
@@ -212,6 +235,11 @@ class SkipRule(Rule):
                                       "forward_to": "address to forward skipped mail to"}
     matcher: Matcher = Matcher()
     forward_to: str | None = None
+    version: int = 1
+    tool: str = ""
+    body: BodyChoice = "text"
+    captures: tuple["Capture", ...] = ()
+    only_tool: str | None = None  # a tool without senders: only mail it detected
 
     def index_keys(self) -> tuple[str, tuple[str, ...]] | None:
         return self.matcher.index_keys()

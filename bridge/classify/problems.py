@@ -95,6 +95,8 @@ class LineMap:
                 self.keys.setdefault(current, {})
                 continue
             m = _TABLE.match(line)
+            if m and "." in m.group(1) and m.group(1).split(".")[0] == current[0]:
+                continue  # [tool.status]: a sub-table of the current [[tool]]; keys stay its
             if m:
                 name = m.group(1).split(".")[0]
                 current = (name, 0)

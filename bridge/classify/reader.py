@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from bridge.classify.problems import LineMap, Problem, Severity
+from bridge.classify.regex import Regex, compile_regex
 from bridge.classify.templates import Template, TemplateError
 from bridge.classify.text import Phrase, PhraseSet
 
@@ -31,6 +32,18 @@ class TableReader:
         self.name = name.strip() if isinstance(name, str) and name.strip() else None
         self.label = self.name or f"{kind} #{index + 1}"
         self.errors = 0
+        # v2: keys this rule inherited from its [[tool]] (problems say so; when the tool
+        # itself had errors they were reported there, once, and stay quiet here).
+        self.inherited: frozenset[str] = frozenset()
+        self.origin = ""
+        self.quiet = False
+
+    def over(self, table: dict[str, Any], inherited: frozenset[str], origin: str,
+             quiet: bool) -> "TableReader":
+        """A reader of the same rule over its table merged with its tool's defaults."""
+        r = TableReader(table, self.kind, self.index, self.file, self.linemap, self.problems)
+        r.label, r.inherited, r.origin, r.quiet = self.label, inherited, origin, quiet
+        return r
 
     def line(self, key: str | None = None) -> int | None:
         return self.linemap.line(self.kind, self.index, key)
@@ -39,6 +52,10 @@ class TableReader:
                 severity: Severity = "error") -> None:
         if severity == "error":
             self.errors += 1
+        if key is not None and key in self.inherited:
+            if self.quiet:
+                return
+            message += f" (inherited from tool {self.origin!r})"
         self.problems.append(Problem(self.file, self.line(key), self.label, message, severity))
 
     # -- typed getters -------------------------------------------------------------------------
@@ -88,25 +105,34 @@ class TableReader:
             return default
         return value.strip().lower()
 
-    def regex(self, key: str) -> re.Pattern[str] | None:
+    def regex(self, key: str, case_sensitive: bool = False) -> Regex | None:
         source = self.text(key)
-        return self._compile(key, source) if source is not None else None
+        return self.compile(key, source, case_sensitive) if source is not None else None
 
-    def regexes(self, key: str) -> tuple[re.Pattern[str], ...]:
+    def regexes(self, key: str, case_sensitive: bool = False) -> tuple[Regex, ...]:
         """A regex or a list of regexes (each is applied; all their captures are kept)."""
-        found = (self._compile(key, s) for s in self.texts(key))
+        found = (self.compile(key, s, case_sensitive) for s in self.texts(key))
         return tuple(p for p in found if p is not None)
 
-    def _compile(self, key: str, source: str) -> re.Pattern[str] | None:
+    def compile(self, key: str, source: str, case_sensitive: bool = False) -> Regex | None:
+        """An admin regex (bridge.classify.regex), its problems reported under `key`."""
         try:
-            pattern = re.compile(source, re.IGNORECASE)
+            pattern = compile_regex(source, case_sensitive=case_sensitive)
         except re.error as exc:
             self.problem(f"bad regex in {key}: {exc}", key)
             return None
         if pattern.search("") is not None:
             self.problem(f"{key} matches the empty string, so it matches every message",
                          key, "warning")
+        self.warn_fallback(key, pattern)
         return pattern
+
+    def warn_fallback(self, key: str, pattern: Regex, what: str | None = None) -> None:
+        """`check` warns about every regex RE2 cannot run (`what` names it within `key`)."""
+        if pattern.engine == "re":
+            self.problem(f"{what or key} {pattern.pattern!r} runs on Python's re: not "
+                         f"linear-time, a hostile message can make it slow (RE2: "
+                         f"{pattern.why})", key, "warning")
 
     def template(self, key: str, default: str | None = None) -> Template | None:
         source = self.text(key) if key in self.table else default

@@ -12,9 +12,11 @@ from typing import Sequence
 
 from bridge.classify.account_rule import AccountRule
 from bridge.classify.accounts import AccountsDirectory
+from bridge.classify.expect import ExpectRule
 from bridge.classify.index import RuleIndex
 from bridge.classify.model import DEFAULT_STATUS, DetectRule, SkipRule, StatusPhrases
 from bridge.classify.problems import Problem
+from bridge.classify.tool import Tool
 
 
 @dataclass(frozen=True)
@@ -34,18 +36,23 @@ class RuleSet:
     status: StatusPhrases = DEFAULT_STATUS
     accounts_file: Path | None = None
     warnings: tuple[Problem, ...] = ()
+    # v2 [[tool]]s with senders, tried in order after every detect rule failed.
+    tools: RuleIndex[Tool] = field(default_factory=lambda: RuleIndex(()))
+    expect: tuple[ExpectRule, ...] = ()  # not indexed: a handful, tried on classified mail
 
     @classmethod
     def build(cls, detect: Sequence[DetectRule] = (), skip: Sequence[SkipRule] = (),
               account_rules: Sequence[AccountRule] = (), accounts: AccountsDirectory | None = None,
               status: StatusPhrases = DEFAULT_STATUS, files: tuple[Path, ...] = (),
               version: str = "built", accounts_file: Path | None = None,
-              warnings: tuple[Problem, ...] = ()) -> "RuleSet":
+              warnings: tuple[Problem, ...] = (), tools: Sequence[Tool] = (),
+              expect: Sequence[ExpectRule] = ()) -> "RuleSet":
         """Assemble a rule set from compiled rules (tests, benchmarks, the loader)."""
         return cls(files=files, version=version, detect=RuleIndex(detect),
                    skip=RuleIndex(skip), account_rules=RuleIndex(account_rules),
                    accounts=accounts if accounts is not None else AccountsDirectory(),
-                   status=status, accounts_file=accounts_file, warnings=warnings)
+                   status=status, accounts_file=accounts_file, warnings=warnings,
+                   tools=RuleIndex([t for t in tools if t.senders]), expect=tuple(expect))
 
     def rule_count(self) -> int:
         return len(self.detect) + len(self.skip) + len(self.account_rules)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Protocol
 
 # Fields every alert offers; rules add the named groups of their own regexes.
 BUILTIN_FIELDS = frozenset({
@@ -21,7 +21,14 @@ BUILTIN_FIELDS = frozenset({
 })
 
 _PART = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# v2 adds `header.<Name>` (a header name is printable ASCII without ':'; no braces here).
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|header\.[!-9;-z|~]+")
+
+
+class FieldValues(Protocol):
+    """What a template renders from: a dict of fields, or a v2 rule's RuleFields."""
+
+    def get(self, key: str, default: str, /) -> str: ...
 
 
 class TemplateError(ValueError):
@@ -66,10 +73,10 @@ class Template:
     def fields(self) -> frozenset[str]:
         return frozenset(text for is_field, text in self.parts if is_field)
 
-    def render(self, values: Mapping[str, str]) -> str:
+    def render(self, values: FieldValues) -> str:
         return "".join(values.get(text, "") if is_field else text
                        for is_field, text in self.parts)
 
-    def missing(self, values: Mapping[str, str]) -> list[str]:
+    def missing(self, values: FieldValues) -> list[str]:
         """Fields this template uses that are empty for this message."""
-        return sorted(f for f in self.fields if not values.get(f))
+        return sorted(f for f in self.fields if not values.get(f, ""))

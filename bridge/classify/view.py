@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 from functools import cached_property
+from typing import Literal
 
 from bridge.classify.text import nfc, words
 from bridge.models import AtesToken, ParsedMessage
@@ -19,6 +20,8 @@ from bridge.models import AtesToken, ParsedMessage
 # cost of `contains`/regex conditions over a huge pasted log.
 MAX_BODY_CHARS = 256 * 1024
 
+BodyChoice = Literal["auto", "text", "html"]
+BODY_CHOICES: dict[str, BodyChoice] = {"auto": "auto", "text": "text", "html": "html"}
 TOKEN_FIELDS = ("id", "customer_id", "device_id", "alert_id", "ticket_id", "source")
 FIELDS = ("subject", "sender", "sender_name", "body", "to")
 
@@ -60,6 +63,22 @@ class MessageView:
     def body(self) -> str:
         # NFC but with its lines kept: body regexes may anchor on lines with (?m).
         return unicodedata.normalize("NFC", (self.msg.body or "")[:MAX_BODY_CHARS])
+
+    @cached_property
+    def html_body(self) -> str:
+        """The HTML alternative's text (NFC, lines kept), or "" when the mail has none."""
+        return unicodedata.normalize("NFC", self.msg.html_body[:MAX_BODY_CHARS])
+
+    def body_for(self, choice: BodyChoice) -> str:
+        """The body a rule reads: "text" (v1) is `body` — the plain part, or the HTML part's
+        text when there is no plain part; "html" is the HTML alternative's text when the mail
+        has one beside its plain part, else `body`; "auto" is "html" when the plain part is
+        a stub (`ParsedMessage.text_is_stub`, docs/parsing.md "Body choice"), else "text"."""
+        if choice == "text" or not self.msg.html_body:
+            return self.body
+        if choice == "html" or self.msg.text_is_stub:
+            return self.html_body
+        return self.body
 
     @cached_property
     def fbody(self) -> str:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import click
 
-from bridge.cli.common import config_option, dump, json_option, load_or_exit, open_store
+from bridge.cli.common import HelpGroup, config_option, dump, json_option, load_or_exit, open_store
 
 
-@click.group(invoke_without_command=True)
+@click.group(cls=HelpGroup, invoke_without_command=True)
 @config_option
 @json_option
 @click.pass_context

@@ -1,6 +1,8 @@
 """What every `mailbridge` command shares: the `--config` and `--json` options, loading the
-settings (exit 1 on a bad file), logging through the one redactor, the daemon's `Bridge`, the
-store as views open it, and JSON output."""
+settings (exit 1 on a bad file), logging through the one redactor (quiet for one-shot
+commands unless -v), the daemon's `Bridge`, the store as views open it, and output: JSON
+(epoch times with ISO 8601 beside them), tables that fit 100 columns, colour on a terminal
+(not with NO_COLOR), progress bars for long work. New commands reuse these (`output.py`)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,21 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 EX_TEMPFAIL = 75
+
+
+class HelpGroup(click.Group):
+    """A group whose command list shows each command's whole first sentence (click cuts it
+    at 45 characters with "…")."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def _default_config() -> str:
@@ -75,20 +92,43 @@ SINCE = _Since()
 SINCE_HELP = "seconds ago (3600), a duration (15m, 12h, 7d) or an ISO time"
 
 
-def load_or_exit(config_path: str) -> Settings:
+def load_or_exit(config_path: str, lenient_secrets: bool = False) -> Settings:
+    """The settings, or exit 1 saying why. `lenient_secrets` for commands that send nothing
+    (`simulate` of files): a secret only the service can read is then empty, not an error."""
     try:
-        return load_settings(config_path)
+        return load_settings(config_path, lenient_secrets=lenient_secrets)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
 
 
-def start_logging(settings: Settings) -> Redactor:
-    """Logging through the process's one redactor, which is returned for the store."""
+VERBOSITY = "mailbridge.verbosity"  # ctx.meta key: -v counts up, -q down (main's options)
+
+
+def verbosity() -> int:
+    ctx = click.get_current_context(silent=True)
+    return int(ctx.meta.get(VERBOSITY, 0)) if ctx is not None else 0
+
+
+def start_logging(settings: Settings | None, one_shot: bool = True) -> Redactor:
+    """Logging through the process's one redactor, which is returned for the store.
+
+    A one-shot command (run --once, replay, test-alert, demo, …) prints its answer on
+    stdout; its log goes to stderr at WARNING and above only (-v: INFO, -vv: DEBUG, -q:
+    ERROR). The daemon keeps the config's level unless -v or -q is given."""
+    from bridge.config import LogSettings
     from bridge.operator.audit import Redactor, setup_logging
 
-    redactor = Redactor(settings.secrets())
-    setup_logging(settings.log, redactor)
+    redactor = Redactor(settings.secrets() if settings is not None else [])
+    log = settings.log if settings is not None else LogSettings()
+    level, v = log.level, verbosity()
+    if v > 0:
+        level = "DEBUG" if v > 1 else "INFO"
+    elif v < 0:
+        level = "ERROR" if one_shot else "WARNING"
+    elif one_shot:
+        level = "WARNING" if log.level in ("DEBUG", "INFO") else log.level
+    setup_logging(log.model_copy(update={"level": level}), redactor)
     return redactor
 
 
@@ -103,7 +143,10 @@ def open_bridge(settings: Settings, config_path: str | None = None, **kw: Any) -
 
 
 def dump(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+    """JSON on stdout: epoch times stay, each with its ISO 8601 form beside it."""
+    from bridge.cli.output import with_iso_times
+
+    click.echo(json.dumps(with_iso_times(obj), indent=2, default=str, ensure_ascii=False))
 
 
 def open_store(settings: Settings, write: bool = False) -> Store:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from typing import Any
 
 import click
 
-from bridge.cli.common import (SINCE, SINCE_HELP, config_option, dump, json_option,
-                               load_or_exit, open_store, start_logging)
+from bridge.cli.common import (SINCE, SINCE_HELP, HelpGroup, config_option, dump,
+                               json_option, load_or_exit, open_store, start_logging)
+from bridge.cli.output import echo_table, progress, store_summary
 
 @click.command()
 @config_option
@@ -30,7 +32,12 @@ def status(config_path: str, as_json: bool) -> None:
     if as_json:
         dump(data)
     else:
-        click.echo(views.format_status(data))
+        from bridge.cli.output import paint
+
+        head, _, rest = views.format_status(data).partition("\n")
+        state = "ready" if data["healthy"] else "DEGRADED"
+        click.echo(head.replace(state, paint(state, fg="green" if data["healthy"] else "red",
+                                             bold=True)) + "\n" + rest)
 
 
 @click.command()
@@ -52,8 +59,8 @@ def events(config_path: str, message: int | None, key: str | None, since: float 
     if as_json:
         dump(rows)
     else:
-        click.echo(views.format_table(rows, ["id", "at", "kind", "message_ref", "alert_key",
-                                             "outcome", "detail"]))
+        echo_table(rows, ["id", "at", "kind", ("message_ref", "msg"), "alert_key", "outcome",
+                          "detail"])
 
 
 @click.command()
@@ -81,34 +88,47 @@ def tickets(config_path: str, remote: bool, as_json: bool) -> None:
         if as_json:
             dump(rows)
         else:
-            click.echo(views.format_table(rows, sorted({k for r in rows for k in r
-                                                        if not isinstance(r[k], (list, dict))})))
+            echo_table(rows, _remote_columns(rows))
         return
     rows = views.tickets_view(open_store(settings))
     if as_json:
         dump(rows)
     else:
-        click.echo(views.format_table(rows, list(rows[0]) if rows else ["alert_key"]))
+        echo_table(rows, list(rows[0]) if rows else ["alert_key"])
 
 
 @click.command()
 @config_option
-@click.argument("message_id", type=int)
-def replay(config_path: str, message_id: int) -> None:
-    """Re-run a quarantined or failed message through the current rules."""
+@click.argument("message_ids", metavar="MESSAGE_ID...", nargs=-1, required=True, type=int)
+def replay(config_path: str, message_ids: tuple[int, ...]) -> None:
+    """Re-run quarantined or failed messages through the current rules."""
     from bridge.replay import replay as do_replay
 
     settings = load_or_exit(config_path)
     start_logging(settings)
-    sys.exit(do_replay(settings, message_id, echo=click.echo))
+    started, worst = time.time() - 1, 0
+    with progress("replaying", len(message_ids) if len(message_ids) > 1 else None) as advance:
+        for message_id in message_ids:
+            worst = max(worst, do_replay(settings, message_id, echo=click.echo))
+            advance(1)
+    click.echo(store_summary(open_store(settings), started))
+    sys.exit(worst)
 
 
-@click.group(invoke_without_command=True)
+def _remote_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The PSA's ticket list: the columns people read first, then what else is plain."""
+    first = ["ticketNumber", "status", "accountId", "productGroup", "alertType", "title",
+             "updatedAt", "correlationId"]
+    have = {k for r in rows for k in r if not isinstance(r[k], (list, dict))}
+    return [k for k in first if k in have] or sorted(have)
+
+
+@click.group(cls=HelpGroup, invoke_without_command=True)
 @config_option
 @json_option
 @click.pass_context
 def outbox(ctx: click.Context, config_path: str, as_json: bool) -> None:
-    """List pending and dead outbox rows (subcommands: retry ID, drop ID)."""
+    """List pending and dead outbox rows (subcommands: retry ID, drop ID, ack ID)."""
     ctx.obj = config_path
     if ctx.invoked_subcommand is None:
         from bridge.operator import views
@@ -117,13 +137,17 @@ def outbox(ctx: click.Context, config_path: str, as_json: bool) -> None:
         if as_json:
             dump(rows)
         else:
-            click.echo(views.format_table(rows, ["id", "kind", "action", "ordering_key",
-                                                 "state", "attempts", "last_error"]))
+            for row in rows:  # an acknowledged dead row says so in its state
+                if row.get("acknowledged_at") is not None:
+                    row["state"] = "dead (acked)"
+            echo_table(rows, ["id", "kind", "action", ("ordering_key", "key"), "state",
+                              "attempts", "last_error"])
 
 
 def _outbox_change(config_path: str, row_id: int, change: str, done: str) -> None:
     store = open_store(load_or_exit(config_path), write=True)
-    ok = store.outbox_requeue(row_id) if change == "retry" else store.outbox_drop(row_id)
+    ok = {"retry": store.outbox_requeue, "drop": store.outbox_drop,
+          "ack": store.outbox_ack}[change](row_id)
     click.echo(f"row {row_id} {done if ok else 'not found (or already done)'}")
     sys.exit(0 if ok else 1)
 
@@ -140,8 +164,16 @@ def outbox_retry(config_path: str, row_id: int) -> None:
 @click.argument("row_id", type=int)
 @click.pass_obj
 def outbox_drop(config_path: str, row_id: int) -> None:
-    """Give up on a row (its message ends failed)."""
+    """Give up on a row: it leaves the list and `degraded`; its message ends failed."""
     _outbox_change(config_path, row_id, "drop", "dropped")
+
+
+@outbox.command("ack")
+@click.argument("row_id", type=int)
+@click.pass_obj
+def outbox_ack(config_path: str, row_id: int) -> None:
+    """Acknowledge a dead row: listed still, but no longer `degraded`."""
+    _outbox_change(config_path, row_id, "ack", "acknowledged")
 
 
 @click.command()
@@ -167,7 +199,8 @@ def reconcile(config_path: str, fix: bool, as_json: bool) -> None:
             await peers.aclose()
             store.close()
 
-    report = asyncio.run(go())
+    with progress("comparing with the PSA's tickets"):
+        report = asyncio.run(go())
     if as_json:
         dump(report.__dict__ | {"differences": report.differences})
     else:
@@ -183,7 +216,7 @@ def reconcile(config_path: str, fix: bool, as_json: bool) -> None:
     sys.exit(0 if report.differences == 0 or fix else 1)
 
 
-@click.group(invoke_without_command=True)
+@click.group(cls=HelpGroup, invoke_without_command=True)
 @config_option
 @json_option
 @click.pass_context
@@ -197,7 +230,7 @@ def quarantine(ctx: click.Context, config_path: str, as_json: bool) -> None:
         if as_json:
             dump(rows)
         else:
-            click.echo(views.format_table(rows, list(rows[0]) if rows else ["id", "reason"]))
+            echo_table(rows, list(rows[0]) if rows else ["id", "reason"])
 
 
 @quarantine.command("show")
@@ -247,7 +280,9 @@ def backup(config_path: str, target: str, force: bool) -> None:
     from bridge.store.files import BackupError
 
     try:
-        open_store(load_or_exit(config_path)).backup(target, force=force)
+        with progress("copying the store", 100) as advance:
+            open_store(load_or_exit(config_path)).backup(target, force=force,
+                                                         progress=advance)
     except BackupError as exc:
         click.echo(f"backup: {exc}", err=True)
         sys.exit(1)

@@ -1,28 +1,33 @@
 """The `mailbridge rules` command group: what a rule change would do, before it goes live.
 
-`rules diff` replays past mail against a candidate rule directory (bridge.operator.rulesdiff).
-The group lives in its own module so that other rule commands join it with one
-`@rules.command()` each.
+`rules diff` replays past mail against a candidate rule directory (bridge.operator.rulesdiff);
+`rules migrate` (bridge/cli/rules_migrate.py) rewrites v1 rule files as v2. The group lives in
+its own module so that other rule commands join it with one `rules.add_command` each.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
-from bridge.cli.common import SINCE, SINCE_HELP, config_option, dump, json_option, load_or_exit
+from bridge.cli.common import (SINCE, SINCE_HELP, HelpGroup, config_option, dump, json_option,
+                               load_or_exit)
+from bridge.cli.output import progress_bars
+from bridge.cli.rules_migrate import migrate
 
 EXIT_SAME, EXIT_CHANGED, EXIT_INVALID, EXIT_CANNOT = 0, 1, 2, 3
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def rules() -> None:
-    """Rule files: what a change would do, before it goes live."""
+    """Work on rule files: what a change would do before it goes live, v1 to v2."""
+
+
+rules.add_command(migrate)
 
 
 @rules.command()
@@ -35,14 +40,14 @@ def rules() -> None:
 @json_option
 def diff(config_path: str, candidate: Path, since: float, as_json: bool) -> None:
     """Replay the staged mail of the period through the whole pipeline with the live rules and
-    with CANDIDATE (dry run, scratch stores) and print what would change. Exit 0: nothing
+    with the --rules directory (dry run, scratch stores) and print what would change. Exit 0: nothing
     changes; 1: something does; 2: the candidate is invalid (its errors are printed); 3: no
     diff could be made (no store yet, or the live rules are invalid)."""
     from bridge.operator.rulesdiff import CandidateInvalid, CannotDiff, diff_rules
 
-    settings = load_or_exit(config_path)
+    settings = load_or_exit(config_path, lenient_secrets=True)  # it sends nothing
     try:
-        with _progress(enabled=not as_json) as progress:
+        with progress_bars() as progress:
             report = diff_rules(settings, candidate, since, progress=progress)
     except CandidateInvalid as exc:
         if as_json:
@@ -60,26 +65,6 @@ def diff(config_path: str, candidate: Path, since: float, as_json: bool) -> None
     else:
         click.echo(format_report(report.as_json()))
     sys.exit(EXIT_CHANGED if report.changes else EXIT_SAME)
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Any]:
-    """A progress bar on stderr while the replays run (when stderr is a terminal)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    if not enabled or not console.is_terminal:
-        yield None
-        return
-    bars: dict[str, Any] = {}
-    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        def update(what: str, done: int, total: int) -> None:
-            if what not in bars:
-                bars[what] = bar.add_task(what, total=total)
-            bar.update(bars[what], completed=done, total=total)
-        yield update
 
 
 def _t(ts: float) -> str:

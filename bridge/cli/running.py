@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from bridge.cli.common import (EX_TEMPFAIL, config_option, json_option, load_or_exit,
-                               open_bridge, start_logging)
+                               open_bridge, open_store, start_logging)
 from bridge.config import ConfigError, load_settings
 
 @click.command()
@@ -26,7 +27,8 @@ def run(config_path: str, once: bool, flush: bool) -> None:
         click.echo("--flush goes with --once", err=True)
         sys.exit(2)
     settings = load_or_exit(config_path)
-    redactor = start_logging(settings)
+    redactor = start_logging(settings, one_shot=once)
+    started = time.time()
     bridge = open_bridge(settings, config_path, redactor=redactor)
 
     async def go() -> int:
@@ -37,7 +39,12 @@ def run(config_path: str, once: bool, flush: bool) -> None:
                 await bridge.close()
         return await bridge.run()
 
-    sys.exit(asyncio.run(go()))
+    code = asyncio.run(go())
+    if once:
+        from bridge.cli.output import store_summary
+
+        click.echo(store_summary(open_store(settings), started))
+    sys.exit(code)
 
 
 @click.command()
@@ -63,10 +70,10 @@ def ingest(config_path: str) -> None:
 @click.option("--online", is_flag=True, help="also log in to IMAP/SMTP and ask the PSA")
 def check(config_path: str, online: bool) -> None:
     """Validate config, rules and accounts; with --online, reach every peer."""
-    from bridge.operator.checks import run_checks
+    from bridge.operator.checks import check_config_file
 
-    settings = load_or_exit(config_path)
-    sys.exit(run_checks(settings, online=online, echo=click.echo))
+    sys.exit(check_config_file(config_path, online=online, echo=click.echo,
+                               err=lambda line: click.echo(line, err=True)))
 
 
 @click.command()
@@ -74,23 +81,31 @@ def check(config_path: str, online: bool) -> None:
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--mailbox", is_flag=True, help="the messages now in the IMAP mailbox(es),"
               " read-only")
-@click.option("--limit", default=1000, show_default=True, help="with --mailbox: at most")
+@click.option("--limit", default=1000, show_default=True,
+              help="with --mailbox: read at most this many messages per mailbox")
 @click.option("--fresh", is_flag=True, help="start from an empty state, not the live one")
 @click.option("--at", "at", help="the clock: which holds are due (epoch seconds or ISO time;"
               " default now)")
 @click.option("--flush", is_flag=True, help="let every hold fall due")
+@click.option("--explain", is_flag=True, help="for every rule tried, the first condition"
+              " that failed")
 @json_option
 def simulate(config_path: str, files: tuple[str, ...], mailbox: bool, limit: int,
-             fresh: bool, at: str | None, flush: bool, as_json: bool) -> None:
+             fresh: bool, at: str | None, flush: bool, explain: bool, as_json: bool) -> None:
     """`run` without side effects: these messages, in arrival order, through the same parts
     against a scratch copy of the live state. Sends and changes nothing."""
     from bridge.simulate import simulate_files, simulate_mailbox
 
-    settings = load_or_exit(config_path)
-    options: dict[str, Any] = {"fresh": fresh, "flush": flush,
+    # Files go to dry-run peers only: no secret is needed (the mailbox needs its login).
+    settings = load_or_exit(config_path, lenient_secrets=not mailbox)
+    options: dict[str, Any] = {"fresh": fresh, "flush": flush, "explain": explain,
                                "at": _time_of(at) if at else None}
     if mailbox:
-        sys.exit(simulate_mailbox(settings, as_json, limit, echo=click.echo, **options))
+        from bridge.cli.output import progress
+
+        with progress(f"reading and simulating up to {limit} message(s) per mailbox"):
+            code = simulate_mailbox(settings, as_json, limit, echo=click.echo, **options)
+        sys.exit(code)
     if not files:
         click.echo("name .eml files, or use --mailbox", err=True)
         sys.exit(2)
@@ -120,11 +135,13 @@ def _time_of(value: str) -> float:
               help="partner setup (TOML); default: the bundled demo partner")
 @click.option("--state", type=click.Path(dir_okay=False), help="keep tickets in this file")
 def psa_sim(host: str, port: int, partner: str | None, state: str | None) -> None:
-    """Run the PSA simulator (the MSPCentric OEM alerts API) on HOST:PORT."""
+    """Run the PSA simulator (the MSPCentric OEM alerts API) on HOST:PORT; prints the [psa]
+    settings to paste into the config first."""
     from bridge.psa_sim import PartnerError, run as run_sim
 
     try:
-        run_sim(host, port, Path(partner) if partner else None, Path(state) if state else None)
+        run_sim(host, port, Path(partner) if partner else None, Path(state) if state else None,
+                echo=click.echo)
     except PartnerError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
@@ -136,6 +153,7 @@ def demo(keep: str | None) -> None:
     """The embedded default: samples -> rules -> PSA simulator; prints the tickets."""
     from bridge.demo import run_demo
 
+    start_logging(None)  # warnings and errors on stderr only, never among the results
     sys.exit(run_demo(Path(keep) if keep else None, echo=click.echo))
 
 

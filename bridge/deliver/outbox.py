@@ -233,6 +233,12 @@ class Delivery:
             settlement = self._crashed(row, f"{type(exc).__name__}: {exc}")
         if target is not None and settlement.refused is not None:
             self._pause(target.kind, settlement.refused)
+        elif target is not None and target.kind == "psa" and _answered(settlement):
+            # Any answer but 401/403 means the credentials were accepted: `PSA auth` shows
+            # the last call's result, not only what a reload set.
+            self._paused.pop("psa", None)
+            if self.runtime is not None and self.runtime.psa_auth != "ok":
+                self.runtime.psa_auth_ok()
         await self.store.run(apply_settlement, self.store.store, row, settlement)
 
     def _crashed(self, row: OutboxRow, reason: str) -> Settlement:
@@ -251,3 +257,9 @@ class Delivery:
         if target is None:
             return {"kind": row.kind, "held": missing_reason(row)}
         return await target.render(row)
+
+
+def _answered(settlement: Settlement) -> bool:
+    """Whether the PSA answered this row's call with an HTTP status (its `sent` event)."""
+    return any(isinstance(e, Event) and e.kind == "sent" and e.detail.get("http_status")
+               for e in settlement.effects)

@@ -123,7 +123,17 @@ class PsaTarget:
         if action == "OPEN" or not cid:
             voiding: tuple[Effect, ...] = ((CorrelationChange(
                 CorrelationOp.VOID, cid, f"create refused: {cause}"),) if cid else ())
-            return failed(f"404 from the PSA: {cause}", sent, *voiding)
+            # An expected answer (an account the partner has not mapped, a product group
+            # without rules), not mailbridge's trouble: the message's outcome, with the PSA's
+            # message, and a line in the daily digest; no dead row. Across several accounts
+            # it is the integration's trouble: `status` degrades (docs/health.md).
+            call = TicketCall.from_payload(row.payload)
+            refused = Event("create-refused", row.message_ref, row.ordering_key, "failed", {
+                "outbox": row.id, "account_id": call.account_id,
+                "product_group": call.product_group, "alert_type": call.alert_type,
+                "message": cause, "title": call.title[:120]})
+            return settled(Outcome.FAILED, f"404 from the PSA: {cause}", sent, refused,
+                           *voiding)
         # The 404 does not say which cause: the client has asked whether the ticket itself
         # still exists (GET …/alert/{correlationId}).
         gone = result.ticket_gone

@@ -334,7 +334,19 @@ class SmtpSender:
             return SendResult("permanent", f"{where}: {exc}", config_error=True)
         if isinstance(exc, aiosmtplib.SMTPException):
             text = str(exc)
-            if "starttls" in text.lower():
+            lower = text.lower()
+            # aiosmtplib's AUTH message also mentions STARTTLS ("Try connecting via TLS (or
+            # STARTTLS)"): the AUTH case is matched first, so the cause named is the real one.
+            if "auth extension is not supported" in lower:
+                return SendResult("permanent", f"{where} offers no AUTH, but smtp.username and"
+                                  f" smtp.password are set (smtp.security = "
+                                  f"\"{self.settings.security}\"): remove them for a relay that"
+                                  " needs no login, or use the relay's submission port",
+                                  config_error=True)
+            if "no suitable authentication method" in lower:
+                return SendResult("permanent", f"{where} offers no login method mailbridge can"
+                                  " use (PLAIN, LOGIN, CRAM-MD5)", config_error=True)
+            if "starttls extension not supported" in lower:
                 return SendResult("permanent", f"{where} offers no STARTTLS; refusing to send "
                                   f"in plain text (smtp.security = \"starttls\")",
                                   config_error=True)

@@ -1,7 +1,8 @@
 """Admin alerts (SPEC §3.7): mail the admin when mailbridge itself is in trouble.
 
 Checked by the daemon's housekeeping every half minute: IMAP login failing for a while, the PSA
-refusing the credentials, outbox rows gone dead, the store's disk nearly full. Each kind is
+refusing the credentials, outbox rows gone dead (and not acknowledged), creates refused with
+404 across several accounts, the store's disk nearly full. Each kind is
 raised in the runtime status (so `status` and `/healthz` show it) and mailed at most once per
 `REMIND_AFTER` through the outbox — so an SMTP outage delays the mail but loses nothing. When
 the condition clears, the alert is cleared too.
@@ -19,7 +20,7 @@ from bridge.models import OutboxItem
 
 REMIND_AFTER = 6 * 3600.0     # one mail per kind per six hours while it lasts
 IMAP_GRACE = 300.0            # a source down this long is worth a mail
-OWN_KINDS = {"imap", "psa-auth", "dead-rows", "disk"}  # raised and cleared by this module
+OWN_KINDS = {"imap", "psa-auth", "dead-rows", "disk", "psa-404"}  # raised and cleared by this module
 
 
 def conditions(settings: Settings, runtime: Any, store: Any, psa_refused: str | None,
@@ -38,6 +39,12 @@ def conditions(settings: Settings, runtime: Any, store: Any, psa_refused: str | 
     dead = store.dead_outbox_count()
     if dead:
         found["dead-rows"] = f"{dead} outbox row(s) are dead; see `mailbridge outbox`"
+    from bridge.operator.status import REFUSED_ACCOUNTS, REFUSED_WINDOW, refused_accounts
+
+    refused = refused_accounts(store, now - REFUSED_WINDOW)
+    if len(refused) >= REFUSED_ACCOUNTS:  # one account: the daily digest; several: trouble
+        found["psa-404"] = f"the PSA refused creates (404) for {len(refused)} accounts within" \
+                           " the hour: check psa.integration_id and the partner's catalogue"
     try:
         free = shutil.disk_usage(Path(settings.store.path).resolve().parent).free
     except OSError:

@@ -7,9 +7,14 @@ there are no errors (warnings are printed but do not fail), 1 otherwise.
 from __future__ import annotations
 
 import asyncio
+import tomllib
+from pathlib import Path
 from typing import Any, Callable
 
-from bridge.config import Settings
+from bridge.config import ConfigError, Settings, load_settings
+
+# Offline, a secret the user cannot read is not a fault of the config: the service gets it.
+SECRET_WARNING = "loaded by systemd when the service starts; not checked now"
 
 
 def config_problems(settings: Settings) -> list[str]:
@@ -52,6 +57,49 @@ def exposure_warnings(settings: Settings) -> list[str]:
     return out
 
 
+def check_config_file(path: str | Path, online: bool = False,
+                      echo: Callable[[str], None] = print,
+                      err: Callable[[str], None] | None = None) -> int:
+    """`mailbridge check`: config, accounts and rules in one pass (a broken config does not
+    hide the rule errors), then with --online every peer. Offline, a secret that cannot be
+    read is a warning; online it is an error that names the file."""
+    unread: list[str] = []
+    try:
+        settings = load_settings(path, lenient_secrets=False if online else unread)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            (err or echo)(f"config: {line.strip()}")
+        errors = 1 + _rules_of_unloadable(Path(path), echo)
+        echo(f"check: {errors} error(s)")
+        return 1
+    for why in unread:
+        echo(f"warning: {why} — {SECRET_WARNING}")
+    return run_checks(settings, online=online, echo=echo)
+
+
+def _rules_of_unloadable(path: Path, echo: Callable[[str], None]) -> int:
+    """The rule files of a config that did not validate, checked from its raw [rules] and
+    [[catalogue]] tables as far as those are readable."""
+    from bridge.classify.loader import check_ruleset
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return 0  # the config error above says so
+    table = data.get("rules")
+    rules: dict[str, object] = table if isinstance(table, dict) else {}
+    base = path.parent
+    directory = base / str(rules.get("directory", "rules"))
+    accounts = base / str(rules["accounts"]) if isinstance(rules.get("accounts"), str) else None
+    catalogue = {str(g["name"]): frozenset(map(str, g.get("alert_types", [])))
+                 for g in data.get("catalogue", []) if isinstance(g, dict) and "name" in g}
+    errors = 0
+    for p in check_ruleset(directory, accounts, catalogue):
+        echo(f"{p.severity}: {p}")
+        errors += p.is_error
+    return errors
+
+
 def run_checks(settings: Settings, online: bool = False,
                echo: Callable[[str], None] = print) -> int:
     from bridge.classify.loader import check_ruleset
@@ -70,13 +118,14 @@ def run_checks(settings: Settings, online: bool = False,
         except WebhookConfigError as exc:
             echo(f"config: webhook.{hook.name}: {exc}")
             errors += 1
+    from bridge.classify.rulepacks import PackSelection
+
     problems = check_ruleset(settings.rules.directory, settings.rules.accounts,
-                             settings.catalogue_map())
+                             settings.catalogue_map(), PackSelection.from_settings(settings))
     for p in problems:
-        echo(f"{getattr(p, 'severity', 'error')}: {p}")
-        if getattr(p, "severity", "error") == "error":
-            errors += 1
-    for warning in auth_warnings(settings):
+        echo(f"{p.severity}: {p}")
+        errors += p.is_error
+    for warning in [*auth_warnings(settings), *pack_warnings(settings)]:
         echo(f"warning: {warning}")
     if online:
         for name, ok, detail in asyncio.run(_online(settings)):
@@ -89,19 +138,30 @@ def run_checks(settings: Settings, online: bool = False,
 def auth_warnings(settings: Settings) -> list[str]:
     """With [auth] configured, every detect rule that can resolve without requiring
     authentication: its resolves are refused only when our MX's results fail (issue 14)."""
-    from bridge.classify.loader import RuleSetError, load_ruleset
+    from bridge.assembly import load_rules
+    from bridge.classify.loader import RuleSetError
 
     if not settings.auth.authserv_ids:
         return []
     try:
-        ruleset = load_ruleset(settings.rules.directory, settings.rules.accounts,
-                               settings.catalogue_map())
+        ruleset = load_rules(settings)
     except RuleSetError:
         return []  # the errors are reported above
     return [f"{rule.label}: can resolve tickets without require_authentication; a resolve is "
             "refused only when a trusted Authentication-Results fails for its sender, so mail "
             "without one still resolves" for rule in ruleset.detect.rules
-            if rule.status.resolved and not rule.require_authentication]
+            if rule.can_resolve and not rule.require_authentication]
+
+
+def pack_warnings(settings: Settings) -> list[str]:
+    """Packs require authentication unless mapped otherwise: without [auth] or a trusted
+    relay every mail of such a pack would be rejected (docs/packs.md)."""
+    if settings.auth.authserv_ids or settings.auth.trusted_relays:
+        return []
+    return [f"packs.{name}: the pack requires authentication but [auth] names no authserv-id "
+            "or trusted relay, so its mail is rejected; configure [auth] or set "
+            f"[packs.{name}] require_authentication = false" for name in settings.rules.packs
+            if (m := settings.packs.get(name)) is None or m.require_authentication is not False]
 
 
 async def _online(settings: Settings) -> list[tuple[str, bool, str]]:

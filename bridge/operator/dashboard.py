@@ -126,6 +126,14 @@ def render_dashboard(data: dict[str, Any], red: Redactor, refresh: int = 30) -> 
         ("last poll", lambda r: _t(r["last_poll"]), "t"),
         ("last error", lambda r: _e(red.redact(r["last_error"] or "")), "wrap")],
         "no sources reported")
+    if st.get("expectations"):
+        sources += '<h2 class="sub">Expected mail</h2>' + _table(st["expectations"], [
+            ("expectation", lambda r: _e(r["name"]), "mono"),
+            ("for", lambda r: _e(r["scope"] or r["account_id"]), "mono wrap"),
+            ("last report", lambda r: _t(r["last_seen_at"]), "t"),
+            ("state", lambda r: "<b>missing</b>" if r["state"] == "missing" else "watching", ""),
+            ("next due", lambda r: _t(r["judge_at"]) if r["state"] != "missing" else "-", "t")],
+            "")
     outbox_html = _table([{"state": k, "n": v} for k, v in outbox.items()], [
         ("outbox state", lambda r: _e(r["state"]), ""), ("rows", lambda r: _e(r["n"]), "num")], "")
     fails = data["failures"]

@@ -18,6 +18,7 @@ async def housekeeping(bridge: Bridge, stop: asyncio.Event) -> None:
     from bridge.assembly import rules_signature
     from bridge.operator.admin import check_and_alert
     from bridge.operator.audit import prune
+    from bridge.operator.digest import digest_due
     from bridge.operator.status import save_runtime
 
     last_check = last_prune = last_reconcile = 0.0
@@ -35,7 +36,8 @@ async def housekeeping(bridge: Bridge, stop: asyncio.Event) -> None:
                 last_check = now
                 mailed = await bridge.store.run(check_and_alert, settings, bridge.runtime,
                                                 bridge.sync_store, bridge.delivery.psa_refused)
-                if mailed:
+                digest = await bridge.store.run(digest_due, settings, bridge.sync_store)
+                if mailed or digest:
                     bridge.delivery.wake.set()
             if now - last_reconcile >= 3600 and bridge.delivery.psa is not None \
                     and not bridge.delivery.psa_refused:

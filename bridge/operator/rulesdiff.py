@@ -26,6 +26,7 @@ from typing import Any
 from bridge.assembly import load_rules
 from bridge.classify.loader import check_ruleset
 from bridge.classify.problems import RuleSetError
+from bridge.classify.rulepacks import PackSelection
 from bridge.config import Settings
 from bridge.operator.rulesdiff_replay import ChildReplay, Outcomes, Period, Progress, run_side
 from bridge.store.db import Store
@@ -117,8 +118,9 @@ def check_candidate(settings: Settings, directory: Path) -> list[str]:
     s = candidate_settings(settings, directory).rules
     if not Path(directory).is_dir():
         return [f"error: {directory}: not a directory"]
+    packs = PackSelection.from_settings(settings)
     return [f"{p.severity}: {p}" for p in check_ruleset(s.directory, s.accounts,
-                                                         settings.catalogue_map())
+                                                         settings.catalogue_map(), packs)
             if p.is_error]
 
 

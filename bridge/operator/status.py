@@ -25,6 +25,14 @@ STUCK_OUTBOX = 1800.0
 RUNTIME_META_KEY = "runtime_status"
 # A saved status older than this means the daemon stopped saving it: it is not running.
 RUNTIME_STALE = 120.0
+# Creates the PSA answered with 404 for this many different accounts within the window are
+# the integration's trouble (integration id, catalogue not published, wrong organisation),
+# not one partner's missing mapping: `degraded`. The 404 does not say its cause (SPEC §3.6);
+# docs/health.md says why three in an hour.
+REFUSED_ACCOUNTS = 3
+REFUSED_WINDOW = 3600.0
+# `PSA auth` in `status` is the result of the last PSA call this recent.
+PSA_CALL_HORIZON = 7 * 86400.0
 
 
 @dataclass
@@ -238,11 +246,50 @@ def store_reasons(store: Store, now: float | None = None) -> list[str]:
     if stuck:
         reasons.append(f"{stuck} message(s) staged for over {_age(STUCK_STAGED)}"
                        " and not processed")
+    accounts = refused_accounts(store, now - REFUSED_WINDOW)
+    if len(accounts) >= REFUSED_ACCOUNTS:
+        reasons.append(f"the PSA refused creates (404) for {len(accounts)} accounts in the last"
+                       f" {_age(REFUSED_WINDOW)} ({', '.join(sorted(accounts)[:5])}): check"
+                       " psa.integration_id and the catalogue the partner has")
     oldest = store.oldest_unsent_at()
     if oldest is not None and now - oldest > STUCK_OUTBOX:
         waiting = store.outbox_pending_count()
         reasons.append(f"{waiting} outbox row(s) waiting, the oldest for {_age(now - oldest)}")
     return reasons
+
+
+def refused_accounts(store: Store, since: float) -> set[str]:
+    """The accounts whose creates the PSA answered with 404 since `since`."""
+    found: set[str] = set()
+    for row in store.refused_creates(since):
+        try:
+            found.add(str(json.loads(row["detail"] or "{}").get("account_id") or "?"))
+        except ValueError:
+            found.add("?")
+    return found
+
+
+def psa_auth(store: Store, runtime: RuntimeStatus | None,
+             now: float | None = None) -> tuple[str, str | None, float | None]:
+    """(ok | refused | unknown, message, when): the last PSA call's answer, from the store,
+    so a one-shot command's calls count too; the daemon's own view when it knows better
+    (a refusal it paused on, or a reload that resumed sending after it)."""
+    now = time.time() if now is None else now
+    last = store.last_psa_call(now - PSA_CALL_HORIZON)
+    if runtime is not None and runtime.psa_auth == "refused":
+        return "refused", runtime.psa_auth_message, last["at"] if last else None
+    if last is None:
+        return (runtime.psa_auth if runtime is not None else "unknown"), None, None
+    try:
+        detail = json.loads(last["detail"] or "{}")
+    except ValueError:
+        detail = {}
+    if last["verdict"] == "auth":
+        return "refused", f"HTTP {detail.get('http_status')}: {detail.get('message')}", \
+            last["at"]
+    if detail.get("http_status"):  # any answer but 401/403: the credentials were accepted
+        return "ok", None, last["at"]
+    return (runtime.psa_auth if runtime is not None else "unknown"), None, last["at"]
 
 
 def health(status: RuntimeStatus | None, store: Store | None,

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 from bridge.models import Outcome
 from bridge.operator.audit import Redactor
-from bridge.operator.status import RuntimeStatus, health, load_runtime
+from bridge.operator.status import RuntimeStatus, health, load_runtime, psa_auth
 from bridge.parse.mime.display import header_fields, part_views
 from bridge.store.db import Store
 from bridge.store.operator import HEAD_BYTES
@@ -75,12 +75,17 @@ def status_view(store: Store, runtime: RuntimeStatus | None = None,
         "reasons": reasons,
         "backlog": states.get("staged", 0) + states.get("processing", 0),
         "messages_by_state": {s: states.get(s, 0) for s in ("staged", "processing", "pending")},
-        "outbox": {s: outbox.get(s, 0) for s in ("pending", "in_flight", "dead", "done")},
+        "outbox": {s: outbox.get(s, 0) for s in ("pending", "in_flight", "dead",
+                                                  "acknowledged", "dropped", "done")},
         "failures_last_hour": store.failures_since(now - 3600),
         "outcomes_24h": outcome_counts(store, now - 86400),
         "open_tickets": store.open_ticket_count(),
         "waiting": store.waiting_reasons(),
+        # Each expected report and when it is next judged (issue 20, docs/expect.md).
+        "expectations": [vars(r).copy() for r in store.expectations()],
     }
+    auth, auth_message, auth_at = psa_auth(store, runtime, now)
+    out.update({"psa_auth": auth, "psa_auth_message": auth_message, "psa_auth_at": auth_at})
     if runtime is not None:
         # list(): one atomic copy (the daemon's loop may add a source meanwhile; views run on
         # the store's thread).
@@ -91,8 +96,6 @@ def status_view(store: Store, runtime: RuntimeStatus | None = None,
             "ruleset_version": runtime.ruleset_version,
             "ruleset_error": runtime.ruleset_error,
             "restart_needed": list(runtime.restart_needed),
-            "psa_auth": runtime.psa_auth,
-            "psa_auth_message": runtime.psa_auth_message,
             "psa_reachable": runtime.psa_reachable,
             "sources": [vars(s).copy() for s in sources],
             "connected_sources": sum(s.connected for s in sources),
@@ -238,6 +241,12 @@ def alerts_per_hour(store: Store, hours: int = 24, now: float | None = None) -> 
 # -- for people -------------------------------------------------------------------------------
 
 
+def is_time_key(key: str) -> bool:
+    """Keys whose numbers are epoch seconds: `at`, `*_at`, camelCase `*At`, `last_poll`."""
+    return key in ("at", "last_poll", "now", "started_at") or key.endswith("_at") or \
+        (key.endswith("At") and key[:-2].isalpha())
+
+
 def fmt_time(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
@@ -259,18 +268,28 @@ def format_status(data: dict[str, Any]) -> str:
     ob, waiting = data["outbox"], data["messages_by_state"]
     lines += [f"backlog:      {data['backlog']} staged/processing, {waiting['pending']} pending",
               f"outbox:       {ob['pending']} pending, {ob['in_flight']} in flight,"
-              f" {ob['dead']} dead",
+              f" {ob['dead']} dead" + (f" ({ob['acknowledged']} more acknowledged)"
+                                      if ob.get("acknowledged") else ""),
               f"failures:     {data['failures_last_hour']} in the last hour",
               f"open tickets: {data['open_tickets']}",
               *[f"waiting:      {w['rows']} row(s): {w['reason']}"
                 for w in data.get("waiting", [])],
               "last 24 h:    " + (", ".join(f"{n} {o}" for o, n in
                                             sorted(data["outcomes_24h"].items())) or "nothing")]
-    if "psa_auth" in data:
+    lines += [f"expected:     {e['name']}" + (f" [{e['scope']}]" if e["scope"] else "")
+              + f" ({e['account_id']}): " + (f"MISSING since {fmt_time(e['missing_since'])}"
+                                             if e["state"] == "missing"
+                                             else f"next due {fmt_time(e['judge_at'])}")
+              for e in data.get("expectations", [])]
+    auth = data.get("psa_auth", "unknown")
+    lines.append(f"PSA auth:     {auth}"
+                 + (f" (last call {fmt_time(data['psa_auth_at'])})"
+                    if data.get("psa_auth_at") else "")
+                 + (f": {data['psa_auth_message']}" if data.get("psa_auth_message") else ""))
+    if "ruleset_version" in data:
         failed = data["ruleset_error"]
         lines += [f"rule set:     {data['ruleset_version'] or '?'}"
                   + (f" (reload failed: {failed})" if failed else ""),
-                  f"PSA auth:     {data['psa_auth']}",
                   *([f"restart needed: {', '.join(data['restart_needed'])} changed in the"
                      " config; in force after the next restart"]
                     if data.get("restart_needed") else []),
@@ -281,30 +300,43 @@ def format_status(data: dict[str, Any]) -> str:
 
 
 def format_table(rows: Iterable[dict[str, Any]], columns: Sequence[str | tuple[str, str]],
-                 max_width: int = 60) -> str:
+                 max_width: int = 60, max_total: int | None = None) -> str:
     """A plain-text table; `columns` are keys or (key, heading) pairs. Epoch times (`at`,
-    `*_at`) print as local dates, `age` as 5m/2h/3d, dicts as JSON; cells are cut at
-    `max_width` characters and white space flattened, so one row stays one line.
+    `*_at`, `*At`) print as local dates, `age` as 5m/2h/3d, dicts as JSON; cells are cut at
+    `max_width` characters and white space flattened, so one row stays one line; with
+    `max_total` the widest columns give way until a line fits it.
     (Thirty lines here beat a table library as a dependency.)"""
     cols = [(c, c) if isinstance(c, str) else c for c in columns]
 
     def cell(key: str, value: Any) -> str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             # Times are stored as epoch seconds; people read dates and ages.
-            if key == "at" or key.endswith("_at") or key == "last_poll":
+            if is_time_key(key):
                 value = fmt_time(value)
             elif key == "age":
                 value = fmt_age(value)
         elif isinstance(value, (dict, list)):
             value = json.dumps(value, ensure_ascii=False, default=str)
         text = "-" if value is None or value == "" else str(value)
-        text = " ".join(text.split())
-        return text if len(text) <= max_width else text[:max_width - 1] + "…"
+        return " ".join(text.split())
 
     body = [[cell(key, row.get(key)) for key, _ in cols] for row in rows]
     heads = [head for _, head in cols]
-    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(heads)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip(),
+    widths = [min(max_width, max([len(h)] + [len(r[i]) for r in body]))
+              for i, h in enumerate(heads)]
+    if max_total is not None:
+        floor = [min(w, max(len(h), 8)) for w, h in zip(widths, heads, strict=True)]
+        while sum(widths) + 2 * (len(widths) - 1) > max_total:
+            i = max(range(len(widths)), key=lambda j: widths[j] - floor[j])
+            if widths[i] <= floor[i]:
+                break  # nothing more can give way
+            widths[i] -= 1
+
+    def cut(text: str, w: int) -> str:
+        return text if len(text) <= w else text[:w - 1] + "…"
+
+    lines = ["  ".join(cut(h, w).ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in body]
+    lines += ["  ".join(cut(c, w).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in body]
     return "\n".join(lines)

@@ -16,12 +16,16 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 
-from lxml import etree
 from pydantic import SecretStr
 
-from bridge.parse.xmlsafe import UnsafeXml, parse_untrusted
+if TYPE_CHECKING:
+    from lxml import etree
+
+# lxml is imported inside the functions that build or read a tree: the daemon imports this
+# module for its types and `looks_like_transaction`, but only a worker (reading) or an XML
+# reply (writing) needs lxml, and the issue 13 memory bar sums every process.
 
 __all__ = [
     "Action", "ActionResult", "Transaction", "XmlApiError", "OUTCOMES",
@@ -136,6 +140,8 @@ class _Refused(Exception):
 
 def is_transaction(root: object) -> bool:
     """True when a parsed document's root element is a mailbridge transaction."""
+    from lxml import etree
+
     return isinstance(root, etree._Element) and root.tag == ROOT
 
 
@@ -243,6 +249,8 @@ _UNSAFE_CODES = {"too large": "too-large", "not well-formed": "not-well-formed",
 
 def parse_transaction(data: bytes, max_bytes: int = 1024 * 1024) -> Transaction | XmlApiError:
     """Read a transaction document; a value either way, never an exception."""
+    from bridge.parse.xmlsafe import UnsafeXml, parse_untrusted
+
     try:
         root = parse_untrusted(data, max_bytes=max_bytes)
     except UnsafeXml as exc:
@@ -286,6 +294,8 @@ def _status(results: Sequence[ActionResult], error: XmlApiError | None) -> str:
 
 
 def _error_element(parent: etree._Element, error: XmlApiError) -> None:
+    from lxml import etree
+
     element = etree.SubElement(parent, "error", code=_clean(error.code))
     if error.action is not None:
         element.set("action", str(error.action))
@@ -296,6 +306,8 @@ def build_response(tx_id: str | None, results: Iterable[ActionResult], *,
                    error: XmlApiError | None = None) -> bytes:
     """The response document (docs/xml-api.md): overall status, then one <result> per action
     with its outcome and correlation id or a structured error; or the transaction's error."""
+    from lxml import etree
+
     results = list(results)
     root = etree.Element(RESPONSE_ROOT, version=VERSION)
     if tx_id:

@@ -127,7 +127,7 @@ def _evaluate_one(path: str, message_ref: int, source: str, oversize: int | None
 
 def _slim(ev: Evaluation, text_chars: int) -> Evaluation:
     """Only what `apply` reads goes back through the pipe: no body, no attachments."""
-    parsed = replace(ev.parsed, body="", attachments=(), xml_parts=())
+    parsed = replace(ev.parsed, body="", html_body="", attachments=(), xml_parts=())
     c = ev.classification
     if c is not None and c.alert is not None and \
             len(c.alert.summary) + len(c.alert.title) > text_chars:
@@ -156,7 +156,10 @@ class WorkerPool:
         # must not inherit the daemon's descriptors — an inherited client socket would keep
         # a connection the daemon closed open for the peer — nor its signal set-up.
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["bridge.process.isolation"])
+        # The parsers are preloaded in the fork server, not the daemon: every worker forked
+        # from it shares their pages, and the daemon never pays for them.
+        context.set_forkserver_preload(["bridge.process.isolation", "lxml.html",
+                                        "bridge.parse.xmlsafe", "html_text"])
         self._pool = pebble.ProcessPool(max_workers=budget.workers, initializer=_start_worker,
                                         initargs=(pipeline, budget), context=context)
         # The pool starts lazily; one empty task now starts the forkserver and the workers

@@ -20,6 +20,7 @@ from bridge.classify.ruleset import RuleSet
 from bridge.classify.safety import own_addresses
 from bridge.config import Settings
 from bridge.decide.decider import Decider
+from bridge.decide.expectations import report_seen
 from bridge.models import Classification, Decision, Kind, OutboxItem, Outcome, ParsedMessage
 from bridge.parse.mime import parse
 from bridge.parse.xmlapi import Transaction
@@ -148,6 +149,8 @@ class Pipeline:
         decision = self._refile(row.source, row.id, decision)
         store.apply_decision(row.id, decision, arrived_at=row.arrived_at,
                              rule=c.rule if c else None, alert_meta=meta)
+        for hit in c.expected if c is not None else ():
+            report_seen(store, self.ruleset.expect, self.decider, hit, row.arrived_at, row.id)
         return decision
 
     def _refile(self, source: str, message_ref: int, decision: Decision) -> Decision:

@@ -17,9 +17,10 @@ from typing import Any, Callable, Iterator
 import sqlite_utils
 
 events_log = logging.getLogger("mailbridge.events")
-# Events an administrator reading the log should not miss.
+# Events an administrator reading the log should not miss. (Not a voided correlation: a
+# create the PSA refused or suppressed is that message's outcome, an expected answer.)
 TROUBLE_EVENTS = frozenset({"retry", "dead", "rules-reload-failed", "admin-alert",
-                            "correlation-void", "xml-reply-limited"})
+                            "xml-reply-limited"})
 
 
 def no_redaction(text: str) -> str:

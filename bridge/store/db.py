@@ -25,6 +25,7 @@ import sqlite_utils
 from bridge.store import files
 from bridge.store.base import TROUBLE_EVENTS, events_log, no_redaction
 from bridge.store.decisions import DecisionsMixin
+from bridge.store.expectations import ExpectationsMixin
 from bridge.store.history import HistoryMixin
 from bridge.store.maintenance import MaintenanceMixin
 from bridge.store.operator import OperatorMixin
@@ -45,8 +46,8 @@ class StoreNotReady(RuntimeError):
     """The store has no schema yet, or an older one, and this open may not migrate it."""
 
 
-class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, OperatorMixin,
-            HistoryMixin, MaintenanceMixin):
+class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, ExpectationsMixin,
+            OperatorMixin, HistoryMixin, MaintenanceMixin):
     """Synchronous store. Use from one thread only (see AsyncStore)."""
 
     def __init__(self, path: Path | str, clock: Callable[[], float] = time.time, *,
@@ -80,7 +81,7 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, 
         conn.execute("PRAGMA busy_timeout=30000")
         # A bigger page cache than SQLite's 2 MB default: the outbox, correlation and event
         # indexes of a busy day stay in memory (measured on the backlog benchmark).
-        conn.execute("PRAGMA cache_size=-32768")
+        conn.execute("PRAGMA cache_size=-16384")
         conn.execute("PRAGMA temp_store=MEMORY")
         if readonly:
             conn.execute("PRAGMA query_only=ON")
@@ -121,9 +122,11 @@ class Store(StagingMixin, DecisionsMixin, OutboxMixin, OwnersMixin, ReadsMixin, 
 
     # -- maintenance --------------------------------------------------------------------------
 
-    def backup(self, target: Path | str, force: bool = False) -> None:
-        """A 0600 copy at `target`; files.BackupError says why it could not be made."""
-        files.backup(self.conn, target, force)
+    def backup(self, target: Path | str, force: bool = False,
+               progress: Callable[[int], None] | None = None) -> None:
+        """A 0600 copy at `target`; files.BackupError says why it could not be made.
+        `progress(n)` is told each further percent copied."""
+        files.backup(self.conn, target, force, progress)
 
 
 def _split_sql(script: str) -> list[str]:

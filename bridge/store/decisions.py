@@ -50,7 +50,7 @@ class DecisionsMixin(OutboxMixin):
             (state, d.outcome.value if d.outcome else None, d.reason, d.alert_key, rule, now,
              message_ref))
 
-    def record_effects(self, message_ref: int, decision: Decision, *, arrived_at: float,
+    def record_effects(self, message_ref: int | None, decision: Decision, *, arrived_at: float,
                        alert_meta: dict[str, Any] | None = None) -> list[int]:
         """The parts of a decision beyond the message itself: correlations, storm membership,
         folds, cancels and new outbox rows (whose ids are returned)."""
@@ -134,7 +134,7 @@ class DecisionsMixin(OutboxMixin):
                 payload["title"] = title
             conn.execute("UPDATE outbox SET payload=? WHERE id=?", (json.dumps(payload), row_id))
 
-    def _settle_unsent(self, cid: str, outcome: str, reason: str, by_message: int,
+    def _settle_unsent(self, cid: str, outcome: str, reason: str, by_message: int | None,
                        event: str) -> None:
         """The unsent calls of a correlation (PSA and webhook mirrors) are dropped and their
         waiting messages end with `outcome`: the ticket is never created."""
@@ -152,14 +152,14 @@ class DecisionsMixin(OutboxMixin):
             self._event(conn, event, message, okey, outcome,
                         {"outbox": row_id, "by_message": by_message, "reason": reason})
 
-    def _damp(self, cid: str, by_message: int) -> None:
+    def _damp(self, cid: str, by_message: int | None) -> None:
         """A problem healed before its held OPEN went out: no ticket, both mails `damped`."""
         self._settle_unsent(cid, "damped", f"the problem healed (message {by_message}) before"
                             " its ticket was due: no ticket", by_message, "damped")
         self.conn.execute("UPDATE correlations SET state='damped', closed_at=opened_at WHERE"
                           " correlation_id=?", (cid,))
 
-    def _absorb(self, d: Decision, by_message: int, account_id: str | None) -> None:
+    def _absorb(self, d: Decision, by_message: int | None, account_id: str | None) -> None:
         """A storm ticket takes over the burst's held OPENs: each key is listed on it (a
         storm member since its own arrival) instead of getting a ticket of its own."""
         storm = d.open_correlation or d.storm_join
@@ -175,7 +175,7 @@ class DecisionsMixin(OutboxMixin):
                 " DO UPDATE SET state='open'",
                 (storm, h.alert_key, account_id, h.arrived_at, h.product_group))
 
-    def _cancel(self, row_id: int, by_message: int) -> None:
+    def _cancel(self, row_id: int, by_message: int | None) -> None:
         """A pending resolve is cancelled by a re-fire (flap): its message is settled too."""
         conn = self.conn
         row = conn.execute("SELECT message_ref, ordering_key FROM outbox WHERE id=? AND"

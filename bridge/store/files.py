@@ -14,6 +14,7 @@ import os
 import sqlite3
 import stat
 from pathlib import Path
+from typing import Callable
 
 STORE_MODE = 0o600
 _SUFFIXES = ("", "-wal", "-shm", "-journal")
@@ -46,7 +47,8 @@ def readable_by_others(path: Path | str) -> list[str]:
     return found
 
 
-def backup(conn: sqlite3.Connection, target: Path | str, force: bool = False) -> None:
+def backup(conn: sqlite3.Connection, target: Path | str, force: bool = False,
+           progress: Callable[[int], None] | None = None) -> None:
     """Copy the store to `target` with SQLite's online backup, as a 0600 file.
 
     The copy is written to a new private file beside the target and then put in place: by a
@@ -66,8 +68,17 @@ def backup(conn: sqlite3.Connection, target: Path | str, force: bool = False) ->
     try:
         dest = sqlite3.connect(temp)
         try:
+            done = [0]
+
+            def step(status: int, remaining: int, total: int) -> None:
+                percent = 100 if total == 0 else (total - remaining) * 100 // total
+                if progress is not None and percent > done[0]:
+                    progress(percent - done[0])
+                    done[0] = percent
+
             with dest:
-                conn.backup(dest)
+                # In steps of 1024 pages (4 MiB) so a big store shows its progress.
+                conn.backup(dest, pages=1024, progress=step)
         finally:
             dest.close()
         with open(temp, "rb") as f:

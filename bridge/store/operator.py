@@ -47,7 +47,10 @@ class OperatorMixin:
                             " ('staged','processing','pending') GROUP BY state")
 
     def outbox_state_counts(self) -> dict[str, int]:
-        return self._counts("SELECT state, count(*) FROM outbox GROUP BY state")
+        """Rows by state; dead rows the administrator acknowledged count as 'acknowledged'."""
+        return self._counts("SELECT CASE WHEN state='dead' AND acknowledged_at IS NOT NULL"
+                            " THEN 'acknowledged' ELSE state END AS s, count(*) FROM outbox"
+                            " GROUP BY s")
 
     def failures_since(self, since: float) -> int:
         """Messages that failed plus outbox rows that went dead, recorded since `since`."""
@@ -61,7 +64,30 @@ class OperatorMixin:
         return self._count("SELECT count(*) FROM correlations WHERE state='open'")
 
     def dead_outbox_count(self) -> int:
-        return self._count("SELECT count(*) FROM outbox WHERE state='dead'")
+        """Dead rows nobody has acknowledged yet (`outbox ack`): what still needs a person."""
+        return self._count("SELECT count(*) FROM outbox WHERE state='dead'"
+                           " AND acknowledged_at IS NULL")
+
+    def held_outbox(self, now: float) -> tuple[int, float | None]:
+        """Rows waiting to go later (holds, backoff): how many and when the last is due."""
+        n, last = self.conn.execute("SELECT count(*), max(next_attempt_at) FROM outbox WHERE"
+                                    " state='pending' AND next_attempt_at > ?",
+                                    (now,)).fetchone()
+        return int(n), None if last is None else float(last)
+
+    def last_psa_call(self, since: float) -> dict[str, Any] | None:
+        """The latest PSA call since `since` (its `sent` event): at, verdict, detail JSON."""
+        row = self.conn.execute("SELECT at, outcome, detail FROM events WHERE at > ? AND"
+                                " kind='sent' ORDER BY at DESC, id DESC LIMIT 1",
+                                (since,)).fetchone()
+        return None if row is None else {"at": row[0], "verdict": row[1], "detail": row[2]}
+
+    def refused_creates(self, since: float) -> list[dict[str, Any]]:
+        """Creates the PSA answered with 404 since `since` (their `create-refused` events)."""
+        return [{"at": r[0], "message_ref": r[1], "alert_key": r[2], "detail": r[3]}
+                for r in self.conn.execute(
+                    "SELECT at, message_ref, alert_key, detail FROM events WHERE at > ? AND"
+                    " kind='create-refused' ORDER BY at", (since,)).fetchall()]
 
     def stuck_staged_count(self, staged_before: float) -> int:
         return self._count("SELECT count(*) FROM messages WHERE state='staged'"

@@ -193,7 +193,8 @@ class OutboxMixin(OwnersMixin):
                     limit: int = 500) -> list[dict[str, Any]]:
         marks = ",".join("?" * len(states))
         return self.query(f"SELECT id, kind, ordering_key, message_ref, action, correlation_id,"
-                          f" state, attempts, next_attempt_at, last_error, created_at"
+                          f" state, attempts, next_attempt_at, last_error, created_at,"
+                          f" acknowledged_at"
                           f" FROM outbox WHERE state IN ({marks}) ORDER BY id LIMIT ?",
                           [*states, limit])
 
@@ -201,21 +202,24 @@ class OutboxMixin(OwnersMixin):
         """`mailbridge outbox retry`: a dead or waiting row goes out again now."""
         with self.write() as conn:
             n = conn.execute("UPDATE outbox SET state='pending', next_attempt_at=?, attempts=0,"
-                             " crashes=0, updated_at=? WHERE id=? AND state IN ('dead','pending')",
+                             " crashes=0, acknowledged_at=NULL, updated_at=? WHERE id=? AND"
+                             " state IN ('dead','pending')",
                              (self.clock(), self.clock(), row_id)).rowcount
             if n:
                 self._event(conn, "outbox-retry", None, None, None, {"outbox": row_id})
         return bool(n)
 
     def outbox_drop(self, row_id: int) -> bool:
-        """`mailbridge outbox drop`: the admin gives up on a row; its message ends failed."""
+        """`mailbridge outbox drop`: the admin gives up on a row; it moves to 'dropped' (out
+        of the list and of `degraded`) and its message ends failed."""
         with self.write() as conn:
             row = conn.execute("SELECT message_ref FROM outbox WHERE id=? AND state IN"
                                " ('dead','pending')", (row_id,)).fetchone()
             if row is None:
                 return False
-            conn.execute("UPDATE outbox SET state='dead', last_error='dropped by the"
-                         " administrator', updated_at=? WHERE id=?", (self.clock(), row_id))
+            conn.execute("UPDATE outbox SET state='dropped', last_error=coalesce(last_error"
+                         " || '; ', '') || 'dropped by the administrator', updated_at=?"
+                         " WHERE id=?", (self.clock(), row_id))
             if row[0] is not None:
                 conn.execute("UPDATE messages SET state='done', outcome=coalesce(outcome,"
                              " 'failed'), reason=coalesce(reason, '') || '; outbox row dropped"
@@ -223,6 +227,17 @@ class OutboxMixin(OwnersMixin):
                              " state='pending'", (self.clock(), row[0]))
             self._event(conn, "outbox-drop", row[0], None, None, {"outbox": row_id})
         return True
+
+    def outbox_ack(self, row_id: int) -> bool:
+        """`mailbridge outbox ack`: a dead row stays dead and listed, but acknowledged, so it
+        no longer makes mailbridge `degraded` (a retry later is still possible)."""
+        with self.write() as conn:
+            n = conn.execute("UPDATE outbox SET acknowledged_at=?, updated_at=? WHERE id=? AND"
+                             " state='dead' AND acknowledged_at IS NULL",
+                             (self.clock(), self.clock(), row_id)).rowcount
+            if n:
+                self._event(conn, "outbox-ack", None, None, None, {"outbox": row_id})
+        return bool(n)
 
     def recent_replies(self, to: str, since: float) -> int:
         return int(self.scalar(

@@ -176,4 +176,29 @@ MIGRATIONS: list[str] = [
     WHERE kind = 'psa' AND json_valid(payload)
         AND json_type(payload, '$.alertType') IS NOT NULL;
     """,
+    # 9 (issue 20): expected mail. One row per instance of an [[expect]] rule: its scope (the
+    # alert key, the account, or "" for one per rule), when a report was last seen, and the
+    # instant a missing one is declared. state 'missing' holds the open missing-mail ticket's
+    # alert key until a report resolves it: one ticket per outage, not per missed window.
+    """
+    CREATE TABLE expectations (
+        name          TEXT NOT NULL,
+        scope         TEXT NOT NULL,
+        account_id    TEXT NOT NULL,
+        what          TEXT NOT NULL,
+        last_seen_at  REAL,                   -- arrival of the last report (NULL: none yet)
+        judge_at      REAL NOT NULL,          -- the next slot plus the grace
+        state         TEXT NOT NULL DEFAULT 'watching',  -- watching|missing
+        missing_since REAL,
+        alert_key     TEXT,
+        created_at    REAL NOT NULL,
+        PRIMARY KEY (name, scope)
+    );
+    """,
+    # 10: the administrator's answers to a dead row (issue 17). `outbox drop` moves a row to the
+    # state 'dropped' (no change of shape: outbox.state may now also be 'dropped'); `outbox
+    # ack` keeps it dead and listed but acknowledged: neither counts towards `degraded`.
+    """
+    ALTER TABLE outbox ADD COLUMN acknowledged_at REAL;
+    """,
 ]

@@ -2,7 +2,8 @@
 
 `_Builder` reads each field on its own guard (one broken field must not lose the others):
 headers with encoded-words decoded where that is safe, sender, recipients, date, and the body
-— inline text/plain parts joined, else the first text/html part through html-text — together
+— inline text/plain parts joined, else the first text/html part through html-text; beside a
+plain body, the first HTML part's text too (`html_body`, and whether the text is a stub) — together
 with the ATES tokens of every inline text part, the XML transaction candidates (re-encoded to
 UTF-8 when the MIME charset says so) and the attachments, big ones listed without their data.
 Its `finish` bounds the defects and sets `parse_error` only when nothing usable came out.
@@ -15,9 +16,6 @@ from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Callable
 
-import html_text
-import lxml.etree
-import lxml.html
 
 from bridge.models import Attachment, AtesToken, ParsedMessage
 from bridge.parse.ates import find_tokens
@@ -33,6 +31,7 @@ from bridge.parse.mime.headers import (
     _read_headers,
 )
 from bridge.parse.mime.limits import MimeLimits
+from bridge.parse.mime.stub import text_is_stub
 from bridge.parse.mime.walker import _decode_part, _Leaf, _too_big, _Walker
 
 # -- assembling the ParsedMessage --------------------------------------------------------------
@@ -52,6 +51,12 @@ def _html_to_text(html: str, defects: list[str]) -> str:
     libxml2 builds the tree (C, linear; its nesting limit of 256 stops the tree there, and the
     defect says so) and html-text walks it with `iterwalk` (no recursion), so deeply nested
     lists cost milliseconds where html2text was quadratic."""
+    # Imported here: only the worker processes convert HTML, and lxml with html-text costs
+    # the daemon ~7 MiB it would never use (issue 13's memory bar sums every process).
+    import html_text
+    import lxml.etree
+    import lxml.html
+
     parser = lxml.html.HTMLParser(recover=True, encoding="utf-8")
     data = html.replace("\x00", "").strip().encode("utf-8", "replace") or b"<html/>"
     root = lxml.etree.fromstring(data, parser=parser)
@@ -186,6 +191,7 @@ class _Builder:
         tokens: list[AtesToken] = []
         xml_parts: list[bytes] = []
         attachments: list[Attachment] = []
+        first_html: str | None = None
         for leaf in walker.leaves:
             is_text = leaf.ctype in ("text/plain", "text/html") and not leaf.attachment
             if is_text:
@@ -203,6 +209,8 @@ class _Builder:
                 tokens.extend(find_tokens(text))
                 if leaf.body_candidate:
                     (plain if leaf.ctype == "text/plain" else html).append(text)
+                elif leaf.ctype == "text/html" and first_html is None:
+                    first_html = text  # the HTML alternative beside the plain text
                 if leaf.ctype == "text/plain" and leaf.body_candidate and _XML_START.match(data):
                     # Mail bodies often start with a blank line; an XML declaration may not.
                     xml_parts.append(_xml_bytes(_strip_leading_space(data), leaf.charset))
@@ -225,16 +233,20 @@ class _Builder:
                 data = b""
             attachments.append(Attachment(leaf.filename, leaf.ctype, data))
         if plain:
-            self.fields["body"] = "\n\n".join(text.strip("\n") for text in plain)
+            joined = self.fields["body"] = "\n\n".join(text.strip("\n") for text in plain)
+            source = html[0] if html else first_html
+            if source is not None:
+                # The HTML alternative's text, for rules that choose it (`body = "html"` or a
+                # stub text part under "auto"). v1 never reads it: its problems are not defects.
+                converted = self.html_text(source, [])
+                if converted:
+                    self.fields["html_body"] = converted[: limits.max_body_chars]
+                    self.fields["text_is_stub"] = text_is_stub(joined, converted)
         elif html:
-            source = html[0]
-            if len(source) > limits.max_html_chars:
-                self.defects.append(f"HTML cut at {limits.max_html_chars} characters for conversion")
-                source = source[: limits.max_html_chars]
-            try:
-                self.fields["body"] = _html_to_text(source, self.defects)
-            except Exception as exc:  # noqa: BLE001 - libxml2 on hostile markup
-                self.defects.append(f"HTML could not be converted: {type(exc).__name__}")
+            converted = self.html_text(html[0], self.defects)
+            if converted is not None:
+                self.fields["body"] = converted
+                self.fields["body_is_html"] = True
         body = self.fields.get("body")
         if isinstance(body, str) and len(body) > limits.max_body_chars:
             self.defects.append(f"body cut at {limits.max_body_chars} characters")
@@ -242,6 +254,17 @@ class _Builder:
         self.fields["ates"] = tuple(dict.fromkeys(tokens))  # the same token in text and HTML once
         self.fields["xml_parts"] = tuple(xml_parts)
         self.fields["attachments"] = tuple(attachments)
+
+    def html_text(self, source: str, defects: list[str]) -> str | None:
+        limit = self.limits.max_html_chars
+        if len(source) > limit:
+            defects.append(f"HTML cut at {limit} characters for conversion")
+            source = source[:limit]
+        try:
+            return _html_to_text(source, defects)
+        except Exception as exc:  # noqa: BLE001 - libxml2 on hostile markup
+            defects.append(f"HTML could not be converted: {type(exc).__name__}")
+            return None
 
     def finish(self) -> ParsedMessage:
         defects = tuple(dict.fromkeys(self.defects))[: self.limits.max_defects]
