@@ -6,9 +6,12 @@ from __future__ import annotations
 import shutil
 import time
 
+from bench import corpus
 from bridge.config import load_settings
+from bridge.models import RawMessage
 from bridge.operator.audit import Redactor
 from bridge.operator.rulesdiff_page import CandidateDiff, render_rules_diff
+from bridge.store import Store
 from tests.helpers import ROOT, write_config
 
 RED = Redactor(["s3cret-token"])
@@ -58,3 +61,22 @@ def test_computed_once_then_served_from_the_cache_until_a_rule_file_changes(tmp_
         assert cache.view(settings)["state"] == "computing"  # the candidate changed
     finally:
         cache.close()
+
+
+def test_close_stops_a_diff_still_running(tmp_path):
+    settings = load_settings(write_config(tmp_path, _NoPsa()))
+    settings = settings.model_copy(update={"rules": settings.rules.model_copy(
+        update={"candidate_directory": ROOT / "rules"})})
+    now = time.time()
+    store = Store(settings.store.path)  # enough mail that the diff runs for seconds
+    store.stage_many([RawMessage(m.raw, "imap:alerts", f"1:{i}", m.at) for i, m in
+                      enumerate(corpus.backlog(3000, now - 3600, now - 60, seed=5))])
+    store.close()
+    cache = CandidateDiff()
+    assert cache.view(settings)["state"] == "computing"
+    cache.close()
+    deadline = time.monotonic() + 10
+    while "result" not in (view := cache.view(settings)):
+        assert time.monotonic() < deadline, view
+        time.sleep(0.1)  # polling the watcher thread's result
+    assert "ended without a result" in view["result"]["errors"][0]

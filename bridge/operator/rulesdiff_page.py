@@ -3,7 +3,7 @@ over the last week of mail (`rules diff`, bridge.operator.rulesdiff).
 
 A diff replays every message of the period twice, so it is never computed for a page view:
 `CandidateDiff` runs it in a process of its own (the daemon's event loop and its store thread
-keep their core), in the background, and keeps the last result. A view serves the cache and
+keep their core; stopping the daemon stops it), in the background, and keeps the last result. A view serves the cache and
 starts a new computation only when the live or the candidate rule files changed (names, times,
 sizes) or the result is older than `max_age`; the page says when it was computed and refreshes
 itself while one runs.
@@ -11,7 +11,6 @@ itself while one runs.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import multiprocessing
 import re
@@ -19,6 +18,8 @@ import string
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ class CandidateDiff:
         self._result: _Result | None = None
         self._running: tuple[Any, ...] | None = None
         self._started = 0.0
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._proc: BaseProcess | None = None
 
     def view(self, settings: Settings) -> dict[str, Any]:
         """What the page shows now; starts a computation when the cache is stale."""
@@ -83,28 +84,47 @@ class CandidateDiff:
             return out
 
     def _start(self, settings: Settings, candidate: Path, key: tuple[Any, ...]) -> None:
-        if self._pool is None:
-            # forkserver, as the worker pool: the child inherits none of the daemon's sockets.
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("forkserver"))
-        self._running, self._started = key, time.time()
-        future = self._pool.submit(compute, settings, candidate, time.time() - self.period)
-        future.add_done_callback(functools.partial(self._done, key))
+        # forkserver, as the worker pool: the child inherits none of the daemon's sockets. A
+        # plain process (not a pool) so that `close` can stop a diff still running.
+        ctx = multiprocessing.get_context("forkserver")
+        ours, theirs = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_compute_child, name="rules-diff-page",
+                           args=(theirs, settings, candidate, time.time() - self.period))
+        proc.start()
+        theirs.close()
+        self._running, self._started, self._proc = key, time.time(), proc
+        threading.Thread(target=self._wait, args=(key, ours, proc), name="rules-diff-page",
+                         daemon=True).start()
 
-    def _done(self, key: tuple[Any, ...], future: concurrent.futures.Future[Any]) -> None:
+    def _wait(self, key: tuple[Any, ...], conn: Connection, proc: BaseProcess) -> None:
         try:
-            data = future.result()
-        except Exception as exc:  # the diff itself failed: shown, tried again when stale
+            data = conn.recv()
+        except (EOFError, OSError):  # the process died, or `close` stopped it
             data = {"valid": False, "problem": "diff",
-                    "errors": [f"the diff failed: {type(exc).__name__}: {exc}"]}
+                    "errors": [f"the diff's process ended without a result (exit"
+                               f" {proc.exitcode})"]}
+        finally:
+            conn.close()
+            proc.join()
         with self._lock:
             self._result = _Result(key, time.time(), data)
             self._running = None
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """Stops a diff still running (the daemon is stopping)."""
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.terminate()
+
+
+def _compute_child(conn: Connection, settings: Settings, candidate: Path, since: float) -> None:
+    try:
+        conn.send(compute(settings, candidate, since))
+    except Exception as exc:  # the diff itself failed: shown, tried again when stale
+        conn.send({"valid": False, "problem": "diff",
+                   "errors": [f"the diff failed: {type(exc).__name__}: {exc}"]})
+    finally:
+        conn.close()
 
 
 @functools.cache
