@@ -27,7 +27,6 @@ from bridge.assembly import Parts, assemble
 from bridge.classify.ruleset import RuleSet
 from bridge.config import Settings
 from bridge.deliver.dryrun import DryRunLog, dry_run_peers
-from bridge.parse.mime import parse
 from bridge.process.pipeline import Evaluation, Pipeline, Result
 from bridge.simulate import Clock, run_scratch
 from bridge.store.db import Store
@@ -48,9 +47,9 @@ def evaluate_all(pipeline: Pipeline, scratch: Store, name: str,
     ids = scratch.staged_ids()
     found: dict[int, Evaluation] = {}
     for n, mid in enumerate(ids, start=1):
-        parsed = parse(reader.read(scratch.path, mid))
-        found[mid] = replace(pipeline.evaluate_parsed(parsed, message_ref=mid),
-                             parsed=replace(parsed, body="", attachments=(), xml_parts=()))
+        ev = pipeline.evaluate(reader.read(scratch.path, mid), message_ref=mid)
+        found[mid] = replace(ev, parsed=replace(ev.parsed, body="", attachments=(),
+                                                xml_parts=()))
         if progress is not None and (n % 500 == 0 or n == len(ids)):
             progress(f"{name} rules: reading", n, len(ids))
     return found

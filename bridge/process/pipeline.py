@@ -175,11 +175,7 @@ class Pipeline:
 
     def evaluate(self, raw: bytes, *, oversize: int | None = None, source: str = "",
                  message_ref: int | None = None) -> Evaluation:
-        return self.evaluate_parsed(parse(raw), oversize=oversize, message_ref=message_ref)
-
-    def evaluate_parsed(self, parsed: ParsedMessage, *, oversize: int | None = None,
-                        message_ref: int | None = None) -> Evaluation:
-        """`evaluate` after the parse: `rules diff` parses a message once for two rule sets."""
+        parsed = parse(raw)
         if oversize is not None:
             return quarantine(parsed, f"message of {oversize} bytes is over the size limit;"
                               " only its header was downloaded")
