@@ -61,7 +61,7 @@ def digest(db: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
-    """120 mixed alerts of the past two hours, through Dovecot into the store."""
+    """121 mixed alerts of the past two hours, through Dovecot into the store."""
     if not dovecot_available():
         pytest.skip("Dovecot is not installed")
     tmp = tmp_path_factory.mktemp("history")
@@ -69,8 +69,14 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     server = DovecotServer()
     try:
         server.start()
-        for mail in corpus.backlog(120, NOW - 2 * 3600, NOW - 15 * 60, seed=19):
+        mails = corpus.backlog(120, NOW - 2 * 3600, NOW - 15 * 60, seed=19)
+        for mail in mails:
             server.append(mail.raw, date=mail.at)
+        # A subject that carries a configured secret (the PSA client secret): the diff shows
+        # this message, masked.
+        z = next(m for m in mails if m.family == "zabbix")
+        server.append(z.raw.replace(b"Subject: Problem: ", b"Subject: Problem: demo-secret ")
+                      .replace(b"Message-ID: <", b"Message-ID: <secret."), date=z.at + 1)
         config = write_config(tmp, psa, imap=imap_section(server))
         done = cli("run", "--once", "--flush", "--config", str(config), timeout=120)
         assert done.returncode == 0, done.stderr.decode()[-2000:]
@@ -105,6 +111,7 @@ def test_moving_one_tools_alerts_to_another_alert_type_shows_exactly_those(histo
     # The ticket counts do not move: the same tickets, of another type.
     assert report["totals"]["before"] == report["totals"]["after"]
     assert report["totals"]["before"]["created"] > 0
+    assert "demo-secret" not in out and "Problem: [redacted]" in out  # the secret, masked
     assert digest(history.db) == before, "rules diff wrote to the live store"
     assert len(history.psa.calls(None)) == calls, "rules diff sent something"
 

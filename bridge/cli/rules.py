@@ -43,6 +43,7 @@ def diff(config_path: str, candidate: Path, since: float, as_json: bool) -> None
     with the --rules directory (dry run, scratch stores) and print what would change. Exit 0: nothing
     changes; 1: something does; 2: the candidate is invalid (its errors are printed); 3: no
     diff could be made (no store yet, or the live rules are invalid)."""
+    from bridge.operator.audit import Redactor
     from bridge.operator.rulesdiff import CandidateInvalid, CannotDiff, diff_rules
 
     settings = load_or_exit(config_path, lenient_secrets=True)  # it sends nothing
@@ -60,10 +61,12 @@ def diff(config_path: str, candidate: Path, since: float, as_json: bool) -> None
     except CannotDiff as exc:
         click.echo(f"rules diff: {exc}", err=True)
         sys.exit(EXIT_CANNOT)
+    # Subjects are mail text: the configured secrets are masked, as in every view.
+    data = Redactor(settings.secrets()).redact_obj(report.as_json())
     if as_json:
-        dump({"valid": True, **report.as_json()})
+        dump({"valid": True, **data})
     else:
-        click.echo(format_report(report.as_json()))
+        click.echo(format_report(data))
     sys.exit(EXIT_CHANGED if report.changes else EXIT_SAME)
 
 
