@@ -6,9 +6,9 @@ component builds another from settings on its own (Alertmanager's config coordin
 place turns a config into the running objects, and a reload builds a fresh set and swaps it
 in whole). Only the peers and the evaluator may be replaced: `simulate` assembles with
 `DryRunPeers`, which accept every call and record the exact request they would have sent;
-`rules diff` also with an evaluator of its own. `restart_needed` names
-the settings a reload cannot re-assemble (read once at start); `rules_signature` tells the rule
-watch when the rule files changed.
+`rules diff` also with an evaluator of its own. `restart_needed` names the settings a reload
+cannot re-assemble (read once at start); `rules_signature` tells the rule watch when the rule
+files changed.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def assemble(settings: Settings, *, peers: Callable[[Settings], Peers] = build_p
              evaluator: Callable[[Pipeline], Evaluator] | None = None) -> Parts:
     """Build every part from `settings`. Loads the rules first, so an invalid rule set fails
     here, before any connection is made, and a reload that fails keeps the old parts.
-    `evaluator` replaces the worker pool (`rules diff` evaluates in its own process, parsing
-    each message once for both rule sets)."""
+    `evaluator` replaces the worker pool (`rules diff` evaluates in its own processes and
+    hands the pipeline what it found)."""
     rules = ruleset if ruleset is not None else load_rules(settings)
     decider = Decider.from_settings(settings, new_id)
     pipeline = Pipeline(settings, rules, classify_context(settings), decider)

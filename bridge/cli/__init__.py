@@ -2,10 +2,9 @@
 
 The commands live by group: `running` (run, ingest, check, simulate, test-alert, psa-sim,
 demo), `operate` (the operator's views and fixes), `claims` (processing, migrate), `install`
-(init), `rules` (the `rules` group: diff, migrate); `common` and `output` hold
-what they share. This module only gathers them under
-`main`, the console script, with what every command has: -h/--help, -v/-q, help texts that
-are never cut, lines of at most 100 columns.
+(init), `rules` (the `rules` group: diff, migrate); `common` and `output` hold what they
+share. This module only gathers them under `main`, the console script, with what every
+command has: -h/--help, -v/-q, help texts that are never cut, lines of at most 100 columns.
 """
 
 from __future__ import annotations

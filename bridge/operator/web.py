@@ -31,9 +31,9 @@ from bridge.config import HttpSettings, Settings
 from bridge.operator import metrics, views
 from bridge.operator.audit import Redactor
 from bridge.operator.dashboard import render_dashboard
-from bridge.operator.rulesdiff_page import CandidateDiff, render_rules_diff
 from bridge.operator.httpserve import (HttpLimits, raise_nofile_limit, server_config,
                                        throttle_server_logs)
+from bridge.operator.rulesdiff_page import CandidateDiff, render_rules_diff
 from bridge.operator.status import RuntimeStatus, health
 from bridge.store.db import AsyncStore, Store
 
