@@ -40,8 +40,8 @@ rules.add_command(migrate)
 @json_option
 def diff(config_path: str, candidate: Path, since: float, as_json: bool) -> None:
     """Replay the staged mail of the period through the whole pipeline with the live rules and
-    with the --rules directory (dry run, scratch stores) and print what would change. Exit 0: nothing
-    changes; 1: something does; 2: the candidate is invalid (its errors are printed); 3: no
+    with the --rules directory (dry run, scratch stores) and print what would change. Exit 0:
+    nothing changes; 1: something does; 2: the candidate is invalid (its errors are printed); 3: no
     diff could be made (no store yet, or the live rules are invalid)."""
     from bridge.operator.audit import Redactor
     from bridge.operator.rulesdiff import CandidateInvalid, CannotDiff, diff_rules

@@ -3,10 +3,10 @@ over the last week of mail (`rules diff`, bridge.operator.rulesdiff).
 
 A diff replays every message of the period twice, so it is never computed for a page view:
 `CandidateDiff` runs it in a process of its own (the daemon's event loop and its store thread
-keep their core; stopping the daemon stops it), in the background, and keeps the last result. A view serves the cache and
-starts a new computation only when the live or the candidate rule files changed (names, times,
-sizes) or the result is older than `max_age`; the page says when it was computed and refreshes
-itself while one runs.
+keep their core; stopping the daemon stops it), in the background, and keeps the last result.
+A view serves the cache and starts a new computation only when the live or the candidate rule
+files changed (names, times, sizes) or the result is older than `max_age`; the page says when
+it was computed and refreshes itself while one runs.
 """
 
 from __future__ import annotations
@@ -197,8 +197,9 @@ def _report(r: dict[str, Any], red: Redactor, computed_at: float) -> str:
         ("account", lambda c: _pair(c["before"]["account"], c["after"]["account"]), ""),
         ("alert key", lambda c: _pair(c["before"]["alert_key"], c["after"]["alert_key"]),
          "mono wrap"),
-        ("product group / alert type", lambda c: _pair(type_label(c["before"]), type_label(c["after"])),
-         "")], "no message would end differently")
+        ("product group / alert type",
+         lambda c: _pair(type_label(c["before"]), type_label(c["after"])), "")],
+        "no message would end differently")
     head = (f'<p id="summary">{_e(r["replayed"])} messages since'
             f' {_e(views.fmt_time(r["since"]))} replayed; <b>{_e(r["changed"])}</b> would'
             f' change. Computed {_e(views.fmt_time(computed_at))} in {_e(r["seconds"])} s.</p>')

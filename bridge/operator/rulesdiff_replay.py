@@ -5,10 +5,11 @@ Each side (`run_side`) first evaluates every message of the period — parse, th
 its rules, in the side's own process (10,000 alerts: 6.5 s against 9.2 s through the worker
 pool, measured back to back: its pipes and pickling cost more than they spread) — then replays
 them through `bridge.simulate.run_scratch` on its own scratch store with those evaluations
-(`Given`), dry-run peers and the live policy. Between the two steps the sides compare fingerprints of their
-evaluations: when the two rule sets evaluate every message alike, the replays would be the same
-step for step, so the candidate's is not run and the live one stands for both. The child is
-started with forkserver, as the worker pool: it inherits no descriptor of its parent.
+(`Given`), dry-run peers and the live policy. Between the two steps the sides compare
+fingerprints of their evaluations: when the two rule sets evaluate every message alike, the
+replays would be the same step for step, so the candidate's is not run and the live one stands
+for both. The child is started with forkserver, as the worker pool: it inherits no descriptor
+of its parent.
 """
 
 from __future__ import annotations
