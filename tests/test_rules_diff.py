@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pty
 import shutil
+import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +25,7 @@ from bridge.cli.common import SINCE
 from bridge.store import Store
 from tests.fixtures.dovecot import DovecotServer, dovecot_available
 from tests.fixtures.psa import SimulatorServer
-from tests.helpers import ROOT, cli, write_config
+from tests.helpers import MAILBRIDGE, ROOT, cli, write_config
 from tests.test_daemon import imap_section
 
 pytestmark = pytest.mark.dovecot
@@ -155,6 +159,36 @@ def test_a_broken_candidate_exits_2_naming_the_file_and_line(history):
     assert f"30-prtg.toml:{at + 1}" in err and "No Such Type" in err
     code, out, _ = history.diff(cand, "--json")
     assert code == 2 and json.loads(out)["valid"] is False
+
+
+def test_a_progress_bar_on_a_terminal(history):
+    """On a terminal, stderr shows the bars of both sides; stdout keeps the report."""
+    main, follower = pty.openpty()
+    shown = bytearray()
+
+    def read() -> None:  # drained while it runs: a full terminal buffer would block the bars
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the other end closed: everything is read
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        done = subprocess.run([MAILBRIDGE, "rules", "diff", "--config", str(history.config),
+                               "--rules", str(history.candidate("bars"))],
+                              stdout=subprocess.PIPE, stderr=follower, timeout=120)
+    finally:
+        os.close(follower)
+        reader.join(10)
+        os.close(main)
+    assert done.returncode == 0
+    assert b"live rules: reading" in shown and b"candidate rules: reading" in shown
+    assert b"no change" in done.stdout and b"reading" not in done.stdout
 
 
 def test_events_since_takes_a_duration_too(history):
