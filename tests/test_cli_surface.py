@@ -49,7 +49,8 @@ def test_dash_h_works_for_every_command() -> None:
 
 
 def test_help_texts_are_never_cut() -> None:
-    for path in [(), ("outbox",), ("quarantine",), ("processing",), ("expect",), ("packs",)]:
+    for path in [(), ("outbox",), ("quarantine",), ("processing",), ("expect",), ("packs",),
+                 ("rules",)]:
         out = CliRunner().invoke(main, [*path, "--help"], terminal_width=100).output
         assert "…" not in out and "..." not in out.split("Commands:")[-1], out
         assert max(len(line) for line in out.splitlines()) <= 100
