@@ -132,3 +132,23 @@ def test_simulate_works_with_the_example_config_before_any_secret_exists() -> No
                  str(ROOT / "samples" / "05-zabbix-problem.eml"))
     assert result.returncode == 0, result.stderr.decode()
     assert b'"outcome": "created"' in result.stdout
+
+
+def test_init_enables_the_packs_it_is_given_and_check_names_what_to_map(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    result = cli("init", str(etc), "--no-systemd", "--user", "root", "--store",
+                 str(tmp_path / "mb.db"), "--pack", "nagios")
+    assert result.returncode == 0, result.stderr.decode()
+    config = etc / "config.toml"
+    assert load_settings(config, lenient_secrets=True).rules.packs == ["nagios"]
+    # The pack speaks the neutral vocabulary; check says what to map onto this catalogue.
+    checked = cli("check", "--config", str(config))
+    out = checked.stdout.decode()
+    assert checked.returncode == 1 and "map it with [packs.nagios] alert_types" in out, out
+    config.write_text(config.read_text() + '\n[packs.nagios]\nalert_types = { '
+                      '"Service Critical" = "Problem", "Service Warning" = "Problem", '
+                      '"Host Down" = "Problem" }\n')
+    checked = cli("check", "--config", str(config))
+    assert checked.returncode == 0, checked.stdout.decode()
+    refused = cli("init", str(tmp_path / "other"), "--no-systemd", "--pack", "nagioss")
+    assert refused.returncode == 1 and b"no rule pack named nagioss" in refused.stderr

@@ -55,14 +55,26 @@ _VALUES = {
               default=DEFAULT_SYSTEMD_DIR, show_default=True,
               help="where the unit's drop-in goes (mailbridge.service.d/10-init.conf)")
 @click.option("--no-systemd", is_flag=True, help="write no drop-in")
+@click.option("--pack", "packs", multiple=True, metavar="NAME",
+              help="enable a shipped rule pack (repeat for several; `mailbridge packs` lists them)")
 def init_command(directory: Path, store: Path, secrets: tuple[str, ...], user: str,
                  group: str | None, systemd_dir: Path, no_systemd: bool,
-                 smtp_user: str | None, **values: str | int | None) -> None:
+                 smtp_user: str | None, packs: tuple[str, ...],
+                 **values: str | int | None) -> None:
     """Write a first installation into DIRECTORY (default /etc/mailbridge): a commented
     config, the shipped rules, an accounts file, a root-only credentials directory with one
     0600 file per secret, and the unit's drop-in that loads them. Never overwrites a file."""
-    chosen: dict[tuple[str, str], str | int | None] = {
+    chosen: dict[tuple[str, str], str | int | list[str] | None] = {
         _VALUES[k]: v for k, v in values.items() if v is not None}
+    if packs:
+        from bridge.classify.rulepacks import available
+
+        unknown = sorted(set(packs) - set(available()))
+        if unknown:
+            click.echo(f"init: no rule pack named {', '.join(unknown)} (there are: "
+                       f"{', '.join(available())})", err=True)
+            sys.exit(1)
+        chosen[("rules", "packs")] = list(dict.fromkeys(packs))
     if smtp_user is not None:
         chosen[("smtp", "username")] = smtp_user or None
         if not smtp_user:

@@ -43,7 +43,7 @@ class InitOptions:
     """What the flags of `mailbridge init` set; None keeps the example config's value."""
 
     directory: Path = DEFAULT_DIR
-    values: dict[tuple[str, str], str | int | None] = field(default_factory=dict)
+    values: dict[tuple[str, str], str | int | list[str] | None] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)  # credential name -> value
     store: Path = Path("/var/lib/mailbridge/mailbridge.db")
     user: str | None = "mailbridge"
@@ -65,7 +65,7 @@ def shipped_dir() -> Path:
                     + ", ".join(map(str, candidates)) + ")")
 
 
-def set_value(text: str, table: str, key: str, value: str | int | None) -> str:
+def set_value(text: str, table: str, key: str, value: str | int | list[str] | None) -> str:
     """`key = value` in the first [table] / [[table]] of a TOML text, keeping the line's
     comment; None comments the key out. The example config stays the documentation."""
     head = re.compile(rf"^\[\[?{re.escape(table)}\]\]?\s*(#.*)?$", re.M)
@@ -81,7 +81,8 @@ def set_value(text: str, table: str, key: str, value: str | int | None) -> str:
     if value is None:
         new = f"# {found.group(0)}"
     else:
-        rendered = str(value) if isinstance(value, int) else _toml_string(value)
+        rendered = str(value) if isinstance(value, int) else _toml_string(value) \
+            if isinstance(value, str) else "[" + ", ".join(map(_toml_string, value)) + "]"
         new = f"{key} = {rendered}{found.group(2) or ''}"
     return text[:found.start()] + new + text[found.end():]
 
