@@ -270,6 +270,7 @@ def _details(r: dict[str, Any]) -> list[str]:
                 f"{b['calls']:,} calls in {ph['deliver_end'] - ph['process_end']:.1f} s = "
                 f"{b['calls'] / max(ph['deliver_end'] - ph['process_end'], 1e-9):,.0f} calls/s.",
                 ""]
+        out += _stage_table(b)
         out += _backlog_gap(b), ""
     lat = r.get("latency")
     if lat:
@@ -392,6 +393,38 @@ CHANGES_TABLE = """| change | where | before → after (measured) |
 | `BenchSettings.concurrency` 16 → 64, the configuration's maximum (before the PSA client change, 32 and 64 were slower than 16); the harness waits for its child with a blocking `wait4` and a timer instead of polling every 5 ms, which took the GIL from the in-process simulator | bench/ | in the backlog figures below |
 | **All together**: backlog drain | | 180 msg/s → 515 msg/s (bar met); ratio to the bare fetch 60× → ~21×; mailbridge CPU 40 s → ~20 s |
 | **All together**: latency under IDLE | | p50 319 → 318 ms, p99 540 → 538 ms: the median is mostly Dovecot's notification delay (section 2) |"""
+
+
+STAGE_NOTES = {
+    "fetch": "IMAP: UID FETCH, parsing the responses (event loop)",
+    "stage": "`stage_many`: the durable commit of each fetched batch (store thread)",
+    "parse+classify": "the worker processes, plus the pool's threads in the main process",
+    "decide": "claiming staged rows, `apply_batch`: decide, record, outbox rows (store thread)",
+    "deliver": "outbox loop, PSA target and HTTP client (event loop); outbox claims (store thread)",
+    "settle": "writing what each call changed: outbox row, events, correlation, outcome",
+    "startup": "imports, configuration, rules, assembling the parts",
+    "other": "the event loop between callbacks, the owner lease, anything unattributed",
+}
+
+
+def _stage_table(b: dict[str, Any]) -> list[str]:
+    st = b.get("stages")
+    if not st:
+        return []
+    n, calls = b["messages"], max(b["calls"], 1)
+    total = sum(st["stages_cpu_s"].values())
+    out = ["**CPU per message, by stage** (bench/stages.py: each thread's CPU from the kernel's "
+           "schedstat, split by sampling its stack every 10 ms; the worker processes' CPU is all "
+           f"parse+classify). In all {total:.1f} s: main process {st['main_process_cpu_s']:.1f} s"
+           f", workers {st['workers_cpu_s']:.1f} s; the sampler itself "
+           f"{st.get('sampler_cpu_s', 0):.2f} s, not included.", "",
+           "| stage | CPU s | ms per message | µs per call | share | what |",
+           "|---|---|---|---|---|---|"]
+    for stage, cpu in st["stages_cpu_s"].items():
+        per_call = f"{cpu / calls * 1e6:,.0f}" if stage in ("deliver", "settle") else ""
+        out.append(f"| {stage} | {cpu:.2f} | {cpu / n * 1000:.3f} | {per_call} | "
+                   f"{cpu / max(total, 1e-9) * 100:.0f} % | {STAGE_NOTES.get(stage, '')} |")
+    return out + [""]
 
 
 def _backlog_gap(b: dict[str, Any]) -> str:
