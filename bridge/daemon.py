@@ -125,13 +125,22 @@ class Bridge:
     # -- one pass (`--once`, ingest, replay, demo, tests) ---------------------------------------
 
     async def run_once(self, deliver: bool = True, flush: bool = False) -> int:
-        """Take what the sources have now, process it, deliver what can go now (`flush`:
-        held work too)."""
+        """Take what the sources have now, process it, deliver what can go now (`flush`: held
+        work too); as in the daemon, a processed batch goes out while the next is processed."""
         await self.lease.register("once")
         await self.store.reclaim_in_flight()
-        for source in self.sources:
-            await source.drain()
-        while True:
+        signal = self._stage_signal = asyncio.Event()
+        intake: asyncio.Future[object] = asyncio.ensure_future(self._drain_sources())
+        processing: asyncio.Future[object] = asyncio.ensure_future(
+            self._process_until(intake, signal))
+        try:
+            if deliver:
+                await self.delivery.run_until(processing)
+            await processing
+        finally:
+            for task in (processing, intake):
+                task.cancel()
+        while True:  # held work (`flush`) and what delivery queued in turn
             processed = await self.process_pending()
             if flush:
                 await self.store.run(self.sync_store.flush_held)
@@ -140,6 +149,24 @@ class Bridge:
                 break
         pending = await self.store.pending_work()
         return EXIT_OK if not any(pending.values()) else EXIT_PENDING
+
+    async def _drain_sources(self) -> None:
+        for source in self.sources:
+            await source.drain()
+
+    async def _process_until(self, intake: asyncio.Future[object], signal: asyncio.Event) -> None:
+        """Process batches as they are staged until intake has ended and nothing is left."""
+        while True:
+            signal.clear()
+            ended = intake.done()
+            if await self.process_pending() > 0:
+                continue
+            if ended:
+                intake.result()  # intake's failure is run_once's
+                return
+            staged: asyncio.Future[object] = asyncio.ensure_future(signal.wait())
+            await asyncio.wait((staged, intake), return_when=asyncio.FIRST_COMPLETED)
+            staged.cancel()
 
     # -- the daemon ---------------------------------------------------------------------------
 

@@ -193,6 +193,16 @@ class Delivery:
             if ready or replies:
                 await self.store.release_outbox([r.id for r in [*ready, *replies]])
 
+    async def run_until(self, done: asyncio.Future[object]) -> None:
+        """`run --once`: send what is due each time processing wakes delivery (a batch was
+        processed), until `done` (the processing) has ended; the caller drains the rest."""
+        while not done.done():
+            self.wake.clear()
+            await self.drain()
+            waker: asyncio.Future[object] = asyncio.ensure_future(self.wake.wait())
+            await asyncio.wait((waker, done), return_when=asyncio.FIRST_COMPLETED)
+            waker.cancel()
+
     async def run(self, stop: asyncio.Event) -> None:
         await self.store.reclaim_in_flight()
         reclaimed_at = time.monotonic()
