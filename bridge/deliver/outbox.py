@@ -5,7 +5,8 @@ unfinished row of a key), different keys go concurrently up to `psa.concurrency`
 to the target registered for its kind and instance (`bridge.deliver.registry`: the PSA, mail,
 webhooks, IMAP moves), which makes one attempt and returns a `Settlement` — plain data: the
 row's state, the message's outcome, the retry time, the correlation changes and events — that
-is written here in one transaction. A row whose target is gone (a reload removed it) is held
+is written here in one transaction, together with those of the calls that ended with it
+(group commit, bridge.deliver.groupcommit). A row whose target is gone (a reload removed it) is held
 with the reason, never dropped. A row whose delivery crashes the worker (or dies with it)
 CRASH_LIMIT times goes `dead` with the reason instead of blocking its key for ever; transient
 retries do not count towards that cap. A target that reports our credentials refused pauses
@@ -23,12 +24,13 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from bridge.config import Settings
 from bridge.decide.core import new_correlation_id
+from bridge.deliver.groupcommit import GroupCommit
 from bridge.deliver.peers import CURRENT_ROW, Peers
 from bridge.deliver.registry import (CLAIMED_WITHOUT_INSTANCE, address_of, build_targets,
                                      missing_reason)
 from bridge.deliver.settle import (AUTH_RECHECK, CRASH_LIMIT, HOLD_DELAY, PSA_OUTCOME,
-                                   RETRY_CAP, Mailbox, TargetEnv, apply_settlement, backoff,
-                                   retry, with_occurrences)
+                                   RETRY_CAP, Mailbox, TargetEnv, backoff, retry,
+                                   with_occurrences)
 from bridge.models import Outcome
 from bridge.seams import Event, RowState, Settlement, Target
 from bridge.store.db import AsyncStore, OutboxRow
@@ -66,6 +68,7 @@ class Delivery:
         # Kinds whose peer refused our credentials: why, and when to try once more anyway.
         self._paused: dict[str, tuple[str, float]] = {}
         self.wake = asyncio.Event()
+        self._commit = GroupCommit(store)  # settlements of calls that end together: one commit
         self._retired: list[Peers] = []  # peers replaced by a reload, closed after their calls
         self._build()
 
@@ -243,7 +246,7 @@ class Delivery:
             settlement = self._crashed(row, f"{type(exc).__name__}: {exc}")
         if target is not None and settlement.refused is not None:
             self._pause(target.kind, settlement.refused)
-        await self.store.run(apply_settlement, self.store.store, row, settlement)
+        await self._commit.settle(row, settlement)
 
     def _crashed(self, row: OutboxRow, reason: str) -> Settlement:
         crashes = row.crashes + 1

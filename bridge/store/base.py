@@ -22,6 +22,14 @@ TROUBLE_EVENTS = frozenset({"retry", "dead", "rules-reload-failed", "admin-alert
                             "correlation-void", "xml-reply-limited"})
 
 
+# An event row as inserted: at, kind, message_ref, alert_key, outcome, detail (JSON text).
+EventRow = tuple[float, str, int | None, str | None, str | None, str | None]
+_INSERT_EVENT = ("INSERT INTO events (at, kind, message_ref, alert_key, outcome, detail)"
+                 " VALUES (?,?,?,?,?,?)")
+# One encoder for every event (json.dumps with `default=` builds a new one per call).
+_JSON = json.JSONEncoder(default=str)
+
+
 def no_redaction(text: str) -> str:
     return text
 
@@ -47,6 +55,8 @@ class StoreBase:
     # Applied to every event's detail before it is stored or logged (the daemon sets the
     # secrets redactor).
     redact: Callable[[str], str]
+    # Inside `batched_events`: the events made so far, inserted together when it ends.
+    _event_rows: list[EventRow] | None = None
 
     @contextlib.contextmanager
     def write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
@@ -93,14 +103,32 @@ class StoreBase:
         with self.write() as conn:
             self._event(conn, kind, message_ref, alert_key, outcome, detail)
 
+    @contextlib.contextmanager
+    def batched_events(self) -> Iterator[None]:
+        """Inside a write transaction: the events made in the block are inserted together at
+        its end (one statement for many rows, in the order they were made); a savepoint that
+        rolls back drops its own (`MaintenanceMixin.savepoint`)."""
+        if self._event_rows is not None:  # nested: the outer block inserts them
+            yield
+            return
+        rows: list[EventRow] = []
+        self._event_rows = rows
+        try:
+            yield
+            self.conn.executemany(_INSERT_EVENT, rows)
+        finally:
+            self._event_rows = None
+
     def _event(self, conn: sqlite3.Connection, kind: str, message_ref: int | None,
                alert_key: str | None, outcome: str | None, detail: dict[str, Any]) -> None:
         if isinstance(outcome, enum.Enum):  # an enum's plain value, never its repr
             outcome = str(outcome.value)
-        text = self.redact(json.dumps(detail, default=str)) if detail else None
-        conn.execute("INSERT INTO events (at, kind, message_ref, alert_key, outcome, detail)"
-                     " VALUES (?,?,?,?,?,?)",
-                     (self.clock(), kind, message_ref, alert_key, outcome, text))
+        text = self.redact(_JSON.encode(detail)) if detail else None
+        row = (self.clock(), kind, message_ref, alert_key, outcome, text)
+        if self._event_rows is not None:
+            self._event_rows.append(row)
+        else:
+            conn.execute(_INSERT_EVENT, row)
         # The same event, one log line (the log handler redacts again and formats it).
         level = logging.WARNING if kind in TROUBLE_EVENTS else logging.INFO
         if events_log.isEnabledFor(level):
