@@ -29,6 +29,7 @@ from bridge.models import RawMessage
 from bridge.operator import sdnotify
 from bridge.operator.audit import Redactor
 from bridge.operator.status import RuntimeStatus
+from bridge.process.batches import process_staged
 from bridge.process.pipeline import Pipeline
 from bridge.seams import Source
 from bridge.sources import build_sources, sources_signature
@@ -103,24 +104,11 @@ class Bridge:
 
     async def process_pending(self, only: int | None = None) -> int:
         """Claim, evaluate in the worker pool (off the store's thread: staging, delivery and
-        the views go on meanwhile), apply in one short transaction; until nothing is left."""
-        total = 0
+        the views go on meanwhile), apply in one short transaction; until nothing is left.
+        The next batch is evaluated while the previous is applied (bridge.process.batches)."""
         await self.store.run(stage_spooled, self.sync_store)
-        while True:
-            parts = self.parts  # read per batch: a reload takes effect at the next batch
-            rows = await self.store.run(self.sync_store.claim_staged, self.worker, 200, only,
-                                        False)
-            if not rows:
-                break
-            results = await asyncio.to_thread(parts.evaluator.evaluate,
-                                              self.sync_store.path, rows)
-            await self.store.run(parts.pipeline.apply_batch, self.sync_store, rows, results,
-                                 self.worker)
-            total += len(rows)
-            self.delivery.wake.set()
-            if only is not None:
-                break
-        return total
+        return await process_staged(self.store, lambda: self.parts, self.worker, only,
+                                    self.delivery.wake.set)
 
     # -- one pass (`--once`, ingest, replay, demo, tests) ---------------------------------------
 
