@@ -150,13 +150,14 @@ class Delivery:
 
     # -- loops --------------------------------------------------------------------------------
 
-    async def drain(self) -> int:
+    async def drain(self, behind_backlog: bool = False) -> int:
         """Send everything that is due now; return how many rows were attempted.
 
         A sliding window: up to `psa.concurrency` calls are in flight at any time, and a free
         slot is refilled as soon as a call ends (the next row of that key may be due now).
         Replies to XML transactions wait until the window is empty, so they report the
-        results of the calls sent in the same pass."""
+        results of the calls sent in the same pass. `behind_backlog`: see
+        `Store.claim_outbox`."""
         limit = self.settings.psa.concurrency
         running: set[asyncio.Task[None]] = set()
         ready: collections.deque[OutboxRow] = collections.deque()
@@ -169,7 +170,8 @@ class Delivery:
                     # Claim ahead (rows claimed are in flight: a crash hands them back at
                     # start-up), so one claim transaction serves many calls.
                     rows = await self.store.claim_outbox(
-                        self.clock(), 2 * limit - len(ready) - len(running), self._kinds())
+                        self.clock(), 2 * limit - len(ready) - len(running), self._kinds(),
+                        behind_backlog)
                     total += len(rows)
                     for row in rows:
                         if row.kind == "smtp" and row.payload.get("type") == "reply":
@@ -198,10 +200,12 @@ class Delivery:
 
     async def run_until(self, done: asyncio.Future[object]) -> None:
         """`run --once`: send what is due each time processing wakes delivery (a batch was
-        processed), until `done` (the processing) has ended; the caller drains the rest."""
+        processed), until `done` (the processing) has ended; the caller drains the rest.
+        Rows held on the arrival clock wait for the backlog behind them (`behind_backlog`),
+        so what `run --once` sends does not depend on how far processing had got."""
         while not done.done():
             self.wake.clear()
-            await self.drain()
+            await self.drain(behind_backlog=True)
             waker: asyncio.Future[object] = asyncio.ensure_future(self.wake.wait())
             await asyncio.wait((waker, done), return_when=asyncio.FIRST_COMPLETED)
             waker.cancel()
