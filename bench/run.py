@@ -319,9 +319,9 @@ def _details(r: dict[str, Any]) -> list[str]:
             out += [f"Peak RSS (VmHWM) of `mailbridge run --once` draining {b['messages']:,} "
                     f"messages: **{b['max_rss_mib']:.0f} MiB** (batches of 200, one "
                     "transaction per batch: memory does not grow with the backlog). At "
-                    f"psa.concurrency={b.get('concurrency', 64)} the PSA client holds one "
-                    "connection per slot; they share one TLS context (one context per "
-                    "connection had pushed the peak to 150 MiB; measured by the lead).", ""]
+                    f"psa.concurrency={b.get('concurrency', 64)} the PSA client keeps one "
+                    "connection per slot alive, in one aiohttp session (bridge/deliver/http.py)"
+                    ".", ""]
         if m:
             out += [f"One alert of {m['size']:,} bytes (a base64 attachment; under the default "
                     "64 MiB `max_message_bytes`, so it is downloaded, staged, parsed and "
@@ -414,7 +414,7 @@ def _stage_table(b: dict[str, Any]) -> list[str]:
     n, calls = b["messages"], max(b["calls"], 1)
     total = sum(st["stages_cpu_s"].values())
     out = ["**CPU per message, by stage** (bench/stages.py: each thread's CPU from the kernel's "
-           "schedstat, split by sampling its stack every 10 ms; the worker processes' CPU is all "
+           "schedstat, split by sampling its stack every 20 ms; the worker processes' CPU is all "
            f"parse+classify). In all {total:.1f} s: main process {st['main_process_cpu_s']:.1f} s"
            f", workers {st['workers_cpu_s']:.1f} s; the sampler itself "
            f"{st.get('sampler_cpu_s', 0):.2f} s, not included.", "",
@@ -425,6 +425,20 @@ def _stage_table(b: dict[str, Any]) -> list[str]:
         out.append(f"| {stage} | {cpu:.2f} | {cpu / n * 1000:.3f} | {per_call} | "
                    f"{cpu / max(total, 1e-9) * 100:.0f} % | {STAGE_NOTES.get(stage, '')} |")
     return out + [""]
+
+
+NEXT_STEPS = """Where the CPU goes now (the stage table above; within the stages, a py-spy
+profile of the same drain, section "Profile"), and so the next steps, in order of share:
+(1) *deliver* (~0.55 ms of the main thread per call): aiohttp is about 40 % of it; the rest is
+ours — the PSA target and client (payload, the stamina retry context set up for every call, the
+token bucket, reading the verdict), the `sent` event's detail and the outbox loop; a retry
+context made once per client, and a payload built straight from the stored row, are the
+obvious cuts; (2) *decide* (~0.3 ms of the store thread per message): `alert_context` runs
+about ten queries per alert (correlation, pending rows, burst and account windows), which one
+joined query per batch could replace; (3) *parse+classify* (~0.3 ms per message in a worker,
+about half MIME and half rules); (4) the event loop and the store's thread share one GIL: the
+main process cannot use more than about one core, which caps the drain near 1 / (its CPU per
+message) whatever the workers do."""
 
 
 def _backlog_gap(b: dict[str, Any]) -> str:
@@ -446,11 +460,6 @@ def _backlog_gap(b: dict[str, Any]) -> str:
     else:
         floor_says = (f"That alone is {floor / limit:.1f}× the fetch and leaves "
                       f"{aim - floor:.1f} s of the aim for everything else.")
-    if intake + floor >= aim > floor:
-        phase_says = (f" So, as long as intake costs what it costs now, the aim is below the "
-                      f"floor of `run --once` with a {b['latency_ms']} ms PSA.")
-    else:
-        phase_says = ""
     rate_says = "" if b["rate"] >= 500 else (
         f" The 500 msg/s bar is missed in this run ({b['rate']:,.0f} msg/s; the lead measured "
         "515 msg/s on this machine, a small margin on 2 shared cores); the cause is the same: "
@@ -462,10 +471,10 @@ fetch, is {aim:.1f} s for these {n:,} messages; the drain took {wall:.1f} s ({b[
   {conc} in flight, need ≥ {calls:,} × {lat_s:.2f} s / {conc} = **{floor:.1f} s** with no
   overhead at all, while the bare fetch takes {limit:.2f} s. {floor_says} Delivery took
   {deliver:.1f} s here ({calls / deliver:,.0f} calls/s, {deliver / floor:.1f}× its floor).
-- *`run --once` works in phases.* It drains the sources, then processes everything, then
-  delivers (`run_once` in bridge/daemon.py): staging ended at {ph['stage']:.1f} s and processing
-  at {intake:.1f} s ({intake / limit:.1f}× the fetch) before the first call, so intake plus the
-  delivery floor is {(intake + floor) / limit:.1f}× the fetch.{phase_says}
+- *`run --once` overlaps its stages* (`run_once` in bridge/daemon.py, as the daemon does):
+  staging ended at {ph['stage']:.1f} s, processing at {intake:.1f} s ({intake / limit:.1f}× the
+  fetch) and the last call at {ph['deliver_end']:.1f} s; delivery ran alongside processing, so
+  the drain is as long as the slower of the two plus what is left after processing.
 - *CPU, which is what the {b['ratio']:.0f}× measures.* mailbridge used {cpu:.1f} s of CPU
   ({cpu / n * 1000:.2f} ms per message, {calls / n:.2f} calls per message), {cpu / wall * 100:.0f} %
   of the wall time: about one core's worth (its Python code runs one thread at a time), on 2 cores
@@ -473,12 +482,7 @@ fetch, is {aim:.1f} s for these {n:,} messages; the drain took {wall:.1f} s ({b[
   CPU-bound; {aim:.1f} s would need about {cpu / aim:.0f}× less CPU per message, and intake and
   delivery overlapping.
 
-Next steps, from this round's profile (below), in order of share: (1) commit the `Writes` of
-every call that ended while the store thread was busy in one transaction (group commit): there
-is still one COMMIT per delivered row, and `Store.write` is ~12 % of busy samples on its own;
-(2) cheaper events: `Store._event` (JSON, redaction, INSERT) ~7 %; (3) a leaner HTTP client:
-httpx/httpcore/anyio layers cost ~17 % for small JSON POSTs over a kept connection; (4) once CPU
-is down, let `run --once` deliver each processed batch while the next is processed."""
+{NEXT_STEPS}"""
 
 
 def _latency_note(lat: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Callable
 
-SAMPLE_S = 0.01
+SAMPLE_S = 0.02
 CPU_READ_S = 0.1  # the worker processes' CPU, read this often
 TICK = os.sysconf("SC_CLK_TCK")
 STAGES = ("fetch", "stage", "parse+classify", "decide", "deliver", "settle", "startup", "other")
