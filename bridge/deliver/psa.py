@@ -15,7 +15,6 @@ Retry-After, truncation, redaction, the token bucket) is in `psa_wire`, re-expor
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Mapping
