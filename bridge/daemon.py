@@ -118,12 +118,13 @@ class Bridge:
         await self.lease.register("once")
         await self.store.reclaim_in_flight()
         signal = self._stage_signal = asyncio.Event()
+        before = await self.store.run(self.sync_store.outbox_high_water)
         intake: asyncio.Future[object] = asyncio.ensure_future(self._drain_sources())
         processing: asyncio.Future[object] = asyncio.ensure_future(
             self._process_until(intake, signal))
         try:
             if deliver:
-                await self.delivery.run_until(processing)
+                await self.delivery.run_until(processing, before)
             await processing
         finally:
             for task in (processing, intake):

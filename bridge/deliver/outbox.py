@@ -150,7 +150,7 @@ class Delivery:
 
     # -- loops --------------------------------------------------------------------------------
 
-    async def drain(self, behind_backlog: bool = False) -> int:
+    async def drain(self, behind_backlog: int | None = None) -> int:
         """Send everything that is due now; return how many rows were attempted.
 
         A sliding window: up to `psa.concurrency` calls are in flight at any time, and a free
@@ -198,14 +198,15 @@ class Delivery:
             if ready or replies:
                 await self.store.release_outbox([r.id for r in [*ready, *replies]])
 
-    async def run_until(self, done: asyncio.Future[object]) -> None:
+    async def run_until(self, done: asyncio.Future[object], queued_after: int) -> None:
         """`run --once`: send what is due each time processing wakes delivery (a batch was
-        processed), until `done` (the processing) has ended; the caller drains the rest.
-        Rows held on the arrival clock wait for the backlog behind them (`behind_backlog`),
-        so what `run --once` sends does not depend on how far processing had got."""
+        processed), until `done` (the processing) has ended; the caller drains the rest. Only
+        rows queued by this run (after id `queued_after`) go meanwhile, and those held on the
+        arrival clock wait for the backlog behind them (`Store.claim_outbox`), so what
+        `run --once` sends does not depend on how far processing had got."""
         while not done.done():
             self.wake.clear()
-            await self.drain(behind_backlog=True)
+            await self.drain(behind_backlog=queued_after)
             waker: asyncio.Future[object] = asyncio.ensure_future(self.wake.wait())
             await asyncio.wait((waker, done), return_when=asyncio.FIRST_COMPLETED)
             waker.cancel()
