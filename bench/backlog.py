@@ -34,7 +34,7 @@ def run(n: int = 10_000, latency_ms: int = 20, bs: BenchSettings | None = None,
         if fetched != n:
             raise RuntimeError(f"the bare fetch saw {fetched} of {n} messages")
         config = make_config(s.tmp, s.psa, s.dovecot, bs)
-        child = mailbridge_once(config, s.tmp)
+        child = mailbridge_once(config, s.tmp, stages=True)
         if child.returncode not in (0,):
             raise RuntimeError(f"mailbridge run --once exited {child.returncode}:\n"
                                f"{child.stderr_tail}")
@@ -63,7 +63,7 @@ def run(n: int = 10_000, latency_ms: int = 20, bs: BenchSettings | None = None,
         "calls_by_status": _count(c.get("incidentStatus") for c in calls),
         "tickets": len(tickets), "outcomes": summary["outcomes"], "phases": phases,
         "settings": bs.describe(), "concurrency": bs.concurrency, "latency_ms": latency_ms,
-        "mix": _count(m.kind for m in mails),
+        "mix": _count(m.kind for m in mails), "stages": child.stages,
     }
 
 

@@ -4,7 +4,8 @@ A child's ru_maxrss from wait4 is not its own on Linux: it starts from the RSS o
 at fork time (the benchmark process holds the generated mail and the simulator). So the child
 writes the kernel's high-water mark of its own address space (VmHWM, /proc/self/status) to the
 file named by MB_BENCH_HWM when it exits, followed by the peak RSS summed over itself and its
-descendants (the worker pool), sampled.
+descendants (the worker pool), sampled. With MB_BENCH_STAGES set it also writes the CPU per
+stage there (bench/stages.py).
 
     python -m bench.child run --once --config CONFIG
 """
@@ -89,6 +90,13 @@ def _report() -> None:
 
 def main() -> None:
     atexit.register(_report)
+    stages_file = os.environ.get("MB_BENCH_STAGES")
+    if stages_file:  # CPU per stage (bench/stages.py); written at exit, after _report
+        from bench import stages
+
+        sampler = stages.StageSampler(_descendants)
+        atexit.register(stages.write, sampler, stages_file)
+        sampler.start()
     threading.Thread(target=_sample_tree, daemon=True).start()
     if os.environ.get("MB_BENCH_SWITCH"):  # experiments: the GIL switch interval, seconds
         sys.setswitchinterval(float(os.environ["MB_BENCH_SWITCH"]))

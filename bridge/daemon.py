@@ -30,6 +30,7 @@ from bridge.models import RawMessage
 from bridge.operator import sdnotify
 from bridge.operator.audit import Redactor
 from bridge.operator.status import RuntimeStatus
+from bridge.process.batches import process_staged
 from bridge.process.pipeline import Pipeline
 from bridge.seams import Source
 from bridge.sources import build_sources, sources_signature
@@ -105,24 +106,11 @@ class Bridge:
 
     async def process_pending(self, only: int | None = None) -> int:
         """Claim, evaluate in the worker pool (off the store's thread: staging, delivery and
-        the views go on meanwhile), apply in one short transaction; until nothing is left."""
-        total = 0
+        the views go on meanwhile), apply in one short transaction; until nothing is left.
+        The next batch is evaluated while the previous is applied (bridge.process.batches)."""
         await self.store.run(stage_spooled, self.sync_store)
-        while True:
-            parts = self.parts  # read per batch: a reload takes effect at the next batch
-            rows = await self.store.run(self.sync_store.claim_staged, self.worker, 200, only,
-                                        False)
-            if not rows:
-                break
-            results = await asyncio.to_thread(parts.evaluator.evaluate,
-                                              self.sync_store.path, rows)
-            await self.store.run(parts.pipeline.apply_batch, self.sync_store, rows, results,
-                                 self.worker)
-            total += len(rows)
-            self.delivery.wake.set()
-            if only is not None:
-                break
-        return total
+        return await process_staged(self.store, lambda: self.parts, self.worker, only,
+                                    self.delivery.wake.set)
 
     async def judge_expectations(self) -> int:
         """Open a ticket for each expected mail past its deadline (bridge/decide/expectations.py).
@@ -143,18 +131,26 @@ class Bridge:
     # -- one pass (`--once`, ingest, replay, demo, tests) ---------------------------------------
 
     async def run_once(self, deliver: bool = True, flush: bool = False) -> int:
-        """Take what the sources have now, process it, deliver what can go now (`flush`:
-        held work too)."""
+        """Take what the sources have now, process it, deliver what can go now (`flush`: held
+        work too); as in the daemon, a processed batch goes out while the next is processed."""
         await self.lease.register("once")
         await self.store.reclaim_in_flight()
-        for source in self.sources:
-            await source.drain()
-        judged = False
-        while True:
+        signal = self._stage_signal = asyncio.Event()
+        before = await self.store.run(self.sync_store.outbox_high_water)
+        intake: asyncio.Future[object] = asyncio.ensure_future(self._drain_sources())
+        processing: asyncio.Future[object] = asyncio.ensure_future(
+            self._process_until(intake, signal))
+        try:
+            if deliver:
+                await self.delivery.run_until(processing, before)
+            await processing
+        finally:
+            for task in (processing, intake):
+                task.cancel()
+        # Drained and processed: now a report that has not come is missing.
+        await self.judge_expectations()
+        while True:  # held work (`flush`) and what delivery queued in turn
             processed = await self.process_pending()
-            if processed == 0 and not judged:  # drained: now a missing report is missing
-                await self.judge_expectations()
-                judged = True
             if flush:
                 await self.store.run(self.sync_store.flush_held)
             sent = await self.delivery.drain() if deliver else 0
@@ -162,6 +158,24 @@ class Bridge:
                 break
         pending = await self.store.pending_work()
         return EXIT_OK if not any(pending.values()) else EXIT_PENDING
+
+    async def _drain_sources(self) -> None:
+        for source in self.sources:
+            await source.drain()
+
+    async def _process_until(self, intake: asyncio.Future[object], signal: asyncio.Event) -> None:
+        """Process batches as they are staged until intake has ended and nothing is left."""
+        while True:
+            signal.clear()
+            ended = intake.done()
+            if await self.process_pending() > 0:
+                continue
+            if ended:
+                intake.result()  # intake's failure is run_once's
+                return
+            staged: asyncio.Future[object] = asyncio.ensure_future(signal.wait())
+            await asyncio.wait((staged, intake), return_when=asyncio.FIRST_COMPLETED)
+            staged.cancel()
 
     # -- the daemon ---------------------------------------------------------------------------
 

@@ -7,12 +7,12 @@ import time
 from email.utils import formatdate
 from typing import Any
 
-import httpx
 import pytest
 import stamina
 from pydantic import SecretStr
 
 from bridge.config import PsaSettings
+from bridge.deliver.http import HttpClient
 from bridge.models import TicketCall
 from bridge.deliver.psa import (
     PsaClient,
@@ -383,8 +383,9 @@ async def test_rate_limit(psa_sim: SimulatorServer) -> None:
 
 
 async def test_caller_supplied_http_client(psa_sim: SimulatorServer) -> None:
-    async with httpx.AsyncClient() as http:
-        client = PsaClient(psa_sim.settings(), http=http, retry=FAST)
-        assert (await client.sync("OPEN", alert(), None)).verdict is Verdict.CREATED
-        await client.aclose()
-        assert not http.is_closed  # not ours to close
+    http = HttpClient(timeout=10.0)
+    client = PsaClient(psa_sim.settings(), http=http, retry=FAST)
+    assert (await client.sync("OPEN", alert(), None)).verdict is Verdict.CREATED
+    await client.aclose()
+    assert not http.closed  # not ours to close
+    await http.aclose()

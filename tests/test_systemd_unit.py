@@ -125,8 +125,8 @@ MDWE_PROBE = textwrap.dedent("""
     except OSError:
         pass
     import asyncio, sqlite3, ssl
-    import lxml.etree, html_text, httpx, pydantic, aiosmtplib
-    import bridge.config, bridge.deliver.smtp, bridge.operator.sdnotify
+    import lxml.etree, html_text, aiohttp, pydantic, aiosmtplib
+    import bridge.config, bridge.deliver.http, bridge.deliver.smtp, bridge.operator.sdnotify
     ssl.create_default_context()
     sqlite3.connect(":memory:").execute("create table t(x)")
     assert lxml.etree.fromstring(b"<a><b>x</b></a>").findtext("b") == "x"

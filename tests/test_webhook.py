@@ -9,7 +9,6 @@ import json
 from typing import Any, Iterator
 from urllib.parse import parse_qsl
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bridge.config import OAuth2Settings, WebhookAuth, WebhookSettings
+from bridge.deliver.http import HttpClient
 from bridge.deliver.webhook import WebhookConfigError, WebhookTarget
 from tests.fixtures.psa import AppServer
 
@@ -221,7 +221,8 @@ async def test_unreachable_and_timeout_are_transient(receiver: tuple[Receiver, A
         return PlainTextResponse("late")
 
     with AppServer(Starlette(routes=[Route("/", slow, methods=["POST"])])) as sleepy:
-        async with httpx.AsyncClient(timeout=0.05) as http:
-            target = WebhookTarget(settings(sleepy, url=sleepy.url + "/"), http=http)
-            result = await target.send(FIELDS)
+        http = HttpClient(timeout=0.05)
+        target = WebhookTarget(settings(sleepy, url=sleepy.url + "/"), http=http)
+        result = await target.send(FIELDS)
+        await http.aclose()
     assert result.verdict == "transient" and "Timeout" in result.detail

@@ -7,11 +7,11 @@ until shortly before it expires; `invalidate()` forces a new one after the serve
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
-import httpx
-
 from bridge.config import OAuth2Settings
+from bridge.deliver.http import HttpClient, HttpFailure
 
 
 class OAuth2Error(Exception):
@@ -19,7 +19,7 @@ class OAuth2Error(Exception):
 
 
 class TokenProvider:
-    def __init__(self, settings: OAuth2Settings, client: httpx.AsyncClient | None = None,
+    def __init__(self, settings: OAuth2Settings, client: HttpClient | None = None,
                  skew: float = 60.0):
         self.settings = settings
         self._client = client
@@ -51,18 +51,19 @@ class TokenProvider:
             form["client_secret"] = s.client_secret.get_secret_value()
         if s.scope:
             form["scope"] = s.scope
-        client = self._client or httpx.AsyncClient(timeout=15.0)
+        client = self._client or HttpClient(timeout=15.0, connections=1)
         try:
-            resp = await client.post(s.token_url, data=form)
-        except httpx.HTTPError as exc:
-            raise OAuth2Error(f"token endpoint {s.token_url} unreachable: {type(exc).__name__}")
+            resp = await client.request("POST", s.token_url, data=form)
+        except HttpFailure as exc:
+            kind = exc.detail.split(":", 1)[0]
+            raise OAuth2Error(f"token endpoint {s.token_url} unreachable: {kind}") from None
         finally:
             if self._client is None:
                 await client.aclose()
-        if resp.status_code != 200:
-            raise OAuth2Error(f"token endpoint {s.token_url} answered HTTP {resp.status_code}")
+        if resp.status != 200:
+            raise OAuth2Error(f"token endpoint {s.token_url} answered HTTP {resp.status}")
         try:
-            body = resp.json()
+            body = json.loads(resp.content)
             token = str(body["access_token"])
         except (ValueError, KeyError, TypeError):
             raise OAuth2Error(f"token endpoint {s.token_url} sent no access_token") from None

@@ -5,7 +5,8 @@ unfinished row of a key), different keys go concurrently up to `psa.concurrency`
 to the target registered for its kind and instance (`bridge.deliver.registry`: the PSA, mail,
 webhooks, IMAP moves), which makes one attempt and returns a `Settlement` — plain data: the
 row's state, the message's outcome, the retry time, the correlation changes and events — that
-is written here in one transaction. A row whose target is gone (a reload removed it) is held
+is written here in one transaction, together with those of the calls that ended with it
+(group commit, bridge.deliver.groupcommit). A row whose target is gone (a reload removed it) is held
 with the reason, never dropped. A row whose delivery crashes the worker (or dies with it)
 CRASH_LIMIT times goes `dead` with the reason instead of blocking its key for ever; transient
 retries do not count towards that cap. A target that reports our credentials refused pauses
@@ -23,12 +24,13 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from bridge.config import Settings
 from bridge.decide.core import new_correlation_id
+from bridge.deliver.groupcommit import GroupCommit
 from bridge.deliver.peers import CURRENT_ROW, Peers
 from bridge.deliver.registry import (CLAIMED_WITHOUT_INSTANCE, address_of, build_targets,
                                      missing_reason)
 from bridge.deliver.settle import (AUTH_RECHECK, CRASH_LIMIT, HOLD_DELAY, PSA_OUTCOME,
-                                   RETRY_CAP, Mailbox, TargetEnv, apply_settlement, backoff,
-                                   retry, with_occurrences)
+                                   RETRY_CAP, Mailbox, TargetEnv, backoff, retry,
+                                   with_occurrences)
 from bridge.models import Outcome
 from bridge.seams import Event, RowState, Settlement, Target
 from bridge.store.db import AsyncStore, OutboxRow
@@ -66,6 +68,7 @@ class Delivery:
         # Kinds whose peer refused our credentials: why, and when to try once more anyway.
         self._paused: dict[str, tuple[str, float]] = {}
         self.wake = asyncio.Event()
+        self._commit = GroupCommit(store)  # settlements of calls that end together: one commit
         self._retired: list[Peers] = []  # peers replaced by a reload, closed after their calls
         self._build()
 
@@ -147,13 +150,14 @@ class Delivery:
 
     # -- loops --------------------------------------------------------------------------------
 
-    async def drain(self) -> int:
+    async def drain(self, behind_backlog: int | None = None) -> int:
         """Send everything that is due now; return how many rows were attempted.
 
         A sliding window: up to `psa.concurrency` calls are in flight at any time, and a free
         slot is refilled as soon as a call ends (the next row of that key may be due now).
         Replies to XML transactions wait until the window is empty, so they report the
-        results of the calls sent in the same pass."""
+        results of the calls sent in the same pass. `behind_backlog`: see
+        `Store.claim_outbox`."""
         limit = self.settings.psa.concurrency
         running: set[asyncio.Task[None]] = set()
         ready: collections.deque[OutboxRow] = collections.deque()
@@ -166,7 +170,8 @@ class Delivery:
                     # Claim ahead (rows claimed are in flight: a crash hands them back at
                     # start-up), so one claim transaction serves many calls.
                     rows = await self.store.claim_outbox(
-                        self.clock(), 2 * limit - len(ready) - len(running), self._kinds())
+                        self.clock(), 2 * limit - len(ready) - len(running), self._kinds(),
+                        behind_backlog)
                     total += len(rows)
                     for row in rows:
                         if row.kind == "smtp" and row.payload.get("type") == "reply":
@@ -192,6 +197,19 @@ class Delivery:
             # now if we can.
             if ready or replies:
                 await self.store.release_outbox([r.id for r in [*ready, *replies]])
+
+    async def run_until(self, done: asyncio.Future[object], queued_after: int) -> None:
+        """`run --once`: send what is due each time processing wakes delivery (a batch was
+        processed), until `done` (the processing) has ended; the caller drains the rest. Only
+        rows queued by this run (after id `queued_after`) go meanwhile, and those held on the
+        arrival clock wait for the backlog behind them (`Store.claim_outbox`), so what
+        `run --once` sends does not depend on how far processing had got."""
+        while not done.done():
+            self.wake.clear()
+            await self.drain(behind_backlog=queued_after)
+            waker: asyncio.Future[object] = asyncio.ensure_future(self.wake.wait())
+            await asyncio.wait((waker, done), return_when=asyncio.FIRST_COMPLETED)
+            waker.cancel()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.store.reclaim_in_flight()
@@ -239,7 +257,7 @@ class Delivery:
             self._paused.pop("psa", None)
             if self.runtime is not None and self.runtime.psa_auth != "ok":
                 self.runtime.psa_auth_ok()
-        await self.store.run(apply_settlement, self.store.store, row, settlement)
+        await self._commit.settle(row, settlement)
 
     def _crashed(self, row: OutboxRow, reason: str) -> Settlement:
         crashes = row.crashes + 1

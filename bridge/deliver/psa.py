@@ -15,16 +15,15 @@ Retry-After, truncation, redaction, the token bucket) is in `psa_wire`, re-expor
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Mapping
 from urllib.parse import quote
 
-import httpx
 import stamina
 
 from bridge.config import PsaSettings
+from bridge.deliver.http import HttpClient, HttpFailure, HttpResponse
 from bridge.deliver.psa_wire import (SECRET_KEYS, AlertLookup, IntegrationStatus, PsaResult,
                                      TokenBucket, Verdict, _first, _is_transient_status,
                                      _json_any, _json_object, _message_of, _status_detail,
@@ -79,33 +78,20 @@ class _Transient(Exception):
 
 @dataclass
 class _Exchange:
-    response: httpx.Response | None
+    response: HttpResponse | None
     failure: _Transient | None
     attempts: int
 
 
 class PsaClient:
-    def __init__(self, settings: PsaSettings, http: httpx.AsyncClient | None = None, *,
+    def __init__(self, settings: PsaSettings, http: HttpClient | None = None, *,
                  retry: RetryPolicy = RetryPolicy()):
         self.settings = settings
         self.retry = retry
         self._base = settings.base_url.rstrip("/")
         self._own_http = http is None
-        # One single-connection client per concurrent slot, handed out through a queue: the
-        # slot limit and the connection are the same thing. (httpx's shared pool checks every
-        # pooled connection with a poll() on each request — a third of the client's CPU.)
-        if http is not None:
-            self._all_clients = [http] * settings.concurrency
-        else:
-            tls = httpx.create_ssl_context()  # one context for all: each costs ~1 MB and a CA load
-            self._all_clients = [
-                httpx.AsyncClient(timeout=settings.timeout, verify=tls,
-                                  limits=httpx.Limits(max_connections=1,
-                                                      max_keepalive_connections=1))
-                for _ in range(settings.concurrency)]
-        self._clients: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-        for client in self._all_clients:
-            self._clients.put_nowait(client)
+        # One session whose connector keeps a connection per concurrent slot alive.
+        self._http = http or HttpClient(settings.timeout, connections=settings.concurrency)
         self._bucket = TokenBucket(settings.rate_limit)
         self._secrets = [v for v in (settings.client_secret.get_secret_value(),
                                      settings.organization_oem_token.get_secret_value()) if v]
@@ -122,8 +108,7 @@ class PsaClient:
 
     async def aclose(self) -> None:
         if self._own_http:
-            for client in self._all_clients:
-                await client.aclose()
+            await self._http.aclose()
 
     # -- the sync call ----------------------------------------------------------------------
 
@@ -174,7 +159,7 @@ class PsaClient:
                              detail=self._scrub(f.detail), attempts=exchange.attempts)
         assert exchange.response is not None
         resp = exchange.response
-        result = interpret_sync_response(action, resp.status_code, resp.content, correlation_id)
+        result = interpret_sync_response(action, resp.status, resp.content, correlation_id)
         result = replace(result, attempts=exchange.attempts, message=self._scrub(result.message),
                          detail=self._scrub(result.detail))
         if result.verdict is Verdict.NOT_FOUND and action != "OPEN" and correlation_id:
@@ -194,14 +179,14 @@ class PsaClient:
                                detail=self._scrub(exchange.failure.detail))
         assert exchange.response is not None
         resp = exchange.response
-        if resp.status_code == 404:
+        if resp.status == 404:
             return AlertLookup("gone", http_status=404, detail="HTTP 404 ticket not found")
         body = _json_object(resp.content)
-        if 200 <= resp.status_code < 300:
+        if 200 <= resp.status < 300:
             ticket = body.get("data") if isinstance(body.get("data"), dict) else body
-            return AlertLookup("found", ticket=ticket, http_status=resp.status_code)
-        return AlertLookup("unknown", http_status=resp.status_code,
-                           detail=self._scrub(_status_detail(resp.status_code, body, resp.content)))
+            return AlertLookup("found", ticket=ticket, http_status=resp.status)
+        return AlertLookup("unknown", http_status=resp.status,
+                           detail=self._scrub(_status_detail(resp.status, body, resp.content)))
 
     async def list_alerts(self) -> list[dict[str, Any]]:
         exchange = await self._exchange("GET", ALERTS_PATH, headers=self._auth_headers())
@@ -210,8 +195,8 @@ class PsaClient:
         assert exchange.response is not None
         resp = exchange.response
         body = _json_any(resp.content)
-        if not 200 <= resp.status_code < 300:
-            detail = _status_detail(resp.status_code, body if isinstance(body, dict) else {},
+        if not 200 <= resp.status < 300:
+            detail = _status_detail(resp.status, body if isinstance(body, dict) else {},
                                     resp.content)
             raise PsaError(f"cannot list tickets: {self._scrub(detail)}")
         rows = body.get("data") if isinstance(body, dict) else body
@@ -225,7 +210,7 @@ class PsaClient:
                                      exchange.failure.status)
         assert exchange.response is not None
         resp = exchange.response
-        status = resp.status_code
+        status = resp.status
         body = _json_any(resp.content)
         if status in (401, 403):
             return IntegrationStatus(True, False, False,
@@ -288,28 +273,21 @@ class PsaClient:
         raise AssertionError("unreachable")
 
     async def _attempt(self, method: str, path: str, json_body: Any,
-                       headers: Mapping[str, str] | None) -> httpx.Response:
+                       headers: Mapping[str, str] | None) -> HttpResponse:
         await self._bucket.take()
-        client = await self._clients.get()
         try:
-            try:
-                resp = await client.request(method, self._base + path, json=json_body,
+            resp = await self._http.request(method, self._base + path, json=json_body,
                                             headers=headers)
-            except httpx.TransportError as exc:
-                # `from None`: the httpx exception holds the request, and with it the secrets.
-                permanent = isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError))
-                raise _Transient(f"{type(exc).__name__}: {str(exc)[:160]}".rstrip(": "),
-                                 inline=not permanent) from None
-            except httpx.InvalidURL:
+        except HttpFailure as exc:  # its detail names no part of the request (the secrets)
+            if exc.permanent:
                 raise _Transient(f"invalid PSA base_url {self._base!r}", inline=False) from None
-        finally:
-            self._clients.put_nowait(client)
-        if _is_transient_status(resp.status_code):
+            raise _Transient(exc.detail) from None
+        if _is_transient_status(resp.status):
             body = _json_object(resp.content)
             retry_after = parse_retry_after(resp.headers.get("Retry-After"),
                                             cap=self.retry.max_retry_after)
-            raise _Transient(_status_detail(resp.status_code, body, resp.content),
-                             status=resp.status_code, retry_after=retry_after,
+            raise _Transient(_status_detail(resp.status, body, resp.content),
+                             status=resp.status, retry_after=retry_after,
                              message=_message_of(body, resp.content))
         return resp
 

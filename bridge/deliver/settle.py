@@ -1,7 +1,8 @@
 """How a delivered outbox row is settled: its settlement, its payload, its next wait.
 
 A target returns a `Settlement` (built with `done`, `settled`, `dead`, `failed`, `retry`,
-`wait_until`); `apply_settlement` writes it in one transaction. `with_occurrences` is the ticket
+`wait_until`); `apply_settlement` writes it in one transaction, `apply_settlements` writes
+several in one (group commit). `with_occurrences` is the ticket
 call to send (an append covering several occurrences says so); `backoff` is the wait before the next
 attempt (Retry-After when given, else exponential with jitter); the constants are the worker's
 limits and hold times; `TargetEnv` is what every target may use. Used by `Delivery`
@@ -13,7 +14,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from bridge.config import Settings
 from bridge.deliver.psa_wire import truncate
@@ -108,6 +109,24 @@ def apply_settlement(store: Store, row: OutboxRow, s: Settlement) -> None:
             store.outbox_dead(row.id, s.reason)
         if s.outcome is not None:
             store.set_outcome(row.message_ref, s.outcome.value, s.reason)
+
+
+def apply_settlements(store: Store, batch: Sequence[tuple[OutboxRow, Settlement]]
+                      ) -> list[Exception | None]:
+    """Several rows' settlements in one transaction (group commit, bridge.deliver.groupcommit),
+    their events inserted together. Each row has a savepoint of its own: a row whose writes
+    fail is undone alone, and its exception is returned in its place (None: written)."""
+    errors: list[Exception | None] = []
+    with store.write(), store.batched_events():
+        for row, s in batch:
+            try:
+                with store.savepoint("settle"):
+                    apply_settlement(store, row, s)
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+    return errors
 
 
 PSA_OUTCOME = {"created": Outcome.CREATED, "updated": Outcome.APPENDED,

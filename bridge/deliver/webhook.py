@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 from urllib.parse import quote
 
-import httpx
-
 from bridge.auth.oauth2 import OAuth2Error, TokenProvider
 from bridge.config import WebhookSettings
+from bridge.deliver.http import HttpClient, HttpFailure
 from bridge.deliver.psa import parse_retry_after
 
 PLACEHOLDERS = frozenset({"title", "summary", "account_id", "product_group", "alert_type",
@@ -43,7 +42,7 @@ class WebhookResult:
 
 
 class WebhookTarget:
-    def __init__(self, settings: WebhookSettings, http: httpx.AsyncClient | None = None):
+    def __init__(self, settings: WebhookSettings, http: HttpClient | None = None):
         self.settings = settings
         for where, text in (("payload", settings.payload), ("url", settings.url)):
             unknown = sorted(set(_PLACEHOLDER.findall(text)) - PLACEHOLDERS)
@@ -57,7 +56,7 @@ class WebhookTarget:
         if auth.type == "basic" and not auth.username:
             raise WebhookConfigError(f"webhook {settings.name!r}: auth type basic needs username")
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=settings.timeout)
+        self._http = http or HttpClient(settings.timeout)
         self._tokens = (TokenProvider(auth.oauth2, client=self._http)
                         if auth.type == "oauth2" and auth.oauth2 else None)
 
@@ -92,11 +91,11 @@ class WebhookTarget:
         return result
 
     async def _send_once(self, url: str, body: str, headers: dict[str, str]) -> WebhookResult:
-        auth: httpx.Auth | None = None
+        auth: tuple[str, str] | None = None
         settings = self.settings.auth
         if settings.type == "basic":
             password = settings.password.get_secret_value() if settings.password else ""
-            auth = httpx.BasicAuth(settings.username or "", password)
+            auth = (settings.username or "", password)
         elif self._tokens is not None:
             try:
                 token = await self._tokens.token()
@@ -107,12 +106,13 @@ class WebhookTarget:
         try:
             resp = await self._http.request(self.settings.method, url,
                                             content=body.encode("utf-8"), headers=headers,
-                                            auth=auth)
-        except httpx.TransportError as exc:
-            return WebhookResult("transient", None, f"{type(exc).__name__}: {str(exc)[:160]}")
-        except httpx.InvalidURL:
-            return WebhookResult("permanent", None, f"invalid webhook URL for {self.settings.name!r}")
-        status = resp.status_code
+                                            basic_auth=auth)
+        except HttpFailure as exc:
+            if exc.permanent:
+                return WebhookResult("permanent", None,
+                                     f"invalid webhook URL for {self.settings.name!r}")
+            return WebhookResult("transient", None, exc.detail)
+        status = resp.status
         detail = f"HTTP {status} {' '.join(resp.text.split())[:160]}".strip()
         if 200 <= status < 300:
             return WebhookResult("ok", status, detail)

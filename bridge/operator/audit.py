@@ -151,7 +151,7 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 
 
 class RedactingFilter(logging.Filter):
-    """Attached to a handler, so it sees records from every logger (ours, uvicorn, httpx …).
+    """Attached to a handler, so it sees records from every logger (ours, uvicorn, aiohttp …).
 
     It renders the message, its extras and any traceback, redacts them, and freezes the result
     into the record, so no formatter can print the unredacted arguments later."""
@@ -267,7 +267,7 @@ def setup_logging(settings: LogSettings, redactor: Redactor,
     # Chatty libraries: each request is already an event of ours; their DEBUG lines would
     # include protocol traffic (redacted, but noise).
     quiet = logging.DEBUG if settings.level == "DEBUG" else logging.WARNING
-    for name in ("httpx", "httpcore", "aioimaplib", "aiosmtplib", "uvicorn.access"):
+    for name in ("aiohttp", "aioimaplib", "aiosmtplib", "uvicorn.access"):
         logging.getLogger(name).setLevel(quiet)
     return handler
 

@@ -102,8 +102,8 @@ class Pipeline:
                     worker: str) -> None:
         """One short write transaction for the batch, a savepoint per message. A message
         whose claim this process no longer holds (the administrator released or quarantined
-        it meanwhile) is left alone."""
-        with store.write():
+        it meanwhile) is left alone. Its events are inserted together at the end."""
+        with store.write(), store.batched_events():
             for row, ev in zip(rows, results):
                 if not store.holds_claim(row.id, worker):
                     continue

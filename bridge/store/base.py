@@ -23,6 +23,14 @@ TROUBLE_EVENTS = frozenset({"retry", "dead", "rules-reload-failed", "admin-alert
                             "xml-reply-limited"})
 
 
+# An event row as inserted: at, kind, message_ref, alert_key, outcome, detail (JSON text).
+EventRow = tuple[float, str, int | None, str | None, str | None, str | None]
+_INSERT_EVENT = ("INSERT INTO events (at, kind, message_ref, alert_key, outcome, detail)"
+                 " VALUES (?,?,?,?,?,?)")
+# One encoder for every event (json.dumps with `default=` builds a new one per call).
+_JSON = json.JSONEncoder(default=str)
+
+
 def no_redaction(text: str) -> str:
     return text
 
@@ -51,6 +59,8 @@ class StoreBase:
     # False in a throwaway replay store (`rules diff`): no decision reads the audit trail, and
     # writing it was a sixth of a replay's CPU.
     record_events: bool = True
+    # Inside `batched_events`: the events made so far, inserted together when it ends.
+    _event_rows: list[EventRow] | None = None
 
     @contextlib.contextmanager
     def write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
@@ -97,16 +107,34 @@ class StoreBase:
         with self.write() as conn:
             self._event(conn, kind, message_ref, alert_key, outcome, detail)
 
+    @contextlib.contextmanager
+    def batched_events(self) -> Iterator[None]:
+        """Inside a write transaction: the events made in the block are inserted together at
+        its end (one statement for many rows, in the order they were made); a savepoint that
+        rolls back drops its own (`MaintenanceMixin.savepoint`)."""
+        if self._event_rows is not None:  # nested: the outer block inserts them
+            yield
+            return
+        rows: list[EventRow] = []
+        self._event_rows = rows
+        try:
+            yield
+            self.conn.executemany(_INSERT_EVENT, rows)
+        finally:
+            self._event_rows = None
+
     def _event(self, conn: sqlite3.Connection, kind: str, message_ref: int | None,
                alert_key: str | None, outcome: str | None, detail: dict[str, Any]) -> None:
         if not self.record_events:
             return
         if isinstance(outcome, enum.Enum):  # an enum's plain value, never its repr
             outcome = str(outcome.value)
-        text = self.redact(json.dumps(detail, default=str)) if detail else None
-        conn.execute("INSERT INTO events (at, kind, message_ref, alert_key, outcome, detail)"
-                     " VALUES (?,?,?,?,?,?)",
-                     (self.clock(), kind, message_ref, alert_key, outcome, text))
+        text = self.redact(_JSON.encode(detail)) if detail else None
+        row = (self.clock(), kind, message_ref, alert_key, outcome, text)
+        if self._event_rows is not None:
+            self._event_rows.append(row)
+        else:
+            conn.execute(_INSERT_EVENT, row)
         # The same event, one log line (the log handler redacts again and formats it).
         level = logging.WARNING if kind in TROUBLE_EVENTS else logging.INFO
         if events_log.isEnabledFor(level):

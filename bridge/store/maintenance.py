@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from bridge.models import OutboxItem
+from bridge.store.base import EventRow
 
 PRUNE_BATCH = 2000  # rows per write transaction: a long prune never blocks the pipeline for long
 
@@ -32,6 +33,7 @@ _COPY_LIVE = [
 class MaintenanceMixin:
     conn: sqlite3.Connection
     clock: Callable[[], float]
+    _event_rows: list[EventRow] | None
 
     if TYPE_CHECKING:  # provided by Store and its other mixins
         def write(self, durable: bool = False) -> contextlib.AbstractContextManager[
@@ -110,13 +112,18 @@ class MaintenanceMixin:
     @contextlib.contextmanager
     def savepoint(self, name: str = "msg") -> Iterator[None]:
         """Inside a write transaction: what the block wrote is undone if it raises (the
-        exception goes on), the rest of the transaction is kept."""
+        exception goes on), the rest of the transaction is kept — events waiting in a
+        `batched_events` block included."""
+        events = self._event_rows
+        mark = len(events) if events is not None else 0
         self.conn.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
             self.conn.execute(f"ROLLBACK TO {name}")
             self.conn.execute(f"RELEASE {name}")
+            if events is not None:
+                del events[mark:]
             raise
         self.conn.execute(f"RELEASE {name}")
 

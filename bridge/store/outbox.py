@@ -61,25 +61,40 @@ class OutboxMixin(OwnersMixin):
                                           "action": item.action})
         return row_id
 
-    def claim_outbox(self, now: float, limit: int,
-                     kinds: tuple[str, ...] | None = None) -> list[OutboxRow]:
+    def claim_outbox(self, now: float, limit: int, kinds: tuple[str, ...] | None = None,
+                     behind_backlog: int | None = None) -> list[OutboxRow]:
         """Take the head row of each ordering key that is due.
 
         Only the oldest unfinished row of a key may go, so an UPDATE never overtakes its OPEN,
-        across retries and restarts alike."""
+        across retries and restarts alike. `behind_backlog` (`run --once` while it still
+        processes: the last outbox id from before the run) takes only rows queued since, and
+        of those a row held on the arrival clock (a coalescing window, a storm's group wait)
+        only once every message that arrived before its hold ended has been processed — until
+        then a message of the backlog may still fold into it, as it would have, had it been
+        processed before anything was sent. Rows from before the run wait for its processing,
+        as they always did."""
         kinds = kinds or ("psa", "webhook", "smtp", "imap")
         marks = ",".join("?" * len(kinds))
         with self.write() as conn:
+            held, horizon = "", list[float]()
+            if behind_backlog is not None:
+                held, horizon = " AND o.id > ?", [behind_backlog]
+                oldest = conn.execute("SELECT min(arrived_at) FROM messages WHERE state IN"
+                                      " ('staged','processing')").fetchone()[0]
+                if oldest is not None:
+                    held += " AND coalesce(o.held_until, 0) < ?"
+                    horizon.append(oldest)
             rows = conn.execute(
                 f"SELECT o.id, o.kind, o.ordering_key, o.message_ref, o.action,"
                 f" o.correlation_id, o.payload, o.attempts, o.occurrences, o.first_arrived_at,"
                 f" o.last_arrived_at, (SELECT c.state FROM correlations c"
                 f"   WHERE c.correlation_id = o.correlation_id), o.crashes FROM outbox o"
                 f" WHERE o.state='pending' AND o.next_attempt_at <= ? AND o.kind IN ({marks})"
+                f"{held}"
                 f" AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.ordering_key=o.ordering_key"
                 f"   AND p.kind=o.kind AND p.id < o.id AND p.state IN ('pending','in_flight'))"
                 f" ORDER BY o.next_attempt_at, o.id LIMIT ?",
-                [now, *kinds, limit]).fetchall()
+                [now, *kinds, *horizon, limit]).fetchall()
             taken: list[OutboxRow] = []
             for r in rows:
                 conn.execute("UPDATE outbox SET state='in_flight', attempts=attempts+1,"
@@ -87,6 +102,10 @@ class OutboxMixin(OwnersMixin):
                 taken.append(OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]),
                                        r[7] + 1, r[8], r[9], r[10], r[11], r[12]))
         return taken
+
+    def outbox_high_water(self) -> int:
+        """The id of the last outbox row queued so far (0: none)."""
+        return int(self.scalar("SELECT coalesce(max(id), 0) FROM outbox"))
 
     def reclaim_in_flight(self) -> int:
         """Rows left in flight by a deliverer that is gone go back to pending (they are re-sent

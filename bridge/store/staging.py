@@ -70,7 +70,7 @@ class StagingMixin(OutboxMixin):
         """Stage a batch in one durable commit (one fsync for the batch)."""
         results: list[StageResult] = []
         now = self.clock()
-        with self.write(durable=True) as conn:
+        with self.write(durable=True) as conn, self.batched_events():
             for msg in msgs:
                 sha = hashlib.sha256(msg.raw).hexdigest()
                 mid = message_id_of(msg.raw)

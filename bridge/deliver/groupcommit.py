@@ -1,0 +1,61 @@
+"""Group commit: the settlements of calls that end close together are written in one transaction.
+
+One COMMIT per delivered row was the largest single cost of a backlog drain (docs/performance.md).
+The first settlement to arrive schedules a flush at most `DELAY` later; everything queued by
+then goes to the store thread as one transaction (`apply_settlements`: a savepoint per row, so a
+row whose writes fail is undone alone and its deliverer gets the exception, as before), and
+whatever arrives while that transaction runs goes in the next one. A deliverer's `settle`
+returns only once its row is committed, so the next row of its key is claimed after it, never
+beside it, and a crash loses at most uncommitted settlements — whose rows are still in flight
+in the store and are handed back and sent again with the same correlation id, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.deliver.settle import apply_settlements
+from bridge.seams import Settlement
+from bridge.store.db import AsyncStore, OutboxRow
+
+DELAY = 0.002     # seconds a settlement may wait for company: "a few milliseconds" at most
+MAX_BATCH = 256   # settlements per transaction (4 × the largest concurrency)
+
+_Waiting = tuple[OutboxRow, Settlement, "asyncio.Future[None]"]
+
+
+class GroupCommit:
+    def __init__(self, store: AsyncStore, delay: float = DELAY):
+        self._store = store
+        self._delay = delay
+        self._queue: list[_Waiting] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def settle(self, row: OutboxRow, settlement: Settlement) -> None:
+        """Write this row's settlement; return once it is committed (or raise why not)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((row, settlement, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self._delay)
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                errors = await self._store.run(apply_settlements, self._store.store,
+                                               [(row, s) for row, s, _ in batch])
+            except asyncio.CancelledError:
+                for _, _, done in batch + self._queue:
+                    done.cancel()
+                raise
+            except Exception as exc:  # the transaction itself failed: each row's failure
+                errors = [exc] * len(batch)
+            for (_, _, done), error in zip(batch, errors):
+                if done.done():
+                    continue
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
