@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from bridge.assembly import Parts, assemble, build_peers, restart_needed, rules_signature
 from bridge.config import Settings, load_settings
-from bridge.decide.expectations import judge
+from bridge.decide.expectations import judge_in
 from bridge.deliver.outbox import Delivery
 from bridge.deliver.peers import Peers
 from bridge.models import RawMessage
 from bridge.operator import sdnotify
 from bridge.operator.audit import Redactor
 from bridge.operator.status import RuntimeStatus
-from bridge.process.batches import process_staged
+from bridge.process.batches import drain_all, process_staged, process_until
 from bridge.process.pipeline import Pipeline
 from bridge.seams import Source
 from bridge.sources import build_sources, sources_signature
@@ -113,17 +113,10 @@ class Bridge:
                                     self.delivery.wake.set)
 
     async def judge_expectations(self) -> int:
-        """Open a ticket for each expected mail past its deadline (bridge/decide/expectations.py).
-        Called only once the sources have caught up: a backlog may hold an on-time report."""
-        parts = self.parts
-        if not parts.ruleset.expect:
-            return 0
-
-        def judge_now() -> int:
-            with self.sync_store.write():
-                return judge(self.sync_store, parts.ruleset.expect, parts.decider, self.clock())
-
-        opened = await self.store.run(judge_now)
+        """Open a ticket for each expected mail past its deadline; only once the sources
+        have caught up (a backlog may hold an on-time report). docs/expect.md."""
+        opened = await self.store.run(judge_in, self.sync_store, self.parts.ruleset.expect,
+                                      self.parts.decider, self.clock())
         if opened:
             self.delivery.wake.set()
         return opened
@@ -137,9 +130,9 @@ class Bridge:
         await self.store.reclaim_in_flight()
         signal = self._stage_signal = asyncio.Event()
         before = await self.store.run(self.sync_store.outbox_high_water)
-        intake: asyncio.Future[object] = asyncio.ensure_future(self._drain_sources())
+        intake: asyncio.Future[object] = asyncio.ensure_future(drain_all(self.sources))
         processing: asyncio.Future[object] = asyncio.ensure_future(
-            self._process_until(intake, signal))
+            process_until(self.process_pending, intake, signal))
         try:
             if deliver:
                 await self.delivery.run_until(processing, before)
@@ -158,24 +151,6 @@ class Bridge:
                 break
         pending = await self.store.pending_work()
         return EXIT_OK if not any(pending.values()) else EXIT_PENDING
-
-    async def _drain_sources(self) -> None:
-        for source in self.sources:
-            await source.drain()
-
-    async def _process_until(self, intake: asyncio.Future[object], signal: asyncio.Event) -> None:
-        """Process batches as they are staged until intake has ended and nothing is left."""
-        while True:
-            signal.clear()
-            ended = intake.done()
-            if await self.process_pending() > 0:
-                continue
-            if ended:
-                intake.result()  # intake's failure is run_once's
-                return
-            staged: asyncio.Future[object] = asyncio.ensure_future(signal.wait())
-            await asyncio.wait((staged, intake), return_when=asyncio.FIRST_COMPLETED)
-            staged.cancel()
 
     # -- the daemon ---------------------------------------------------------------------------
 

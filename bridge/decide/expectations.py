@@ -24,6 +24,7 @@ from bridge.classify.expect import ExpectRule
 from bridge.decide.decider import Decider
 from bridge.models import Alert, Decision, ExpectationRow, ExpectHit, Status
 from bridge.seams import StateStore
+from bridge.store.db import Store
 
 log = logging.getLogger("mailbridge.expect")
 
@@ -125,3 +126,13 @@ def judge(store: StateStore, rules: tuple[ExpectRule, ...], decider: Decider,
                     queued=[i.action for i in decision.outbox])
         opened += 1
     return opened
+
+
+def judge_in(store: Store, rules: tuple[ExpectRule, ...], decider: Decider, now: float) -> int:
+    """`judge` in a write transaction of its own (the daemon's and `run --once`'s call, on
+    the store's thread)."""
+    if not rules:
+        return 0
+    with store.write():
+        return judge(store, rules, decider, now)
+

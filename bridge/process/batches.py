@@ -17,9 +17,10 @@ batch fails, that batch stays claimed as before, the one behind it goes back to 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
 
 from bridge.process.pipeline import Broken, Result
+from bridge.seams import Source
 from bridge.store.db import AsyncStore, StagedRow
 
 if TYPE_CHECKING:
@@ -66,3 +67,25 @@ async def process_staged(store: AsyncStore, current: Callable[[], Parts], worker
                                          crashed=False) for r in rows]
             await store.run(parts.pipeline.apply_batch, store.store, rows, back, worker)
         raise
+
+
+async def drain_all(sources: Sequence[Source]) -> None:
+    """`run --once`'s intake: what every source holds now, one after the other."""
+    for source in sources:
+        await source.drain()
+
+
+async def process_until(process_pending: Callable[[], Awaitable[int]],
+                        intake: asyncio.Future[object], signal: asyncio.Event) -> None:
+    """Process batches as they are staged until intake has ended and nothing is left."""
+    while True:
+        signal.clear()
+        ended = intake.done()
+        if await process_pending() > 0:
+            continue
+        if ended:
+            intake.result()  # intake's failure is run_once's
+            return
+        staged: asyncio.Future[object] = asyncio.ensure_future(signal.wait())
+        await asyncio.wait((staged, intake), return_when=asyncio.FIRST_COMPLETED)
+        staged.cancel()
