@@ -80,3 +80,15 @@ def test_close_stops_a_diff_still_running(tmp_path):
         assert time.monotonic() < deadline, view
         time.sleep(0.1)  # polling the watcher thread's result
     assert "ended without a result" in view["result"]["errors"][0]
+
+
+def test_the_dashboard_links_the_diff_only_when_a_candidate_is_configured(tmp_path):
+    from bridge.operator import views
+    from bridge.operator.dashboard import render_dashboard
+
+    store = Store(tmp_path / "mb.db")
+    data = {"status": views.status_view(store), "messages": [], "tickets": [],
+            "failures": {"messages": [], "dead_outbox": []},
+            "chart": views.alerts_per_hour(store, 24)}
+    assert 'href="/rules/diff"' in render_dashboard(data, RED, candidate=True)
+    assert 'href="/rules/diff"' not in render_dashboard(data, RED)

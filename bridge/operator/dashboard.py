@@ -91,7 +91,9 @@ def _template() -> string.Template:
         "web_templates/dashboard.html").read_text(encoding="utf-8"))
 
 
-def render_dashboard(data: dict[str, Any], red: Redactor, refresh: int = 30) -> str:
+def render_dashboard(data: dict[str, Any], red: Redactor, refresh: int = 30,
+                     candidate: bool = False) -> str:
+    """The page; `candidate`: a candidate rule directory is configured, so link its diff."""
     st, now = data["status"], time.time()
     state = "ready" if st["healthy"] else "degraded"
     meta = [f"rules {st.get('ruleset_version') or '?'}",
@@ -152,6 +154,8 @@ def render_dashboard(data: dict[str, Any], red: Redactor, refresh: int = 30) -> 
             ("error", lambda r: _e(r["last_error"]), "wrap")], "")
     return _template().substitute(
         refresh=int(refresh), state=state, meta=_e(" · ".join(m for m in meta if m)),
+        links='<a class="meta" href="/rules/diff">candidate rules: what would change</a>'
+        if candidate else "",
         reasons=f'<ul class="reasons">{reasons}</ul>' if reasons else "",
         cards="".join(f'<div class="card{" alarm" if alarm else ""}"><div class="n">{_e(n)}</div>'
                       f'<div class="l">{_e(label)}</div></div>' for label, n, alarm in cards),

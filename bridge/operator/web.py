@@ -178,7 +178,8 @@ def create_app(store: AsyncStore | Callable[[], Store], runtime: RuntimeStatus |
                     "chart": views.alerts_per_hour(s, 24)}
 
         data = await reader(snapshot)
-        return HTMLResponse(render_dashboard(data, red, refresh))
+        candidate = request.app.state.settings.rules.candidate_directory is not None
+        return HTMLResponse(render_dashboard(data, red, refresh, candidate))
 
     candidate_diff = CandidateDiff()
 
