@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 DEMO_STAMP := $(VENV)/.demo-stamp
 TEST_STAMP := $(VENV)/.test-stamp
 
-.PHONY: demo test bench bench-smoke system-deps man clean
+.PHONY: test-deep demo test bench bench-smoke system-deps man clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: $(DEMO_STAMP)
 ## Install what the tests need (Dovecot, Chromium, systemd-analyze), then run pytest.
 test: $(TEST_STAMP) system-deps
 	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+## The lifecycle property tests with five times the examples (not part of `make test`).
+test-deep: $(TEST_STAMP) system-deps
+	LIFECYCLE_MODEL_EXAMPLES=5000 LIFECYCLE_HTTP_EXAMPLES=1000 \
+		$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_lifecycle_property.py
 
 system-deps:
 	@sh scripts/system-deps.sh
