@@ -57,7 +57,7 @@ def service_command(user: str) -> tuple[list[str], str]:
         return [MAILBRIDGE], str(ROOT)
     system = shutil.which(f"python3.{sys.version_info.minor}", path="/usr/bin")
     if system is None:
-        pytest.skip("no interpreter the service user may execute")
+        pytest.fail("no interpreter the service user may execute (install python3.X in /usr/bin)")
     return [system, "-m", "bridge.cli"], os.pathsep.join([str(ROOT), *site.getsitepackages()])
 
 
