@@ -424,6 +424,14 @@ waits for the store; the default stays one worker per core less one, since on th
 second worker only competes with the main process (last row) and costs ~19 MiB. On more cores
 the pool has two batches of 200 in chunks of 64 to share: up to 8 busy workers.
 
+**Memory (issue 13's last bar)**: the summed peak of benchmark 1 was 151 MiB at the end of round 2.
+lxml and html-text are now imported where HTML and XML are read (the fork server preloads
+them for the workers, which share those pages) instead of by the daemon, and the store's
+SQLite page cache went 32 → 16 → 8 MiB. Measured on 10,000 mails, three runs each: the daemon
+101 → 81 MiB and the sum ~142 → ~127 MiB with the imports and 16 MiB (msg/s unchanged within
+the noise, medians 176 vs 180 under load); 16 → 8 MiB on a quiet machine: daemon 86 → 77 MiB,
+sum 141 → 132 MiB, 780–816 → 818–845 msg/s.
+
 **Round 2 (issues 12–15)**: untrusted bytes now go through a worker pool, with one
 assembly, owned claims and the lifecycle rules. The backlog was measured back to back against
 the parent commit b4e6c98 on a quiet machine (10,000 mails, three alternating pairs, msg/s).
