@@ -145,6 +145,7 @@ def test_init_enables_the_packs_it_is_given_and_check_names_what_to_map(tmp_path
     checked = cli("check", "--config", str(config))
     out = checked.stdout.decode()
     assert checked.returncode == 1 and "map it with [packs.nagios] alert_types" in out, out
+    assert out.count("'Service Critical'") == 1, out  # one root cause, one error
     config.write_text(config.read_text() + '\n[packs.nagios]\nalert_types = { '
                       '"Service Critical" = "Problem", "Service Warning" = "Problem", '
                       '"Host Down" = "Problem" }\n')

@@ -181,6 +181,7 @@ def _build(directory: Path, accounts_path: Path | None,
         problems.append(Problem(str(directory), None, None, "no accounts directory is "
                                 "configured: every automated message will be unmatched",
                                 "warning"))
+    problems[:] = _one_cause_per_unmapped_pack(problems)
     if any(p.is_error for p in problems):
         return None, problems
     ruleset = RuleSet.build(
@@ -225,6 +226,16 @@ def _read_tools(path: Path, data: dict[str, Any], linemap: LineMap, problems: li
         tools[tool.name] = tool
         accounts += [(rule, r) for rule in rules]
     return accounts
+
+
+def _one_cause_per_unmapped_pack(problems: list[Problem]) -> list[Problem]:
+    """A pack routed outside the catalogue is one error per value, naming the `[packs.NAME]`
+    key that maps it; the same value is not reported again for each of the pack's rules."""
+    unmapped = {p.rule for p in problems if p.rule and p.is_error and
+                p.message.startswith(f"pack {p.rule!r}: ") and "map it with" in p.message}
+    return [p for p in problems if not (
+        p.is_error and p.rule and p.rule.partition("/")[0] in unmapped and "/" in p.rule
+        and ("is not in product group" in p.message or "is not in the catalogue" in p.message))]
 
 
 def load_ruleset(directory: Path, accounts_path: Path | None,
