@@ -13,6 +13,7 @@ fall due. The live store is only read (through a read-only URI); nothing is sent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import tempfile
@@ -20,7 +21,7 @@ import time
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ContextManager, TypeVar
 
 from bridge.assembly import Parts, assemble
 from bridge.classify.explain import explain as explain_rules
@@ -50,7 +51,9 @@ def arrival_time(raw: bytes, path: Path) -> float:
 def simulate_files(settings: Settings, files: list[Path], as_json: bool,
                    echo: Callable[[str], None] = print, names: list[str] | None = None, *,
                    fresh: bool = False, at: float | None = None, flush: bool = False,
-                   explain: bool = False) -> int:
+                   explain: bool = False,
+                   progress: Callable[[int], None] | None = None) -> int:
+    """`progress` is told the size of each processed batch (a bar over len(files))."""
     log = DryRunLog()
     try:
         parts = assemble(settings, peers=lambda s: dry_run_peers(s, log))
@@ -61,7 +64,7 @@ def simulate_files(settings: Settings, files: list[Path], as_json: bool,
     with tempfile.TemporaryDirectory(prefix="mailbridge-simulate-") as tmp:
         results = asyncio.run(_simulate(parts, files, labels, Path(tmp) / "scratch.db", log,
                                         fresh=fresh, now=at if at is not None else time.time(),
-                                        flush=flush, explain=explain))
+                                        flush=flush, explain=explain, progress=progress))
     if as_json:
         echo(json.dumps(results, indent=2, ensure_ascii=False, default=str))
     else:
@@ -71,7 +74,8 @@ def simulate_files(settings: Settings, files: list[Path], as_json: bool,
 
 async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_path: Path,
                     log: DryRunLog, *, fresh: bool, now: float, flush: bool,
-                    explain: bool = False) -> list[dict[str, Any]]:
+                    explain: bool = False,
+                    progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     clock = Clock(now)
     scratch = Store(scratch_path, clock=clock)
     if not fresh:
@@ -88,7 +92,8 @@ async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_
         return [_result(store, mid, label, log, clock.now, parts.peers.psa,
                         recorder.found.get(mid)) for mid, label in ids.items()]
 
-    results = await run_scratch(parts, scratch, recorder, clock, collect, flush=flush)
+    results = await run_scratch(parts, scratch, recorder, clock, collect, flush=flush,
+                                progress=progress)
     if explain:  # every rule tried and what failed first (bridge/classify/explain.py)
         for r, mid in zip(results, ids):
             found = recorder.found.get(mid)
@@ -219,8 +224,11 @@ def format_results(results: list[dict[str, Any]]) -> str:
 
 
 def simulate_mailbox(settings: Settings, as_json: bool, limit: int,
-                     echo: Callable[[str], None] = print, **options: Any) -> int:
-    """Dry run over what is in the IMAP mailboxes now; nothing there changes."""
+                     echo: Callable[[str], None] = print,
+                     bar: Callable[[int], ContextManager[Callable[[int], None]]] | None = None,
+                     **options: Any) -> int:
+    """Dry run over what is in the IMAP mailboxes now; nothing there changes. `bar(total)`
+    gives the progress callback once the number of messages read is known."""
     from bridge.sources.imap import ImapSource
 
     if not settings.imap:
@@ -244,6 +252,7 @@ def simulate_mailbox(settings: Settings, as_json: bool, limit: int,
             path = Path(tmp) / f"{i:05d}.eml"
             path.write_bytes(raw)
             files.append(path)
-        return simulate_files(settings, files, as_json, echo=echo,
-                              names=[n for n, _ in messages], **options)
+        with bar(len(files)) if bar is not None else contextlib.nullcontext(None) as advance:
+            return simulate_files(settings, files, as_json, echo=echo,
+                                  names=[n for n, _ in messages], progress=advance, **options)
 

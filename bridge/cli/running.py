@@ -103,8 +103,8 @@ def simulate(config_path: str, files: tuple[str, ...], mailbox: bool, limit: int
     if mailbox:
         from bridge.cli.output import progress
 
-        with progress(f"reading and simulating up to {limit} message(s) per mailbox"):
-            code = simulate_mailbox(settings, as_json, limit, echo=click.echo, **options)
+        code = simulate_mailbox(settings, as_json, limit, echo=click.echo,
+                                bar=lambda total: progress("simulating", total), **options)
         sys.exit(code)
     if not files:
         click.echo("name .eml files, or use --mailbox", err=True)
