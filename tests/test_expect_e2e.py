@@ -168,3 +168,46 @@ async def test_expect_suggest_proposes_a_daily_rule_and_nothing_for_irregular_ma
     assert 'timezone = "Europe/Berlin"' in rule
     assert 'product_group = "backup"' in rule and 'alert_type = "Backup Failed"' in rule
     assert "nagios" not in out
+
+
+def job_report(at: float, job: str) -> RawMessage:
+    raw = (ROOT / "samples" / "11-veeam-success.eml").read_bytes()
+    n = next(_n)
+    raw = raw.replace(b"<vbr.job77.run3@backup.msp.example>",
+                      f"<vbr.expect.{n}@backup.msp.example>".encode())
+    raw = raw.replace(b"Acme HQ - Daily VMs", f"Acme HQ - {job}".encode())
+    return RawMessage(raw, "imap:expect", f"3:{n}", at)
+
+
+async def test_many_reports_missing_at_once_land_on_a_storm_ticket(tmp_path, psa_sim):
+    """The mail path broke: a dozen jobs of one customer miss their reports together. They
+    are decided like any burst, so the customer gets a storm ticket, not a dozen."""
+    mb = Mailbridge.from_config(config(tmp_path, psa_sim), now=utc("2025-03-03T04:30:00"))
+    jobs = [f"Job {i:02d}" for i in range(12)]
+    await mb.feed([job_report(utc("2025-03-03T04:30:00"), j) for j in jobs],
+                  utc("2025-03-03T04:30:00"))
+    assert len(mb.store.expectations()) == 12
+    await mb.deliver_at(utc("2025-03-04T07:00:01"))
+    await mb.settle()
+    tickets = psa_sim.tickets()
+    storm = [t["title"] for t in tickets if t["title"].startswith("Alert storm:")]
+    assert storm == ["Alert storm: 9 alerts for ACME-001"], [t["title"] for t in tickets]
+    assert len(tickets) == 4  # the burst's first three, then the storm ticket takes the rest
+    missing = mb.store.query("SELECT count(*) AS n FROM events WHERE kind='expectation-missing'")
+    assert missing[0]["n"] == 12
+
+
+async def test_a_silent_per_key_expectation_expires(tmp_path, psa_sim):
+    path = config(tmp_path, psa_sim)
+    (tmp_path / "rules" / "96-expect.toml").write_text(EXPECT + 'expire_after = "3d"\n')
+    mb = Mailbridge.from_config(path, now=utc("2025-03-03T04:30:00"))
+    await mb.feed([report(utc("2025-03-03T04:30:00"))], utc("2025-03-03T04:30:00"))
+    await mb.deliver_at(utc("2025-03-04T07:00:01"))
+    assert len(missing_tickets(psa_sim)) == 1  # first the outage ...
+    await mb.deliver_at(utc("2025-03-06T04:00:00"))
+    assert mb.store.expectations() != []
+    await mb.deliver_at(utc("2025-03-06T05:00:00"))  # ... 3 days of silence: forgotten
+    assert mb.store.expectations() == []
+    kinds = [e["kind"] for e in mb.store.query("SELECT kind FROM events WHERE kind LIKE"
+                                               " 'expectation-%' ORDER BY id")]
+    assert kinds == ["expectation-missing", "expectation-expired"]
