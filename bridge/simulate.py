@@ -31,6 +31,7 @@ from bridge.deliver.outbox import Delivery
 from bridge.deliver.psa import PsaClient, redact_payload
 from bridge.models import RawMessage, TicketCall
 from bridge.process.pipeline import Evaluation, Evaluator, Result
+from bridge.decide.expectations import judge_in
 from bridge.store.db import AsyncStore, Store
 from bridge.store.staging import StagedRow
 
@@ -90,7 +91,8 @@ async def _simulate(parts: Parts, files: list[Path], labels: list[str], scratch_
 
     def collect(store: Store) -> list[dict[str, Any]]:
         return [_result(store, mid, label, log, clock.now, parts.peers.psa,
-                        recorder.found.get(mid)) for mid, label in ids.items()]
+                        recorder.found.get(mid)) for mid, label in ids.items()] \
+            + _missing_mail(store, log)
 
     results = await run_scratch(parts, scratch, recorder, clock, collect, flush=flush,
                                 progress=progress)
@@ -115,6 +117,8 @@ async def run_scratch(parts: Parts, scratch: Store, evaluator: Evaluator, clock:
                 progress(n)
     finally:
         evaluator.close()
+    # Drained, as `run --once` is at this point: a report that has not come is missing.
+    judge_in(scratch, parts.ruleset.expect, parts.decider, clock())
     store = AsyncStore(scratch)
     p = parts.peers
     delivery = Delivery(store, parts.settings, psa=p.psa, smtp=p.smtp,
@@ -198,6 +202,17 @@ def _render(row: dict[str, Any], psa: PsaClient | None) -> dict[str, Any]:
 
 def _fmt(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def _missing_mail(store: Store, log: DryRunLog) -> list[dict[str, Any]]:
+    """The missing-mail tickets the run would open (no message stands behind them)."""
+    return [{"file": f"[[expect]] {e['expectation']}", "subject": "", "sender": "",
+             "steps": [f"expect: no report since {e['last_seen']}; due {e['due']}"],
+             "rule": e["expectation"], "account": e["account"], "alert_key": e["alert_key"],
+             "status": "open", "outcome": e["outcome"] or "pending",
+             "reason": "expected mail missing: " + str(e["reason"]),
+             "calls": [c for row in e["outbox"] for c in log.by_row(row)]}
+            for e in store.expectation_events()]
 
 
 def format_results(results: list[dict[str, Any]]) -> str:

@@ -211,3 +211,31 @@ async def test_a_silent_per_key_expectation_expires(tmp_path, psa_sim):
     kinds = [e["kind"] for e in mb.store.query("SELECT kind FROM events WHERE kind LIKE"
                                                " 'expectation-%' ORDER BY id")]
     assert kinds == ["expectation-missing", "expectation-expired"]
+
+
+async def test_simulate_predicts_the_missing_mail_ticket_run_opens(tmp_path, psa_sim):
+    """The preview is the truth: at a clock past the deadline, `simulate` (on a scratch copy
+    of the live deadlines) shows the missing-mail ticket that the next pass then opens."""
+    import json as jsonlib
+    import subprocess
+    import sys
+
+    path = config(tmp_path, psa_sim)
+    mb = Mailbridge.from_config(path, now=utc("2025-03-03T04:30:00"))
+    await mb.feed([report(utc("2025-03-03T04:30:00"))], utc("2025-03-03T04:30:00"))
+    await mb.bridge.close()
+    other = tmp_path / "other.eml"  # any mail: simulate needs one
+    other.write_bytes((ROOT / "samples" / "20-regular-human.eml").read_bytes())
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "simulate", str(other), "--config", str(path),
+         "--at", "2025-03-04T07:30:00+00:00", "--json"], capture_output=True, text=True,
+        timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, check=True).stdout
+    predicted = [r for r in jsonlib.loads(out) if r["file"] == "[[expect]] veeam-daily"]
+    assert len(predicted) == 1 and predicted[0]["account"] == "ACME-001", out
+    [call] = predicted[0]["calls"]
+    assert call["action"] == "OPEN"
+    assert missing_tickets(psa_sim) == []  # the preview sent nothing
+    again = Mailbridge.from_config(path, now=utc("2025-03-04T07:30:00"))
+    await again.settle()
+    [ticket] = missing_tickets(psa_sim)
+    assert ticket["title"] == call["request"]["data"]["title"]

@@ -8,6 +8,9 @@ into a ticket in bridge/decide/expectations.py.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from bridge.models import ExpectationRow
 from bridge.store.base import StoreBase
 
@@ -77,4 +80,20 @@ class ExpectationsMixin(StoreBase):
             " coalesce(m.outcome, '') NOT IN ('rejected', 'quarantined')"
             " ORDER BY m.arrived_at", (head_bytes, since)).fetchall()
         return [(float(a), rule, outcome, bytes(head)) for a, rule, outcome, head in rows]
+
+    def expectation_events(self) -> list[dict[str, Any]]:
+        """The `expectation-missing` events, oldest first, with their detail read out."""
+        rows = self.conn.execute("SELECT alert_key, outcome, detail FROM events WHERE"
+                                 " kind='expectation-missing' ORDER BY id").fetchall()
+        out = []
+        for key, outcome, detail in rows:
+            d = json.loads(detail or "{}")
+            rows_of_key = [r for (r,) in self.conn.execute(
+                "SELECT id FROM outbox WHERE ordering_key=? AND message_ref IS NULL ORDER BY id",
+                (key,))]
+            out.append({"alert_key": key, "outcome": outcome, "expectation": d.get("expectation"),
+                        "account": d.get("account"), "reason": d.get("reason"),
+                        "last_seen": d.get("last_seen"), "due": d.get("due"),
+                        "outbox": rows_of_key})
+        return out
 

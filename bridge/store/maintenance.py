@@ -27,6 +27,9 @@ _COPY_LIVE = [
     " (SELECT correlation_id FROM live.correlations WHERE state='open')",
     "INSERT INTO outbox SELECT * FROM live.outbox WHERE state IN ('pending','in_flight')",
     "UPDATE outbox SET state='pending' WHERE state='in_flight'",
+    # Expected mail: a report in the preview moves its deadline (or resolves its outage), and
+    # a deadline passed at the preview's clock opens what `run` would open.
+    "INSERT INTO expectations SELECT * FROM live.expectations",
 ]
 
 
@@ -134,7 +137,7 @@ class MaintenanceMixin:
     def copy_live_state(self, live_path: Path) -> None:
         """Fill this (scratch) store with the live store's state a preview starts from: open
         correlations and their storm members, unfinished outbox rows (in flight ones pending
-        again) and their messages — never raw mail or events. The live file is only read."""
+        again) and their messages, the expected-mail deadlines — never raw mail or events. The live file is only read."""
         if not live_path.exists():
             return
         uri = f"file:{live_path.resolve()}?mode=ro"
