@@ -36,13 +36,10 @@ alert_types = ["Test Alert"]
 """
 
 
-def write_config(tmp: Path, psa: Any, *, smtp_port: int | None = None, extra: str = "",
-                 maildir: bool = False, imap: str = "") -> Path:
-    """A config for the shipped rules and the demo partner, everything else in `tmp`."""
-    smtp = (f'\n[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n'
-            f'from_address = "alerts@msp.example"\n') if smtp_port else ""
-    md = f'\n[[maildir]]\nname = "test"\npath = "{tmp / "Maildir"}"\n' if maildir else ""
-    text = f"""
+def store_and_psa(tmp: Path, psa: Any) -> str:
+    """The [store] and [psa] sections every test config shares: a store in `tmp`, the
+    simulator's demo partner at `psa.url`."""
+    return f"""
 [store]
 path = "{tmp / 'mailbridge.db'}"
 
@@ -54,7 +51,16 @@ organization_oem_token = "demo-org-token"
 integration_id = "demo-integration"
 rate_limit = 500.0
 timeout = 5.0
+"""
 
+
+def write_config(tmp: Path, psa: Any, *, smtp_port: int | None = None, extra: str = "",
+                 maildir: bool = False, imap: str = "") -> Path:
+    """A config for the shipped rules and the demo partner, everything else in `tmp`."""
+    smtp = (f'\n[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n'
+            f'from_address = "alerts@msp.example"\n') if smtp_port else ""
+    md = f'\n[[maildir]]\nname = "test"\npath = "{tmp / "Maildir"}"\n' if maildir else ""
+    text = store_and_psa(tmp, psa) + f"""
 [rules]
 directory = "{ROOT / 'rules'}"
 accounts = "{ROOT / 'rules' / 'accounts.csv'}"

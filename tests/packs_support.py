@@ -16,6 +16,7 @@ import pytest
 
 from bridge.classify.rulepacks import PACKS_ROOT
 from tests.fixtures.psa import SimulatorServer
+from tests.helpers import store_and_psa
 
 ACCOUNTS_CSV = """\
 id,name,aliases,foreign_ids,senders
@@ -73,19 +74,7 @@ def pack_config(tmp: Path, psa: Any, packs: list[str], *, smtp_port: int | None 
     # (`check` insists); port 9 when the test has no sink, as nothing is sent then.
     smtp = (f'\n[smtp]\nhost = "127.0.0.1"\nport = {smtp_port or 9}\nsecurity = "none"\n'
             'from_address = "alerts@msp.example"\n')
-    text = f"""
-[store]
-path = "{tmp / 'mailbridge.db'}"
-
-[psa]
-base_url = "{psa.url}"
-client_id = "demo-client"
-client_secret = "demo-secret"
-organization_oem_token = "demo-org-token"
-integration_id = "demo-integration"
-rate_limit = 500.0
-timeout = 5.0
-
+    text = store_and_psa(tmp, psa) + f"""
 [rules]
 directory = "{rule_dir}"
 accounts = "{tmp / 'accounts.csv'}"

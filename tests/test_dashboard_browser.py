@@ -6,21 +6,17 @@ test-artifacts/dashboard.png for a person to look at."""
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
 
-from bridge.operator.web import create_app, serve
+from bridge.operator.web import create_app
 from bridge.store import Store
+from tests.browser import CHROMIUM, browser_page
 from tests.test_views import fill, leaks
 from tests.test_web import make_settings, runtime_ok
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACT = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard.png"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="Playwright is not installed (pip install playwright)")
@@ -31,38 +27,22 @@ if not Path(CHROMIUM).exists():
 async def test_dashboard_in_a_real_browser(tmp_path):
     fill(tmp_path / "db").store.close()
     app = create_app(lambda: Store(tmp_path / "db"), runtime_ok(), make_settings(), refresh=300)
-    stop = asyncio.Event()
-    ports: list[int] = []
-    server = asyncio.create_task(serve(app, "127.0.0.1", 0, stop, on_listening=ports.append))
-    while not ports:
-        await asyncio.sleep(0.01)
     problems: list[str] = []
-    try:
-        async with playwright_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = await browser.new_page(viewport={"width": 1360, "height": 1000})
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-                    if m.type in ("error", "warning") else None)
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-            response = await page.goto(f"http://127.0.0.1:{ports[0]}/", wait_until="load")
-            assert response is not None and response.status == 200
-            rows = page.locator("#messages tbody tr")
-            assert await rows.count() == 7
-            text = await page.locator("#messages").inner_text()
-            for subject in ("Backup failed on SRV01", "Disk full on SRV02", "Weekly report",
-                            "Broken alert", "CPU high on SRV03", "Just arrived"):
-                assert subject in text
-            assert await page.locator("#chart svg rect").count() == 5  # one per outcome seen
-            assert "Backup failed" in await page.locator("#tickets").inner_text()
-            assert "404 OemNotFoundException" in await page.locator("#failures").inner_text()
-            html = await page.content()
-            assert leaks(html) == []
-            ARTIFACT.parent.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTIFACT), full_page=True)
-            await browser.close()
-    finally:
-        stop.set()
-        await asyncio.wait_for(server, 10)
+    async with browser_page(app, playwright_api, problems) as (page, base):
+        response = await page.goto(f"{base}/", wait_until="load")
+        assert response is not None and response.status == 200
+        rows = page.locator("#messages tbody tr")
+        assert await rows.count() == 7
+        text = await page.locator("#messages").inner_text()
+        for subject in ("Backup failed on SRV01", "Disk full on SRV02", "Weekly report",
+                        "Broken alert", "CPU high on SRV03", "Just arrived"):
+            assert subject in text
+        assert await page.locator("#chart svg rect").count() == 5  # one per outcome seen
+        assert "Backup failed" in await page.locator("#tickets").inner_text()
+        assert "404 OemNotFoundException" in await page.locator("#failures").inner_text()
+        html = await page.content()
+        assert leaks(html) == []
+        ARTIFACT.parent.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACT), full_page=True)
     assert problems == []
     assert ARTIFACT.stat().st_size > 10_000

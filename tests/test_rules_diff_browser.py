@@ -18,10 +18,10 @@ import pytest
 from bench import corpus
 from bridge.config import load_settings
 from bridge.models import RawMessage
-from bridge.operator.web import create_app, serve
+from bridge.operator.web import create_app
 from bridge.store import Store
 from tests.helpers import ROOT, write_config
-from tests.test_dashboard_browser import ARGS, CHROMIUM
+from tests.browser import CHROMIUM, browser_page
 from tests.test_web import runtime_ok
 
 ARTIFACT = Path(__file__).resolve().parent.parent / "test-artifacts" / "rules-diff.png"
@@ -62,21 +62,10 @@ async def test_rules_diff_page_in_a_real_browser(tmp_path):
     settings = settings.model_copy(update={"rules": settings.rules.model_copy(
         update={"candidate_directory": candidate})})
     app = create_app(lambda: Store(settings.store.path), runtime_ok(), settings, refresh=300)
-    stop = asyncio.Event()
-    ports: list[int] = []
-    server = asyncio.create_task(serve(app, "127.0.0.1", 0, stop, on_listening=ports.append))
-    while not ports:
-        await asyncio.sleep(0.01)
     problems: list[str] = []
     try:
-        async with playwright_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = await browser.new_page(viewport={"width": 1360, "height": 1000})
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-                    if m.type in ("error", "warning") else None)
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-            url = f"http://127.0.0.1:{ports[0]}/rules/diff"
+        async with browser_page(app, playwright_api, problems) as (page, base):
+            url = f"{base}/rules/diff"
             response = await page.goto(url, wait_until="load")
             assert response is not None and response.status == 200
             assert "Computing the diff" in await page.locator("#computing").inner_text()
@@ -98,10 +87,7 @@ async def test_rules_diff_page_in_a_real_browser(tmp_path):
             assert await page.locator("#computing").count() == 0
             ARTIFACT.parent.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACT), full_page=True)
-            await browser.close()
     finally:
-        stop.set()
-        await asyncio.wait_for(server, 10)
         app.state.candidate_diff.close()
     assert problems == []
     assert ARTIFACT.stat().st_size > 10_000
