@@ -64,6 +64,7 @@ def run(n: int = 10_000, latency_ms: int = 20, bs: BenchSettings | None = None,
         "tickets": len(tickets), "outcomes": summary["outcomes"], "phases": phases,
         "settings": bs.describe(), "concurrency": bs.concurrency, "latency_ms": latency_ms,
         "mix": _count(m.kind for m in mails), "stages": child.stages,
+        "timeline": summary["timeline"],
     }
 
 

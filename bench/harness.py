@@ -186,6 +186,15 @@ def db_summary(db: Path) -> dict[str, Any]:
             "SELECT max(at) FROM events WHERE kind='decided'").fetchone()[0]
         out["sent_first"], out["sent_last"] = con.execute(
             "SELECT min(at), max(at) FROM events WHERE kind='sent'").fetchone()
+        t0 = out["staged_first"] or 0
+        # Cumulative counts per second from the first staging: where each stage stood when.
+        out["timeline"] = [
+            (sec, *con.execute(
+                "SELECT (SELECT count(*) FROM messages WHERE staged_at < :t),"
+                " (SELECT count(*) FROM events WHERE kind='decided' AND at < :t),"
+                " (SELECT count(*) FROM events WHERE kind='sent' AND at < :t)",
+                {"t": t0 + sec}).fetchone())
+            for sec in range(0, int((out["sent_last"] or t0) - t0) + 2)]
         out["outbox"] = dict(con.execute(
             "SELECT state, count(*) FROM outbox GROUP BY 1").fetchall())
         out["outbox_actions"] = dict(con.execute(
