@@ -76,7 +76,44 @@ class Clock:
         return self.now
 
 
-class Mailbridge:
+class ClockedBridge:
+    """Driving a `Bridge` on an injected clock (shared by the lifecycle and storm rigs):
+    stage mail and run a pass, step time through held rows, settle."""
+
+    clock: Clock
+    bridge: Bridge
+    store: Any
+
+    async def stage_and_pass(self, msgs: list[RawMessage], now: float | None) -> list[int]:
+        if now is not None:
+            self.clock.now = max(self.clock.now, now)
+        ids = [r.id for r in self.store.stage_many(msgs)]
+        await self.bridge.run_once()
+        return ids
+
+    async def deliver_at(self, t: float) -> None:
+        """Time passes up to `t`: every held row due on the way goes out when it is due."""
+        while True:
+            due = self.store.next_outbox_due()
+            if due is None or due > t:
+                break
+            self.clock.now = max(self.clock.now, due)
+            await self.bridge.run_once()
+        self.clock.now = max(self.clock.now, t)
+        await self.bridge.run_once()
+
+    async def settle(self, rounds: int = 100) -> None:
+        """Quiescence: every hold falls due and is delivered."""
+        for _ in range(rounds):
+            await self.bridge.run_once()
+            due = self.store.next_outbox_due()
+            if due is None:
+                return
+            self.clock.now = max(self.clock.now, due) + 0.001
+        raise AssertionError("the outbox did not settle")
+
+
+class Mailbridge(ClockedBridge):
     """The daemon's `Bridge` on an injected clock: stage, run a pass, step through holds."""
 
     def __init__(self, settings: Settings, config: Path, now: float, psa: Any = None):
@@ -102,31 +139,7 @@ class Mailbridge:
         return cls(load_settings(config), config, now, psa)
 
     async def feed(self, msgs: list[RawMessage], now: float) -> list[int]:
-        self.clock.now = max(self.clock.now, now)
-        ids = [r.id for r in self.store.stage_many(msgs)]
-        await self.bridge.run_once()
-        return ids
-
-    async def deliver_at(self, t: float) -> None:
-        """Time passes up to `t`: every held row due on the way goes out when it is due."""
-        while True:
-            due = self.store.next_outbox_due()
-            if due is None or due > t:
-                break
-            self.clock.now = max(self.clock.now, due)
-            await self.bridge.run_once()
-        self.clock.now = max(self.clock.now, t)
-        await self.bridge.run_once()
-
-    async def settle(self, rounds: int = 100) -> None:
-        """Quiescence: every hold falls due and is delivered."""
-        for _ in range(rounds):
-            await self.bridge.run_once()
-            due = self.store.next_outbox_due()
-            if due is None:
-                return
-            self.clock.now = max(self.clock.now, due) + 0.001
-        raise AssertionError("the outbox did not settle")
+        return await self.stage_and_pass(msgs, now)
 
     def key_tickets(self) -> dict[str, list[str]]:
         """correlationIds of each alert key's own tickets (damped ones never were)."""

@@ -21,6 +21,7 @@ from bridge.daemon import Bridge
 from bridge.decide.core import STORM_APPEND_CHARS
 from bridge.models import RawMessage
 from tests.helpers import cli, write_config
+from tests.lifecycle_support import Clock, ClockedBridge
 
 T0 = 1_741_078_800.0  # 2025-03-04 09:00:00 UTC
 
@@ -29,27 +30,19 @@ T0 = 1_741_078_800.0  # 2025-03-04 09:00:00 UTC
 STORM = {"storm_product_group": "storm", "storm_alert_type": "Alert Storm"}
 
 
-class Clock:
-    def __init__(self, now: float = T0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def storm_section(**values: Any) -> str:
     """A `[storm]` config section (TOML) with the storm routing and `values`."""
     return "\n[storm]\n" + "".join(f"{k} = {json.dumps(v)}\n"
                                     for k, v in {**STORM, **values}.items())
 
 
-class Rig:
+class Rig(ClockedBridge):
     """A whole mailbridge (the daemon's `Bridge`) on a temporary store, an injected clock and
     the simulator."""
 
     def __init__(self, tmp_path, sim, **storm: Any):
         self.sim = sim
-        self.clock = Clock()
+        self.clock = Clock(T0)
         self.config = write_config(tmp_path, sim, extra=storm_section(**storm))
         self.settings = load_settings(self.config)
         self.bridge = Bridge(self.settings, config_path=self.config, clock=self.clock,
@@ -89,32 +82,11 @@ class Rig:
 
     async def feed(self, *msgs: RawMessage, now: float | None = None) -> list[int]:
         """Stage messages and run one pass (process + deliver what is due) at `now`."""
-        if now is not None:
-            self.clock.now = max(self.clock.now, now)
-        results = self.store.stage_many(list(msgs))
-        await self.bridge.run_once()
-        return [r.id for r in results]
+        return await self.stage_and_pass(list(msgs), now)
 
     async def step_to(self, t: float) -> None:
         """Advance the clock to `t`, delivering every held row that falls due on the way."""
-        while True:
-            due = self.store.next_outbox_due()
-            if due is None or due > t:
-                break
-            self.clock.now = max(self.clock.now, due)
-            await self.bridge.run_once()
-        self.clock.now = max(self.clock.now, t)
-        await self.bridge.run_once()
-
-    async def settle(self, rounds: int = 50) -> None:
-        """Deliver everything, stepping the clock past each held row."""
-        for _ in range(rounds):
-            await self.bridge.run_once()
-            due = self.store.next_outbox_due()
-            if due is None:
-                return
-            self.clock.now = max(self.clock.now, due) + 0.001
-        raise AssertionError("the outbox did not settle")
+        await self.deliver_at(t)
 
     async def restart(self) -> None:
         """Stop this mailbridge and start a new one on the same store (held rows survive)."""
