@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from bridge.models import OutboxItem
 from bridge.store.base import inserted_id
@@ -168,9 +168,22 @@ class OutboxMixin(OwnersMixin):
                              " AND state='in_flight'", [(i,) for i in row_ids])
 
     def outbox_done(self, row_id: int, result: dict[str, Any]) -> None:
+        self.outbox_settled([(row_id, result)], ())
+
+    def outbox_settled(self, done: Sequence[tuple[int, dict[str, Any]]],
+                       outcomes: Sequence[tuple[int, str, str]]) -> None:
+        """Many settlements at once (group commit): rows done, with their results, and the
+        messages they end, with (message id, outcome, reason) — as `set_outcome`, whose
+        `outcome` event the caller records in its place among the row's other events. One
+        statement per kind of write: the per-row statements were a third of a settlement."""
+        now = self.clock()
         with self.write() as conn:
-            conn.execute("UPDATE outbox SET state='done', result=?, last_error=NULL,"
-                         " updated_at=? WHERE id=?", (json.dumps(result), self.clock(), row_id))
+            conn.executemany("UPDATE outbox SET state='done', result=?, last_error=NULL,"
+                             " updated_at=? WHERE id=?",
+                             [(json.dumps(result), now, row_id) for row_id, result in done])
+            conn.executemany("UPDATE messages SET state='done', outcome=?, reason=?,"
+                             " updated_at=? WHERE id=? AND state='pending'",
+                             [(outcome, reason, now, ref) for ref, outcome, reason in outcomes])
 
     def outbox_retry(self, row_id: int, next_at: float, error: str) -> None:
         with self.write() as conn:
