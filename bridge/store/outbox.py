@@ -95,13 +95,11 @@ class OutboxMixin(OwnersMixin):
                 f"   AND p.kind=o.kind AND p.id < o.id AND p.state IN ('pending','in_flight'))"
                 f" ORDER BY o.next_attempt_at, o.id LIMIT ?",
                 [now, *kinds, *horizon, limit]).fetchall()
-            taken: list[OutboxRow] = []
-            for r in rows:
-                conn.execute("UPDATE outbox SET state='in_flight', attempts=attempts+1,"
-                             " claimed_by=?, updated_at=? WHERE id=?", (self.owner, now, r[0]))
-                taken.append(OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]),
-                                       r[7] + 1, r[8], r[9], r[10], r[11], r[12]))
-        return taken
+            conn.executemany("UPDATE outbox SET state='in_flight', attempts=attempts+1,"
+                             " claimed_by=?, updated_at=? WHERE id=?",
+                             [(self.owner, now, r[0]) for r in rows])
+        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7] + 1, r[8],
+                          r[9], r[10], r[11], r[12]) for r in rows]
 
     def outbox_high_water(self) -> int:
         """The id of the last outbox row queued so far (0: none)."""
