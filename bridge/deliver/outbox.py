@@ -69,7 +69,6 @@ class Delivery:
         self._paused: dict[str, tuple[str, float]] = {}
         self.wake = asyncio.Event()
         self._calling = 0  # calls of the drain's window under way (their settlements not made)
-        self._freed = asyncio.Event()  # set when one of them ends
         # Settlements of calls that end together: one commit. It waits for company only
         # while other calls are still under way.
         self._commit = GroupCommit(store, busy=lambda: self._calling > 0)
@@ -176,7 +175,6 @@ class Delivery:
             settled[0] = True
             woken.set()
 
-        self._freed = woken
         try:
             while True:
                 rows: list[OutboxRow] = []
@@ -197,7 +195,7 @@ class Delivery:
                             ready.append(row)
                 while ready and self._calling < limit:
                     self._calling += 1
-                    task = asyncio.ensure_future(self._windowed(ready.popleft()))
+                    task = asyncio.ensure_future(self._windowed(ready.popleft(), woken))
                     tasks.add(task)
                     task.add_done_callback(ended)
                 if tasks:
@@ -260,13 +258,14 @@ class Delivery:
         # Everything a row's result changes is written in one transaction at the end.
         await self._commit.settle(row, await self._attempt(row))
 
-    async def _windowed(self, row: OutboxRow) -> None:
-        """`deliver` in the drain's window: the slot is free again once the call has ended."""
+    async def _windowed(self, row: OutboxRow, freed: asyncio.Event) -> None:
+        """`deliver` in the drain's window: the slot is free again (`freed`) once the call
+        has ended."""
         try:
             settlement = await self._attempt(row)
         finally:
             self._calling -= 1
-            self._freed.set()
+            freed.set()
         await self._commit.settle(row, settlement)
 
     async def _attempt(self, row: OutboxRow) -> Settlement:
