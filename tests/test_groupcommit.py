@@ -1,4 +1,5 @@
-"""Group commit of settlements (bridge.deliver.groupcommit): when a flush waits for company.
+"""Group commit of settlements (bridge.deliver.groupcommit): when a flush waits for company,
+and the drain's window, whose slot frees when a call ends, before its settlement is written.
 
 A fake store records the batches it is asked to write; the settlements are plain data.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from bridge.deliver.groupcommit import GroupCommit
 from bridge.seams import RowState, Settlement
@@ -62,3 +63,65 @@ async def test_a_busy_window_flushes_after_the_delay_at_most() -> None:
     start = time.monotonic()
     await asyncio.gather(commit.settle(row(1), DONE), commit.settle(row(2), DONE))
     assert store.batches == [[1, 2]] and 0.04 <= time.monotonic() - start < 5.0
+
+
+class GatedCommit:
+    """Stands in for the delivery's GroupCommit: settlements wait until the gate opens."""
+
+    def __init__(self, write: Callable[[OutboxRow, Settlement], Awaitable[None]]) -> None:
+        self.write = write
+        self.gate = asyncio.Event()
+        self.waiting: list[int] = []
+
+    async def settle(self, row: OutboxRow, settlement: Settlement) -> None:
+        self.waiting.append(row.id)
+        await self.gate.wait()
+        await self.write(row, settlement)
+
+
+async def test_a_window_slot_frees_when_its_call_ends_not_when_it_is_committed(tmp_path) -> None:
+    """concurrency 1: the second key's call starts while the first row still waits to be
+    written; the first key's next row waits for that write (head of its key)."""
+    from bridge.config import settings_from_dict
+    from bridge.deliver.outbox import Delivery
+    from bridge.deliver.settle import apply_settlement
+    from bridge.models import OutboxItem
+    from bridge.store import AsyncStore, Store
+
+    sync = Store(tmp_path / "mb.db", clock=lambda: 1000.0)
+    astore = AsyncStore(sync)
+
+    async def settle_now(row: OutboxRow, settlement: Settlement) -> None:
+        await astore.run(apply_settlement, sync, row, settlement)
+
+    a1, b1, a2 = (sync.enqueue(OutboxItem("webhook", key, {"target": "t"}, "OPEN"), None)
+                  for key in ("k:a", "k:b", "k:a"))
+    delivery = Delivery(astore, settings_from_dict({"psa": {"concurrency": 1}}),
+                        clock=lambda: 1000.0)
+    gated = GatedCommit(settle_now)
+    started: list[int] = []
+
+    class Target:
+        kind = "webhook"
+
+        async def deliver(self, row: OutboxRow) -> Settlement:
+            started.append(row.id)
+            return Settlement(RowState.DONE, "", result={})
+
+        async def render(self, row: OutboxRow) -> dict[str, object]:
+            return {}
+
+    delivery.targets = {"webhook:t": Target()}  # type: ignore[dict-item]
+    delivery._commit = gated  # type: ignore[assignment]
+    try:
+        drain = asyncio.ensure_future(delivery.drain())
+        for _ in range(200):
+            if len(started) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert started == [a1, b1] and gated.waiting == [a1, b1]  # a1 not yet written
+        gated.gate.set()
+        assert await asyncio.wait_for(drain, timeout=10.0) == 3
+        assert started == [a1, b1, a2]
+    finally:
+        astore.close()
