@@ -192,6 +192,42 @@ async def test_persistent_failure_is_transient_and_bounded(psa_sim: SimulatorSer
     assert result.correlation_id == "mb-down"  # the outbox re-sends the very same id
 
 
+async def test_retries_after_a_first_attempt_outside_stamina_back_off_and_stop_as_before(
+        psa_sim: SimulatorServer) -> None:
+    """The first attempt is made without stamina; a retryable failure then enters it as its
+    attempt 1: stamina's hooks see retries 1 and 2 with its exponential waits, and the call
+    stops after `attempts` calls in all."""
+    seen: list[tuple[int, float, str]] = []
+    hook = lambda d: seen.append((d.retry_num, d.wait_for, repr(d.caused_by)))  # noqa: E731
+    policy = RetryPolicy(attempts=3, wait_initial=0.05, wait_max=1.0, wait_jitter=0.0,
+                         timeout=10.0)
+    psa_sim.control(fail_next=10, fail_status=503)
+    before = stamina.instrumentation.get_on_retry_hooks()
+    stamina.instrumentation.set_on_retry_hooks([hook])
+    try:
+        with stamina.set_testing(False):
+            async with PsaClient(psa_sim.settings(), retry=policy) as client:
+                start = time.monotonic()
+                result = await client.sync("OPEN", alert(), "mb-backoff")
+                elapsed = time.monotonic() - start
+    finally:
+        stamina.instrumentation.set_on_retry_hooks(before)
+    assert result.verdict is Verdict.TRANSIENT and result.attempts == 3
+    assert len(psa_sim.calls()) == 3
+    assert [(n, round(w, 2)) for n, w, _ in seen] == [(1, 0.05), (2, 0.1)]
+    assert all("PsaTransient" in cause and "secret" not in cause for _, _, cause in seen)
+    assert elapsed >= 0.15
+
+
+async def test_a_call_that_succeeds_at_once_never_enters_stamina(
+        psa_sim: SimulatorServer, client: PsaClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(**_: Any) -> None:
+        raise AssertionError("stamina entered for a call that succeeded")
+    monkeypatch.setattr(stamina, "retry_context", refuse)
+    result = await client.sync("OPEN", alert(), "mb-fast")
+    assert result.verdict is Verdict.CREATED and result.attempts == 1
+
+
 async def test_429_retry_after_is_honoured(psa_sim: SimulatorServer, client: PsaClient) -> None:
     psa_sim.control(throttle_next=1, retry_after="1")
     start = time.monotonic()

@@ -48,6 +48,9 @@ class HttpFailure(Exception):
         return f"HttpFailure({self.detail!r})"
 
 
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
 def _encode_json(value: Any) -> bytes:
     # As httpx sent it: compact, UTF-8 (not \u escapes), no NaN.
     return jsonlib.dumps(value, ensure_ascii=False, separators=(",", ":"),
@@ -77,8 +80,11 @@ class HttpClient:
                       headers: Mapping[str, str] | None = None,
                       basic_auth: tuple[str, str] | None = None) -> HttpResponse:
         """One request, its whole answer read. `json`: a body encoded as JSON; `data`: a form."""
-        hdrs = dict(headers or {})
         body: bytes | aiohttp.FormData | None = content
+        if json is not None and headers is None and basic_auth is None:
+            # The PSA's sync call: nothing to merge (aiohttp copies the headers it is given).
+            return await self._send(method, url, _encode_json(json), _JSON_HEADERS)
+        hdrs = dict(headers or {})
         if json is not None:
             body = _encode_json(json)
             if not any(k.lower() == "content-type" for k in hdrs):
@@ -88,8 +94,12 @@ class HttpClient:
         if basic_auth is not None:  # UTF-8, as httpx encoded it
             pair = base64.b64encode(":".join(basic_auth).encode("utf-8")).decode("ascii")
             hdrs["Authorization"] = f"Basic {pair}"
+        return await self._send(method, url, body, hdrs)
+
+    async def _send(self, method: str, url: str, body: bytes | aiohttp.FormData | None,
+                    headers: Mapping[str, str]) -> HttpResponse:
         try:
-            async with self._open().request(method, url, data=body, headers=hdrs,
+            async with self._open().request(method, url, data=body, headers=headers,
                                             allow_redirects=True) as resp:
                 return HttpResponse(resp.status, await resp.read(), resp.headers)
         except (aiohttp.InvalidURL, ValueError) as exc:

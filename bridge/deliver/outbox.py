@@ -68,7 +68,10 @@ class Delivery:
         # Kinds whose peer refused our credentials: why, and when to try once more anyway.
         self._paused: dict[str, tuple[str, float]] = {}
         self.wake = asyncio.Event()
-        self._commit = GroupCommit(store)  # settlements of calls that end together: one commit
+        self._calling = 0  # calls of the drain's window under way (their settlements not made)
+        # Settlements of calls that end together: one commit. It waits for company only
+        # while other calls are still under way.
+        self._commit = GroupCommit(store, busy=lambda: self._calling > 0)
         self._retired: list[Peers] = []  # peers replaced by a reload, closed after their calls
         self._build()
 
@@ -153,43 +156,59 @@ class Delivery:
     async def drain(self, behind_backlog: int | None = None) -> int:
         """Send everything that is due now; return how many rows were attempted.
 
-        A sliding window: up to `psa.concurrency` calls are in flight at any time, and a free
-        slot is refilled as soon as a call ends (the next row of that key may be due now).
-        Replies to XML transactions wait until the window is empty, so they report the
-        results of the calls sent in the same pass. `behind_backlog`: see
-        `Store.claim_outbox`."""
+        A sliding window: up to `psa.concurrency` calls are in flight at any time, and a slot
+        is refilled as soon as its call has ended — while the call's settlement waits for its
+        group commit (its row stays in flight in the store until then, so the next row of
+        its key cannot be claimed before it is written). Replies to XML transactions wait
+        until the window is empty, so they report the results of the calls sent in the same
+        pass. `behind_backlog`: see `Store.claim_outbox`."""
         limit = self.settings.psa.concurrency
-        running: set[asyncio.Task[None]] = set()
+        tasks: set[asyncio.Task[None]] = set()  # calls, and settlements not yet committed
         ready: collections.deque[OutboxRow] = collections.deque()
         replies: list[OutboxRow] = []
         total = 0
+        woken = asyncio.Event()
+        settled = [True]  # a row was settled since the last claim (its key's next may be due)
+
+        def ended(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            settled[0] = True
+            woken.set()
+
         try:
             while True:
                 rows: list[OutboxRow] = []
-                if len(ready) < limit:
-                    # Claim ahead (rows claimed are in flight: a crash hands them back at
-                    # start-up), so one claim transaction serves many calls.
-                    rows = await self.store.claim_outbox(
-                        self.clock(), 2 * limit - len(ready) - len(running), self._kinds(),
-                        behind_backlog)
+                want = 2 * limit - len(ready) - self._calling
+                # Claim ahead (rows claimed are in flight: a crash hands them back at
+                # start-up), so one claim transaction serves many calls; claim again once
+                # half of those are under way, and only when it can find more than the last
+                # claim did (it was full, or a row was settled since).
+                if len(ready) <= limit // 2 and want > 0 and settled[0]:
+                    rows = await self.store.claim_outbox(self.clock(), want, self._kinds(),
+                                                         behind_backlog)
+                    settled[0] = len(rows) == want
                     total += len(rows)
                     for row in rows:
                         if row.kind == "smtp" and row.payload.get("type") == "reply":
                             replies.append(row)
                         else:
                             ready.append(row)
-                while ready and len(running) < limit:
-                    running.add(asyncio.ensure_future(self.deliver(ready.popleft())))
-                if running:
-                    _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                while ready and self._calling < limit:
+                    self._calling += 1
+                    task = asyncio.ensure_future(self._windowed(ready.popleft(), woken))
+                    tasks.add(task)
+                    task.add_done_callback(ended)
+                if tasks:
+                    woken.clear()
+                    await woken.wait()
                 elif replies:
                     await asyncio.gather(*(self.deliver(r) for r in replies))
                     replies.clear()
-                elif not rows:
+                elif not rows and not ready:
                     return total
         finally:
-            if running:  # cancelled (shutdown): let the calls in flight end, up to the caller
-                await asyncio.gather(*running, return_exceptions=True)
+            if tasks:  # cancelled (shutdown): let the calls in flight end, up to the caller
+                await asyncio.gather(*tasks, return_exceptions=True)
             if self._retired:
                 await self._close_retired()
             # Rows claimed ahead but not started stay in flight in the store until this
@@ -237,6 +256,19 @@ class Delivery:
 
     async def deliver(self, row: OutboxRow) -> None:
         # Everything a row's result changes is written in one transaction at the end.
+        await self._commit.settle(row, await self._attempt(row))
+
+    async def _windowed(self, row: OutboxRow, freed: asyncio.Event) -> None:
+        """`deliver` in the drain's window: the slot is free again (`freed`) once the call
+        has ended."""
+        try:
+            settlement = await self._attempt(row)
+        finally:
+            self._calling -= 1
+            freed.set()
+        await self._commit.settle(row, settlement)
+
+    async def _attempt(self, row: OutboxRow) -> Settlement:
         CURRENT_ROW.set(row.id)  # this task's row, for the dry-run peers' request log
         target = self.targets.get(address_of(row))
         try:
@@ -257,7 +289,7 @@ class Delivery:
             self._paused.pop("psa", None)
             if self.runtime is not None and self.runtime.psa_auth != "ok":
                 self.runtime.psa_auth_ok()
-        await self._commit.settle(row, settlement)
+        return settlement
 
     def _crashed(self, row: OutboxRow, reason: str) -> Settlement:
         crashes = row.crashes + 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import cast
+from typing import Callable, cast
 
 from bridge.deliver.psa import Action, PsaClient, PsaResult, Verdict, redact_payload
 from bridge.deliver.settle import (AUTH_RECHECK, HOLD_DELAY, PSA_OUTCOME, TargetEnv,
@@ -174,9 +174,25 @@ def _confirm(sent: Event, cid: str | None, result: PsaResult) -> tuple[Effect, .
 
 
 def _observe(verdict: str, duration: float) -> None:
+    observe = _OBSERVERS.get(verdict)
+    if observe is None:
+        observe = _OBSERVERS[verdict] = _observer(verdict)
+    observe(duration)
+
+
+def _observer(verdict: str) -> Callable[[float], None]:
+    """The metrics of one verdict, looked up once (labels() takes a lock and builds a key:
+    per call, that was a few per cent of delivery's CPU)."""
     try:
         from bridge.operator import metrics
     except ImportError:
-        return
-    metrics.API_CALLS.labels(verdict).inc()
-    metrics.API_LATENCY.observe(duration)
+        return lambda duration: None
+    calls, latency = metrics.API_CALLS.labels(verdict), metrics.API_LATENCY
+
+    def observe(duration: float) -> None:
+        calls.inc()
+        latency.observe(duration)
+    return observe
+
+
+_OBSERVERS: dict[str, Callable[[float], None]] = {}

@@ -88,36 +88,53 @@ def apply_settlement(store: Store, row: OutboxRow, s: Settlement) -> None:
     """Everything one attempt changes, in one transaction on the store's thread (a call used
     to cost four or five separate commits)."""
     with store.write():
-        for effect in s.effects:
-            if isinstance(effect, Event):
-                store.event(effect.kind, effect.message_ref, effect.alert_key, effect.outcome,
-                            **effect.detail)
-            elif effect.op is CorrelationOp.CONFIRM:
-                store.confirm_correlation(effect.correlation_id, effect.value)
-            elif effect.op is CorrelationOp.CLOSE:
-                store.close_correlation(effect.correlation_id)
-            else:
-                store.void_correlation(effect.correlation_id, effect.value or "")
-        at = s.retry_at if s.retry_at is not None else store.clock()
-        if s.state is RowState.DONE:
-            store.outbox_done(row.id, dict(s.result or {}))
-        elif s.state is RowState.RETRY:
-            store.outbox_retry(row.id, at, s.reason)
-        elif s.state is RowState.CRASHED:
-            store.outbox_crashed(row.id, at, s.reason)
-        else:
-            store.outbox_dead(row.id, s.reason)
+        _apply_effects(store, s)
+        _apply_state(store, row, s)
         if s.outcome is not None:
             store.set_outcome(row.message_ref, s.outcome.value, s.reason)
+
+
+def _apply_effects(store: Store, s: Settlement) -> None:
+    for effect in s.effects:
+        if isinstance(effect, Event):
+            store.event(effect.kind, effect.message_ref, effect.alert_key, effect.outcome,
+                        **effect.detail)
+        elif effect.op is CorrelationOp.CONFIRM:
+            store.confirm_correlation(effect.correlation_id, effect.value)
+        elif effect.op is CorrelationOp.CLOSE:
+            store.close_correlation(effect.correlation_id)
+        else:
+            store.void_correlation(effect.correlation_id, effect.value or "")
+
+
+def _apply_state(store: Store, row: OutboxRow, s: Settlement) -> None:
+    at = s.retry_at if s.retry_at is not None else store.clock()
+    if s.state is RowState.DONE:
+        store.outbox_done(row.id, dict(s.result or {}))
+    elif s.state is RowState.RETRY:
+        store.outbox_retry(row.id, at, s.reason)
+    elif s.state is RowState.CRASHED:
+        store.outbox_crashed(row.id, at, s.reason)
+    else:
+        store.outbox_dead(row.id, s.reason)
 
 
 def apply_settlements(store: Store, batch: Sequence[tuple[OutboxRow, Settlement]]
                       ) -> list[Exception | None]:
     """Several rows' settlements in one transaction (group commit, bridge.deliver.groupcommit),
-    their events inserted together. Each row has a savepoint of its own: a row whose writes
-    fail is undone alone, and its exception is returned in its place (None: written)."""
-    errors: list[Exception | None] = []
+    their events inserted together. A row whose writes fail is undone alone, and its exception
+    is returned in its place (None: written): the batch is tried as a whole first (one
+    savepoint, one statement per kind of write), and only when that fails row by row, each
+    in a savepoint of its own."""
     with store.write(), store.batched_events():
+        try:
+            with store.savepoint("settle"):
+                _apply_together(store, batch)
+        except Exception:  # some row's writes failed (all undone): each row alone now
+            pass
+        else:
+            return [None] * len(batch)
+        errors: list[Exception | None] = []
         for row, s in batch:
             try:
                 with store.savepoint("settle"):
@@ -127,6 +144,24 @@ def apply_settlements(store: Store, batch: Sequence[tuple[OutboxRow, Settlement]
             else:
                 errors.append(None)
     return errors
+
+
+def _apply_together(store: Store, batch: Sequence[tuple[OutboxRow, Settlement]]) -> None:
+    """`apply_settlement` for each row, with the rows done and the messages' outcomes written
+    together at the end. Those writes touch neither correlations nor rows still pending, so
+    moving them after the other rows' writes changes nothing; the events stay in order."""
+    done: list[tuple[int, dict[str, Any]]] = []
+    outcomes: list[tuple[int, str, str]] = []
+    for row, s in batch:
+        _apply_effects(store, s)
+        if s.state is RowState.DONE:
+            done.append((row.id, dict(s.result or {})))
+        else:
+            _apply_state(store, row, s)
+        if s.outcome is not None and row.message_ref is not None:
+            outcomes.append((row.message_ref, s.outcome.value, s.reason))
+            store.event("outcome", row.message_ref, None, s.outcome.value, reason=s.reason)
+    store.outbox_settled(done, outcomes)
 
 
 PSA_OUTCOME = {"created": Outcome.CREATED, "updated": Outcome.APPENDED,

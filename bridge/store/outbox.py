@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from bridge.models import OutboxItem
 from bridge.store.base import inserted_id
@@ -95,13 +95,11 @@ class OutboxMixin(OwnersMixin):
                 f"   AND p.kind=o.kind AND p.id < o.id AND p.state IN ('pending','in_flight'))"
                 f" ORDER BY o.next_attempt_at, o.id LIMIT ?",
                 [now, *kinds, *horizon, limit]).fetchall()
-            taken: list[OutboxRow] = []
-            for r in rows:
-                conn.execute("UPDATE outbox SET state='in_flight', attempts=attempts+1,"
-                             " claimed_by=?, updated_at=? WHERE id=?", (self.owner, now, r[0]))
-                taken.append(OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]),
-                                       r[7] + 1, r[8], r[9], r[10], r[11], r[12]))
-        return taken
+            conn.executemany("UPDATE outbox SET state='in_flight', attempts=attempts+1,"
+                             " claimed_by=?, updated_at=? WHERE id=?",
+                             [(self.owner, now, r[0]) for r in rows])
+        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7] + 1, r[8],
+                          r[9], r[10], r[11], r[12]) for r in rows]
 
     def outbox_high_water(self) -> int:
         """The id of the last outbox row queued so far (0: none)."""
@@ -168,9 +166,22 @@ class OutboxMixin(OwnersMixin):
                              " AND state='in_flight'", [(i,) for i in row_ids])
 
     def outbox_done(self, row_id: int, result: dict[str, Any]) -> None:
+        self.outbox_settled([(row_id, result)], ())
+
+    def outbox_settled(self, done: Sequence[tuple[int, dict[str, Any]]],
+                       outcomes: Sequence[tuple[int, str, str]]) -> None:
+        """Many settlements at once (group commit): rows done, with their results, and the
+        messages they end, with (message id, outcome, reason) — as `set_outcome`, whose
+        `outcome` event the caller records in its place among the row's other events. One
+        statement per kind of write: the per-row statements were a third of a settlement."""
+        now = self.clock()
         with self.write() as conn:
-            conn.execute("UPDATE outbox SET state='done', result=?, last_error=NULL,"
-                         " updated_at=? WHERE id=?", (json.dumps(result), self.clock(), row_id))
+            conn.executemany("UPDATE outbox SET state='done', result=?, last_error=NULL,"
+                             " updated_at=? WHERE id=?",
+                             [(json.dumps(result), now, row_id) for row_id, result in done])
+            conn.executemany("UPDATE messages SET state='done', outcome=?, reason=?,"
+                             " updated_at=? WHERE id=? AND state='pending'",
+                             [(outcome, reason, now, ref) for ref, outcome, reason in outcomes])
 
     def outbox_retry(self, row_id: int, next_at: float, error: str) -> None:
         with self.write() as conn:
