@@ -132,22 +132,20 @@ class ContextMixin(StoreBase):
     def _new_keys(self, account: str | None, since: tuple[float, ...], until: float,
                   group: str | None = None) -> tuple[int, ...]:
         """New alert keys (own tickets and keys grouped into a storm) in (since, until] for
-        each `since`, of an account (and product group) or of all: one walk over the widest
-        window of each table."""
+        each `since`, of an account (and product group) or of all, in one statement."""
         where = "account_id=? AND " if account is not None else ""
         args: list[Any] = [account] if account is not None else []
         if group is not None:
             where += "product_group=? AND "
             args.append(group)
-        lo = min(since)
-        row = self.conn.execute(
-            f"SELECT * FROM (SELECT {', '.join(['total(opened_at>?)'] * len(since))} FROM"
-            f" correlations WHERE {where}opened_at>? AND opened_at<=? AND alert_key NOT LIKE"
-            f" 'storm:%'), (SELECT {', '.join(['total(joined_at>?)'] * len(since))} FROM"
-            f" storm_members WHERE {where}joined_at>? AND joined_at<=?)",
-            (*since, *args, lo, until, *since, *args, lo, until)).fetchone()
-        n = len(since)
-        return tuple(int(row[i] + row[n + i]) for i in range(n))
+        count = (f"(SELECT count(*) FROM correlations WHERE {where}opened_at>? AND"
+                 f" opened_at<=? AND alert_key NOT LIKE 'storm:%') + (SELECT count(*) FROM"
+                 f" storm_members WHERE {where}joined_at>? AND joined_at<=?)")
+        params: list[Any] = []
+        for s in since:
+            params += [*args, s, until, *args, s, until]
+        row = self.conn.execute(f"SELECT {', '.join([count] * len(since))}", params).fetchone()
+        return tuple(int(n) for n in row)
 
     def _storm_state(self, sid: str, of_key: bool = False
                      ) -> tuple[CorrelationView | None, dict[str, Any]]:

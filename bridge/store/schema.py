@@ -201,4 +201,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE outbox ADD COLUMN acknowledged_at REAL;
     """,
+    # 11: new alert keys over all accounts in a window (the storm logic's global cap) are
+    # counted on the arrival clock: without these the count walked every correlation and storm
+    # member ever made, once per new alert in a burst.
+    """
+    CREATE INDEX correlations_opened ON correlations(opened_at, alert_key);
+    CREATE INDEX storm_members_joined ON storm_members(joined_at);
+    """,
 ]
