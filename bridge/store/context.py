@@ -25,12 +25,16 @@ _KEY_STATE = (
     " ON c.alert_key=?1 AND c.state='open'")
 # Unsent PSA calls of one correlation of a key, newest first. The redundant state IN (...)
 # lets the partial index over unfinished rows serve it: a busy key's delivered history is
-# never walked.
+# never walked. The summary's length (parsing the payload) only for a storm ticket's rows:
+# decide() reads it only there, to cap the list a storm append collects.
 _PENDING = (
     "SELECT id, action, first_arrived_at, occurrences, next_attempt_at, message_ref,"
-    " length(json_extract(payload, '$.summary')), correlation_id, held_until, attempts"
+    " {chars}, correlation_id, held_until, attempts"
     " FROM outbox WHERE kind='psa' AND ordering_key=? AND correlation_id=? AND state='pending'"
     " AND state IN ('pending', 'in_flight') AND action IN ({marks}) ORDER BY id DESC")
+_KEY_PENDING = _PENDING.format(chars="0", marks="'UPDATE','RESOLVED','OPEN'")
+_STORM_PENDING = _PENDING.format(chars="length(json_extract(payload, '$.summary'))",
+                                 marks="'OPEN','UPDATE'")
 # A storm ticket with its routing and size (and, for the storm a key is grouped in, how many
 # of its keys still fire).
 _STORM = (
@@ -72,7 +76,7 @@ class ContextMixin(StoreBase):
         """The newest unsent append, the newest unsent resolve and the newest OPEN never tried
         of the key's correlation, in one walk over its unfinished rows."""
         found: dict[str, PendingCall] = {}
-        cur = self.conn.execute(_PENDING.format(marks="'UPDATE','RESOLVED','OPEN'"), (key, cid))
+        cur = self.conn.execute(_KEY_PENDING, (key, cid))
         for r in cur:
             name = "pending_update" if r[1] == "UPDATE" else \
                 "pending_resolve" if r[1] == "RESOLVED" else "held_open" if r[9] == 0 else None
@@ -166,7 +170,7 @@ class ContextMixin(StoreBase):
 
     def _storm_pending(self, key: str, cid: str) -> PendingCall | None:
         """The storm ticket's newest unsent OPEN or append (a new line folds into it)."""
-        cur = self.conn.execute(_PENDING.format(marks="'OPEN','UPDATE'"), (key, cid))
+        cur = self.conn.execute(_STORM_PENDING, (key, cid))
         r = cur.fetchone()
         cur.close()
         return _call(r) if r else None
