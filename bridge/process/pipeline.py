@@ -104,8 +104,9 @@ class Pipeline:
         whose claim this process no longer holds (the administrator released or quarantined
         it meanwhile) is left alone. Its events are inserted together at the end."""
         with store.write(), store.batched_events():
+            held = store.claims_held([row.id for row in rows], worker)
             for row, ev in zip(rows, results):
-                if not store.holds_claim(row.id, worker):
+                if row.id not in held:
                     continue
                 if isinstance(ev, Broken):
                     if ev.crashed:

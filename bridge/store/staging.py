@@ -206,12 +206,15 @@ class StagingMixin(OutboxMixin):
                 self._event(conn, "processing-requeued", message_ref, None, None,
                             {"reason": reason})
 
-    def holds_claim(self, message_ref: int, worker: str) -> bool:
-        """Whether this store (its owner, else `worker`) still holds the message's claim: a
-        decision is recorded only then (the administrator may have released or quarantined
-        it, or a reclaim may have handed it on)."""
-        return bool(self.scalar("SELECT 1 FROM messages WHERE id=? AND state='processing' AND"
-                                " claimed_by=?", (message_ref, self.owner or worker)))
+    def claims_held(self, message_refs: list[int], worker: str) -> set[int]:
+        """Which of these messages this store (its owner, else `worker`) still holds the claim
+        of: a decision is recorded only then (the administrator may have released or
+        quarantined one, or a reclaim may have handed it on). Asked once for a batch in its
+        write transaction: recording one message never moves another's claim."""
+        marks = ",".join("?" * len(message_refs))
+        return {r[0] for r in self.conn.execute(
+            f"SELECT id FROM messages WHERE id IN ({marks}) AND state='processing' AND"
+            f" claimed_by=?", (*message_refs, self.owner or worker))}
 
     # -- the administrator: `mailbridge processing` ---------------------------------------
 
