@@ -104,6 +104,9 @@ class StoreBase:
 
     def event(self, kind: str, message_ref: int | None = None, alert_key: str | None = None,
               outcome: str | None = None, /, **detail: Any) -> None:
+        if self.conn.in_transaction:  # the caller's transaction (write() would only join it)
+            self._event(self.conn, kind, message_ref, alert_key, outcome, detail)
+            return
         with self.write() as conn:
             self._event(conn, kind, message_ref, alert_key, outcome, detail)
 
