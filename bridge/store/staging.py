@@ -57,6 +57,11 @@ def message_id_of(raw: bytes) -> str | None:
     return None
 
 
+def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
+    """Look-ups by IN (...) in parts, well under SQLite's limit on bound parameters."""
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
 class StagingMixin(OutboxMixin):
     """Staged messages and their raw bytes (mixed into `Store`)."""
 
@@ -71,27 +76,23 @@ class StagingMixin(OutboxMixin):
         results: list[StageResult] = []
         now = self.clock()
         with self.write(durable=True) as conn, self.batched_events():
-            for msg in msgs:
-                sha = hashlib.sha256(msg.raw).hexdigest()
-                mid = message_id_of(msg.raw)
-                existing = None
-                if msg.source_uid is not None:
-                    existing = conn.execute(
-                        "SELECT id FROM messages WHERE source=? AND source_uid=?",
-                        (msg.source, msg.source_uid)).fetchone()
+            hashed = [(msg, hashlib.sha256(msg.raw).hexdigest(), message_id_of(msg.raw))
+                      for msg in msgs]
+            by_uid, by_hash = self._known(hashed)
+            for msg, sha, mid in hashed:
+                # Same Message-ID and same bytes: the same message seen again (re-delivery,
+                # UIDVALIDITY reset, a pipe retried by the MTA). Without a Message-ID the hash
+                # alone is the identity.
+                existing = by_uid.get((msg.source, msg.source_uid)) \
+                    if msg.source_uid is not None else None
                 if existing is None:
-                    # Same Message-ID and same bytes: the same message seen again (re-delivery,
-                    # UIDVALIDITY reset, a pipe retried by the MTA). Without a Message-ID the
-                    # hash alone is the identity.
-                    existing = conn.execute(
-                        "SELECT id FROM messages WHERE sha256=? AND message_id IS ?",
-                        (sha, mid)).fetchone()
+                    existing = by_hash.get((sha, mid))
                 if existing is not None:
                     # Seen again (re-delivery, a crash before the source was told, a UIDVALIDITY
                     # reset): recorded, acknowledged, not processed twice.
-                    self._event(conn, "received-again", existing[0], None, None,
+                    self._event(conn, "received-again", existing, None, None,
                                 {"source": msg.source, "source_uid": msg.source_uid})
-                    results.append(StageResult(existing[0], True))
+                    results.append(StageResult(existing, True))
                     continue
                 cur = conn.execute(
                     "INSERT INTO messages (source, source_uid, arrived_at, staged_at, message_id,"
@@ -100,12 +101,38 @@ class StagingMixin(OutboxMixin):
                     (msg.source, msg.source_uid, msg.arrived_at, now, mid, sha, len(msg.raw),
                      now, msg.oversize))
                 mid_id = inserted_id(cur)
+                if msg.source_uid is not None:  # a later copy in this batch is a duplicate
+                    by_uid[(msg.source, msg.source_uid)] = mid_id
+                by_hash.setdefault((sha, mid), mid_id)
                 self._put_raw(mid_id, msg.raw)
                 self._event(conn, "staged", mid_id, None, None,
                             {"source": msg.source, "source_uid": msg.source_uid,
                              "size": len(msg.raw), "message_id": mid})
                 results.append(StageResult(mid_id, False))
         return results
+
+    def _known(self, hashed: list[tuple[RawMessage, str, str | None]]
+               ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str | None], int]]:
+        """The staged messages a batch may repeat, asked once for the batch: by (source, uid),
+        and by (hash, Message-ID) the first staged (the lowest id, as one look-up each
+        found)."""
+        by_uid: dict[tuple[str, str], int] = {}
+        by_hash: dict[tuple[str, str | None], int] = {}
+        uids: dict[str, list[str]] = {}
+        for msg, _, _ in hashed:
+            if msg.source_uid is not None:
+                uids.setdefault(msg.source, []).append(msg.source_uid)
+        for source, names in uids.items():
+            for part in _chunks(names):
+                by_uid.update(((source, uid), ref) for ref, uid in self.conn.execute(
+                    f"SELECT id, source_uid FROM messages WHERE source=? AND source_uid IN"
+                    f" ({','.join('?' * len(part))})", (source, *part)))
+        for part in _chunks(sorted({sha for _, sha, _ in hashed})):
+            for ref, sha, mid in self.conn.execute(
+                    f"SELECT id, sha256, message_id FROM messages WHERE sha256 IN"
+                    f" ({','.join('?' * len(part))}) ORDER BY id", part):
+                by_hash.setdefault((sha, mid), ref)
+        return by_uid, by_hash
 
     def claim_staged(self, worker: str, limit: int = 100, only: int | None = None,
                      with_raw: bool = True) -> list[StagedRow]:
