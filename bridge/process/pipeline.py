@@ -4,9 +4,9 @@ Two halves. `evaluate` does everything that reads untrusted bytes (MIME, HTML, t
 the rules) and touches no store: it may run anywhere, and a message that breaks it breaks only
 itself. `apply` decides (through the one `Decider`) and records, in the store's write
 transaction. `process_batch` claims a batch, evaluates every message outside any transaction,
-then applies the batch in one short write transaction with a savepoint per message, so one bad
-message is parked (`quarantined`, with the reason) without stopping the batch (Mailman's runner:
-per-item try/except). `simulate` runs this same code on a scratch store.
+then applies the batch in one short write transaction, so one bad message is parked
+(`quarantined`, with the reason) without stopping the batch (Mailman's runner: per-item
+try/except; the savepoint per message is taken only once a message has failed). `simulate` runs this same code on a scratch store.
 """
 
 from __future__ import annotations
