@@ -34,7 +34,7 @@ _PENDING = (
     " AND state IN ('pending', 'in_flight') AND action IN ({marks}) ORDER BY id DESC")
 _KEY_PENDING = _PENDING.format(chars="0", marks="'UPDATE','RESOLVED','OPEN'")
 _STORM_PENDING = _PENDING.format(chars="length(json_extract(payload, '$.summary'))",
-                                 marks="'OPEN','UPDATE'")
+                                 marks="'OPEN','UPDATE'") + " LIMIT 1"
 # A storm ticket with its routing and size (and, for the storm a key is grouped in, how many
 # of its keys still fire).
 _STORM = (
@@ -170,9 +170,7 @@ class ContextMixin(StoreBase):
 
     def _storm_pending(self, key: str, cid: str) -> PendingCall | None:
         """The storm ticket's newest unsent OPEN or append (a new line folds into it)."""
-        cur = self.conn.execute(_STORM_PENDING, (key, cid))
-        r = cur.fetchone()
-        cur.close()
+        r = self.conn.execute(_STORM_PENDING, (key, cid)).fetchone()
         return _call(r) if r else None
 
     def _last_closed(self, key: str) -> CorrelationView | None:
