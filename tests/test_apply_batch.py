@@ -54,7 +54,9 @@ def parts(tmp_path: Path, bad_event: int | None = None) -> tuple[Pipeline, Store
     decider = Decider.from_settings(settings, lambda: f"cid-{next(ids)}")
     pipeline = Pipeline(settings, load_rules(settings), classify_context(settings), decider)
     if bad_event is not None:
-        key = pipeline.evaluate(zabbix(bad_event, 0)).classification.alert.alert_key  # type: ignore[union-attr]
+        c = pipeline.evaluate(zabbix(bad_event, 0)).classification
+        assert c is not None and c.alert is not None
+        key = c.alert.alert_key
         pipeline = Pipeline(settings, pipeline.ruleset, pipeline.context, FailingDecider(
             settings.storm, decider.webhooks, decider.new_id, bad_key=key))
     return pipeline, Store(tmp_path / "mailbridge.db", clock=lambda: T0)
@@ -149,8 +151,9 @@ def test_the_count_over_all_accounts_is_read_only_in_a_burst(tmp_path: Path) -> 
     0 otherwise (it was a walk over every correlation) and counts it in a burst."""
     pipeline, store = parts(tmp_path)
     record(pipeline, store, [zabbix(i, i) for i in range(1, 4)], batch=3)
-    alert = pipeline.evaluate(zabbix(4, 4)).classification.alert  # type: ignore[union-attr]
-    assert alert is not None
+    c = pipeline.evaluate(zabbix(4, 4)).classification
+    assert c is not None and c.alert is not None
+    alert = c.alert
     windows = {"account_window": 3600.0, "burst_window": 3600.0}
     quiet = store.alert_context(alert, T0, StormSettings(burst_threshold=10, **windows))
     burst = store.alert_context(alert, T0, StormSettings(burst_threshold=3, **windows))

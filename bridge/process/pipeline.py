@@ -6,7 +6,8 @@ itself. `apply` decides (through the one `Decider`) and records, in the store's 
 transaction. `process_batch` claims a batch, evaluates every message outside any transaction,
 then applies the batch in one short write transaction, so one bad message is parked
 (`quarantined`, with the reason) without stopping the batch (Mailman's runner: per-item
-try/except; the savepoint per message is taken only once a message has failed). `simulate` runs this same code on a scratch store.
+try/except; the savepoint per message is taken only once a message has failed). `simulate`
+runs this same code on a scratch store.
 """
 
 from __future__ import annotations

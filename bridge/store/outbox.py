@@ -45,23 +45,20 @@ class OutboxMixin(OwnersMixin):
 
     def enqueue(self, item: OutboxItem, message_ref: int | None, now: float | None = None,
                 arrived_at: float | None = None) -> int:
-        if not self.conn.in_transaction:  # on its own: in a transaction of its own
-            with self.write():
-                return self.enqueue(item, message_ref, now, arrived_at)
         now = now or self.clock()
         due = item.not_before if item.not_before is not None else now
-        conn = self.conn
-        cur = conn.execute(
-            "INSERT INTO outbox (kind, ordering_key, message_ref, action, correlation_id,"
-            " payload, next_attempt_at, created_at, updated_at, first_arrived_at,"
-            " last_arrived_at, held_until) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (item.kind, item.ordering_key, message_ref, item.action, item.correlation_id,
-             json.dumps(item.payload), due, now, now, arrived_at, arrived_at,
-             item.not_before if item.not_before is not None else arrived_at))
-        row_id = inserted_id(cur)
-        self._event(conn, "queued", message_ref, item.ordering_key if item.kind != "smtp"
-                    else None, None, {"outbox": row_id, "kind": item.kind,
-                                      "action": item.action})
+        with self.write() as conn:
+            cur = conn.execute(
+                "INSERT INTO outbox (kind, ordering_key, message_ref, action, correlation_id,"
+                " payload, next_attempt_at, created_at, updated_at, first_arrived_at,"
+                " last_arrived_at, held_until) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (item.kind, item.ordering_key, message_ref, item.action, item.correlation_id,
+                 json.dumps(item.payload), due, now, now, arrived_at, arrived_at,
+                 item.not_before if item.not_before is not None else arrived_at))
+            row_id = inserted_id(cur)
+            self._event(conn, "queued", message_ref, item.ordering_key if item.kind != "smtp"
+                        else None, None, {"outbox": row_id, "kind": item.kind,
+                                          "action": item.action})
         return row_id
 
     def claim_outbox(self, now: float, limit: int, kinds: tuple[str, ...] | None = None,
