@@ -58,7 +58,6 @@ def message_id_of(raw: bytes) -> str | None:
 
 
 def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
-    """Look-ups by IN (...) in parts, well under SQLite's limit on bound parameters."""
     return [values[i:i + size] for i in range(0, len(values), size)]
 
 
@@ -118,12 +117,9 @@ class StagingMixin(OutboxMixin):
         found)."""
         by_uid: dict[tuple[str, str], int] = {}
         by_hash: dict[tuple[str, str | None], int] = {}
-        uids: dict[str, list[str]] = {}
-        for msg, _, _ in hashed:
-            if msg.source_uid is not None:
-                uids.setdefault(msg.source, []).append(msg.source_uid)
-        for source, names in uids.items():
-            for part in _chunks(names):
+        for source in {msg.source for msg, _, _ in hashed}:
+            for part in _chunks([m.source_uid for m, _, _ in hashed
+                                 if m.source == source and m.source_uid is not None]):
                 by_uid.update(((source, uid), ref) for ref, uid in self.conn.execute(
                     f"SELECT id, source_uid FROM messages WHERE source=? AND source_uid IN"
                     f" ({','.join('?' * len(part))})", (source, *part)))
@@ -147,16 +143,21 @@ class StagingMixin(OutboxMixin):
         with self.write() as conn:
             self._reclaim_messages(conn, now)
             self._quarantine_poison(conn, now, only)
+            # Indexes of the staged (suspect) rows in arrival order: else the planner walks
+            # and sorts every staged message per batch.
             where, params = "state='staged'", list[Any]()
+            source = "messages INDEXED BY messages_staged"
             if only is not None:
                 where += " AND id=?"
                 params.append(only)
-            elif conn.execute("SELECT 1 FROM messages WHERE state='staged' AND suspect=1"
-                              " LIMIT 1").fetchone():
+                source = "messages"
+            elif conn.execute("SELECT 1 FROM messages INDEXED BY messages_suspect WHERE"
+                              " state='staged' AND suspect=1 LIMIT 1").fetchone():
                 where, limit = "state='staged' AND suspect=1", 1
+                source = "messages INDEXED BY messages_suspect"
             rows = conn.execute(
                 f"UPDATE messages SET state='processing', claimed_by=?, claimed_at=?,"
-                f" updated_at=?, claims=claims+1 WHERE id IN (SELECT id FROM messages WHERE"
+                f" updated_at=?, claims=claims+1 WHERE id IN (SELECT id FROM {source} WHERE"
                 f" {where} ORDER BY arrived_at, id LIMIT ?)"
                 f" RETURNING id, source, source_uid, arrived_at, oversize",
                 [self.owner or worker, now, now, *params, limit]).fetchall()
@@ -196,11 +197,14 @@ class StagingMixin(OutboxMixin):
 
     def _quarantine_poison(self, conn: sqlite3.Connection, now: float,
                            only: int | None) -> None:
-        extra, params = ("", list[int]()) if only is None else \
-            (" OR (id=? AND state='staged')", [only])
-        rows = conn.execute(
-            f"SELECT id, claims FROM messages WHERE (state='staged' AND suspect=1 AND"
-            f" claims >= ?){extra}", [CLAIM_LIMIT, *params]).fetchall()
+        # Over the suspects only (few), not every staged message; in id order, as ever.
+        rows = conn.execute("SELECT id, claims FROM messages INDEXED BY messages_suspect WHERE"
+                            " state='staged' AND suspect=1 AND claims >= ?",
+                            [CLAIM_LIMIT]).fetchall()
+        if only is not None and only not in {r[0] for r in rows}:
+            rows += conn.execute("SELECT id, claims FROM messages WHERE id=? AND"
+                                 " state='staged'", [only]).fetchall()
+        rows.sort()
         for mid, claims in rows:
             if claims < CLAIM_LIMIT:
                 continue
