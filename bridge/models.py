@@ -336,7 +336,7 @@ class AlertContext:
     open_storm: CorrelationView | None = None        # the account's open storm ticket
     storm_pending_update: PendingCall | None = None  # unsent append to that storm ticket
     new_alerts_account: int = 0                      # new alert keys of the account in window
-    new_alerts_global: int = 0
+    new_alerts_global: int = 0                       # of all accounts; counted only in a burst
     burst_alerts: int = 0                            # new alert keys of the group in burst_window
     held_open: PendingCall | None = None             # this key's OPEN, not sent yet
     held_opens: tuple[HeldOpen, ...] = ()            # the group's OPENs still held (bursts)

@@ -4,9 +4,10 @@ Two halves. `evaluate` does everything that reads untrusted bytes (MIME, HTML, t
 the rules) and touches no store: it may run anywhere, and a message that breaks it breaks only
 itself. `apply` decides (through the one `Decider`) and records, in the store's write
 transaction. `process_batch` claims a batch, evaluates every message outside any transaction,
-then applies the batch in one short write transaction with a savepoint per message, so one bad
-message is parked (`quarantined`, with the reason) without stopping the batch (Mailman's runner:
-per-item try/except). `simulate` runs this same code on a scratch store.
+then applies the batch in one short write transaction, so one bad message is parked
+(`quarantined`, with the reason) without stopping the batch (Mailman's runner: per-item
+try/except; the savepoint per message is taken only once a message has failed). `simulate`
+runs this same code on a scratch store.
 """
 
 from __future__ import annotations
@@ -100,18 +101,28 @@ class Pipeline:
 
     def apply_batch(self, store: Store, rows: list[StagedRow], results: list[Result],
                     worker: str) -> None:
-        """One short write transaction for the batch, a savepoint per message. A message
-        whose claim this process no longer holds (the administrator released or quarantined
-        it meanwhile) is left alone. Its events are inserted together at the end."""
+        """One short write transaction for the batch. A message whose claim this process no
+        longer holds (the administrator released or quarantined it meanwhile) is left alone.
+        Its events are inserted together at the end.
+
+        One bad message must not stop the batch, nor leave half a record: the batch is
+        recorded under one savepoint, and if a message fails, that is undone and the batch
+        recorded again with a savepoint per message, the failing one parked (`quarantined`,
+        with the reason). A savepoint per message always would cost two statements a message
+        for what a bug does."""
         with store.write(), store.batched_events():
-            for row, ev in zip(rows, results):
-                if not store.holds_claim(row.id, worker):
-                    continue
+            held = store.claims_held([row.id for row in rows], worker)
+            todo = [(row, ev) for row, ev in zip(rows, results) if row.id in held]
+            try:
+                with store.savepoint("batch"):
+                    for row, ev in todo:
+                        self._record(store, row, ev)
+                return
+            except Exception:  # recorded again below, where the failure is caught and logged
+                pass
+            for row, ev in todo:
                 if isinstance(ev, Broken):
-                    if ev.crashed:
-                        store.requeue_crashed(row.id, ev.reason)
-                    else:
-                        store.requeue_uncounted(row.id, ev.reason)
+                    self._record(store, row, ev)
                     continue
                 try:
                     with store.savepoint():  # undoes this message's half-written record
@@ -122,6 +133,15 @@ class Pipeline:
                         outcome=Outcome.QUARANTINED,
                         reason=f"internal error while deciding: {type(exc).__name__}: {exc}"),
                         arrived_at=row.arrived_at)
+
+    def _record(self, store: Store, row: StagedRow, ev: Result) -> None:
+        if isinstance(ev, Broken):
+            if ev.crashed:
+                store.requeue_crashed(row.id, ev.reason)
+            else:
+                store.requeue_uncounted(row.id, ev.reason)
+        else:
+            self.apply(store, row, ev)
 
     def apply(self, store: StateStore, row: StagedRow, ev: Evaluation) -> Decision:
         """Decide what needs the store and record it, in the caller's write transaction."""

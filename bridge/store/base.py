@@ -62,14 +62,18 @@ class StoreBase:
     # Inside `batched_events`: the events made so far, inserted together when it ends.
     _event_rows: list[EventRow] | None = None
 
-    @contextlib.contextmanager
-    def write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+    def write(self, durable: bool = False
+              ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One write transaction, taken IMMEDIATE so read-decide-write cannot interleave with
         another process. `durable` commits with synchronous=FULL (staging: the source is told
         the message is taken right after)."""
         if self.conn.in_transaction:  # nested: join the outer transaction
-            yield self.conn
-            return
+            # A plain context manager: a batch joins it for every event and outbox row.
+            return contextlib.nullcontext(self.conn)
+        return self._transaction(durable)
+
+    @contextlib.contextmanager
+    def _transaction(self, durable: bool) -> Iterator[sqlite3.Connection]:
         if durable:
             self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("BEGIN IMMEDIATE")

@@ -2,9 +2,9 @@
 
 `DecisionsMixin` is the part of `Store` that records a decision in the deciding transaction
 (correlation opens and closes, storm membership, folded or cancelled pending calls, new outbox
-rows), reads the context `decide()` needs about an alert key, and keeps correlations as
-delivery sees them (confirmed, void, reopened as a create). It builds on `OutboxMixin`
-(`enqueue`) and `StoreBase`.
+rows) and keeps correlations as delivery sees them (confirmed, void, reopened as a create). It
+builds on `OutboxMixin` (`enqueue`), `ContextMixin` (the context `decide()` reads about an alert
+key, `bridge.store.context`) and `StoreBase`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge.decide.stormgroup import add_storm_line, storm_key
-from bridge.models import AlertContext, CorrelationView, Decision, HeldOpen, ListedAlert, \
-    PendingCall, TicketCall
+from bridge.decide.stormgroup import add_storm_line
+from bridge.models import CorrelationView, Decision, TicketCall
+from bridge.store.context import ContextMixin
 from bridge.store.outbox import OutboxMixin
 
 
-class DecisionsMixin(OutboxMixin):
+class DecisionsMixin(OutboxMixin, ContextMixin):
     """Decisions, correlations and storm state (mixed into `Store`)."""
 
     # -- decisions ----------------------------------------------------------------------------
@@ -197,126 +197,6 @@ class DecisionsMixin(OutboxMixin):
         # Keyed, so `mailbridge events --key` shows what became of the cancelled resolve.
         self._event(conn, "cancelled", row[0], row[1], "coalesced",
                     {"outbox": row_id, "by_message": by_message, "reason": reason})
-
-    def alert_context(self, alert: Any, arrived_at: float, policy: Any) -> AlertContext:
-        """What decide() needs to know about an alert key, read in the deciding transaction.
-        Unsent calls are those of the key's open correlation only: a heal never folds into
-        the pending resolve of an earlier ticket of the same key."""
-        key = alert.alert_key
-        corr = self.open_correlation(key)
-        cid = corr.correlation_id if corr else None
-        ctx: dict[str, Any] = {"arrived_at": arrived_at, "open_correlation": corr}
-        if cid is not None:
-            ctx["pending_update"] = self._pending(key, ("UPDATE",), cid)
-            ctx["pending_resolve"] = self._pending(key, ("RESOLVED",), cid)
-            ctx["held_open"] = self._pending(key, ("OPEN",), cid, unsent=True)
-        sid = self.scalar("SELECT m.storm_id FROM storm_members m JOIN correlations c ON"
-                          " c.correlation_id=m.storm_id WHERE m.alert_key=? AND m.state='open'"
-                          " AND c.state='open' LIMIT 1", (key,))
-        if sid:
-            storm_of_key = self._correlation_view(sid)
-            ctx["storm_of_key"] = storm_of_key
-            ctx["storm_members_open"] = int(self.scalar(
-                "SELECT count(*) FROM storm_members WHERE storm_id=? AND state='open'", (sid,)))
-            ctx |= self._storm_state(storm_of_key)
-        elif corr is None and alert.status != "resolved":
-            ctx |= self._new_alert_context(alert, arrived_at, policy)
-        return AlertContext(**ctx)
-
-    def _new_alert_context(self, alert: Any, t: float, policy: Any) -> dict[str, Any]:
-        """Counts of new alert keys before this one, and the storm state of its account."""
-        key, account = alert.alert_key, alert.account_id
-        group = alert.product_group if policy.storm_group == "product_group" else None
-        ctx: dict[str, Any] = {"last_closed": self._last_closed(key)}
-        # Windows end at this alert's arrival: alerts that arrived later but were processed
-        # first (live mail before another mailbox's backlog) do not count.
-        ctx["new_alerts_account"] = self._new_keys(account, t - policy.account_window, t, group)
-        ctx["new_alerts_global"] = self._new_keys(None, t - policy.account_window, t)
-        ctx["burst_alerts"] = self._new_keys(account, t - policy.burst_window, t, group)
-        storm = self.open_correlation(storm_key(account, group))
-        ctx["open_storm"] = storm
-        if storm is not None:
-            ctx |= self._storm_state(storm)
-        elif ctx["burst_alerts"] >= policy.burst_threshold or \
-                ctx["new_alerts_account"] >= policy.account_cap:
-            # A storm ticket may open now: it takes over the burst's held OPENs and names
-            # the tickets the burst already got.
-            rows = self.conn.execute(
-                "SELECT o.id, o.ordering_key, o.correlation_id,"
-                " json_extract(o.payload, '$.title'), json_extract(o.payload, '$.alert_type'),"
-                " json_extract(o.payload, '$.product_group'), o.first_arrived_at, o.held_until"
-                " FROM outbox o JOIN correlations c ON c.correlation_id=o.correlation_id"
-                " WHERE o.kind='psa' AND o.action='OPEN' AND o.state='pending'"
-                " AND o.attempts=0 AND o.held_until>? AND c.account_id=? AND c.state='open'"
-                " AND coalesce(?, c.product_group) IS c.product_group"
-                " AND o.ordering_key NOT LIKE 'storm:%' ORDER BY o.first_arrived_at, o.id",
-                (t, account, group)).fetchall()
-            ctx["held_opens"] = tuple(HeldOpen(r[0], r[1], r[2], r[3] or "", r[4] or "",
-                                               r[5] or "", r[6] or t, r[7]) for r in rows)
-            held = {r[2] for r in rows}
-            ctx["own_tickets"] = tuple(
-                ListedAlert(r[0], r[1] or "", r[2] or "", r[3]) for r in self.conn.execute(
-                    "SELECT alert_key, title, alert_type, correlation_id FROM correlations"
-                    " WHERE account_id=? AND opened_at>? AND opened_at<=? AND state='open'"
-                    " AND coalesce(?, product_group) IS product_group"
-                    " AND alert_key NOT LIKE 'storm:%' ORDER BY opened_at",
-                    (account, t - policy.account_window, t, group)).fetchall()
-                if r[3] not in held)
-        return ctx
-
-    def _new_keys(self, account: str | None, since: float, until: float,
-                  group: str | None = None) -> int:
-        """New alert keys (own tickets and keys grouped into a storm) in (since, until], of an
-        account (and product group) or of all."""
-        where = "account_id=? AND " if account is not None else ""
-        args: list[Any] = [account] if account is not None else []
-        if group is not None:
-            where += "product_group=? AND "
-            args.append(group)
-        return int(self.scalar(
-            f"SELECT (SELECT count(*) FROM correlations WHERE {where}opened_at>? AND"
-            f" opened_at<=? AND alert_key NOT LIKE 'storm:%') + (SELECT count(*) FROM"
-            f" storm_members WHERE {where}joined_at>? AND joined_at<=?)",
-            (*args, since, until, *args, since, until)))
-
-    def _storm_state(self, storm: CorrelationView | None) -> dict[str, Any]:
-        if storm is None:
-            return {}
-        r = self.conn.execute("SELECT product_group, alert_type FROM correlations WHERE"
-                              " correlation_id=?", (storm.correlation_id,)).fetchone()
-        return {
-            "storm_pending_update": self._pending(storm.alert_key, ("OPEN", "UPDATE"),
-                                                  storm.correlation_id),
-            "storm_size": int(self.scalar("SELECT count(*) FROM storm_members WHERE"
-                                          " storm_id=?", (storm.correlation_id,))),
-            "storm_routing": (r[0], r[1]) if r and r[0] and r[1] else None,
-        }
-
-    def _pending(self, key: str, actions: tuple[str, ...], cid: str,
-                 unsent: bool = False) -> PendingCall | None:
-        marks = ",".join("?" * len(actions))
-        r = self.conn.execute(
-            "SELECT id, action, first_arrived_at, occurrences, next_attempt_at, message_ref,"
-            " length(json_extract(payload, '$.summary')), correlation_id, held_until"
-            f" FROM outbox WHERE kind='psa' AND ordering_key=? AND action IN ({marks})"
-            " AND correlation_id=? AND state='pending'"
-            + (" AND attempts=0" if unsent else "") + " ORDER BY id DESC LIMIT 1",
-            (key, *actions, cid)).fetchone()
-        if r is None:
-            return None
-        return PendingCall(r[0], r[1], r[2] if r[2] is not None else 0.0, r[3], r[4], r[5],
-                           r[6] or 0, r[7], r[8])
-
-    def _correlation_view(self, cid: str) -> CorrelationView | None:
-        r = self.conn.execute("SELECT alert_key, correlation_id, opened_at, occurrences FROM"
-                              " correlations WHERE correlation_id=?", (cid,)).fetchone()
-        return CorrelationView(*r) if r else None
-
-    def _last_closed(self, key: str) -> CorrelationView | None:
-        r = self.conn.execute("SELECT alert_key, correlation_id, opened_at, occurrences FROM"
-                              " correlations WHERE alert_key=? AND state='closed'"
-                              " ORDER BY closed_at DESC LIMIT 1", (key,)).fetchone()
-        return CorrelationView(*r) if r else None
 
     def close_correlation(self, correlation_id: str) -> None:
         with self.write() as conn:

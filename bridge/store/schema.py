@@ -201,4 +201,14 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE outbox ADD COLUMN acknowledged_at REAL;
     """,
+    # 11: indexes for the deciding path. New alert keys over all accounts in a window (the
+    # storm logic's global cap) are counted on the arrival clock: without the first two the
+    # count walked every correlation and storm member ever made, once per new alert in a
+    # burst. A claim takes the oldest staged messages: without the third it walked and sorted
+    # every staged message, once per batch (a backlog of n: n²/batch rows).
+    """
+    CREATE INDEX correlations_opened ON correlations(opened_at, alert_key);
+    CREATE INDEX storm_members_joined ON storm_members(joined_at);
+    CREATE INDEX messages_staged ON messages(arrived_at, id) WHERE state = 'staged';
+    """,
 ]

@@ -57,6 +57,10 @@ def message_id_of(raw: bytes) -> str | None:
     return None
 
 
+def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
 class StagingMixin(OutboxMixin):
     """Staged messages and their raw bytes (mixed into `Store`)."""
 
@@ -71,27 +75,23 @@ class StagingMixin(OutboxMixin):
         results: list[StageResult] = []
         now = self.clock()
         with self.write(durable=True) as conn, self.batched_events():
-            for msg in msgs:
-                sha = hashlib.sha256(msg.raw).hexdigest()
-                mid = message_id_of(msg.raw)
-                existing = None
-                if msg.source_uid is not None:
-                    existing = conn.execute(
-                        "SELECT id FROM messages WHERE source=? AND source_uid=?",
-                        (msg.source, msg.source_uid)).fetchone()
+            hashed = [(msg, hashlib.sha256(msg.raw).hexdigest(), message_id_of(msg.raw))
+                      for msg in msgs]
+            by_uid, by_hash = self._known(hashed)
+            for msg, sha, mid in hashed:
+                # Same Message-ID and same bytes: the same message seen again (re-delivery,
+                # UIDVALIDITY reset, a pipe retried by the MTA). Without a Message-ID the hash
+                # alone is the identity.
+                existing = by_uid.get((msg.source, msg.source_uid)) \
+                    if msg.source_uid is not None else None
                 if existing is None:
-                    # Same Message-ID and same bytes: the same message seen again (re-delivery,
-                    # UIDVALIDITY reset, a pipe retried by the MTA). Without a Message-ID the
-                    # hash alone is the identity.
-                    existing = conn.execute(
-                        "SELECT id FROM messages WHERE sha256=? AND message_id IS ?",
-                        (sha, mid)).fetchone()
+                    existing = by_hash.get((sha, mid))
                 if existing is not None:
                     # Seen again (re-delivery, a crash before the source was told, a UIDVALIDITY
                     # reset): recorded, acknowledged, not processed twice.
-                    self._event(conn, "received-again", existing[0], None, None,
+                    self._event(conn, "received-again", existing, None, None,
                                 {"source": msg.source, "source_uid": msg.source_uid})
-                    results.append(StageResult(existing[0], True))
+                    results.append(StageResult(existing, True))
                     continue
                 cur = conn.execute(
                     "INSERT INTO messages (source, source_uid, arrived_at, staged_at, message_id,"
@@ -100,12 +100,35 @@ class StagingMixin(OutboxMixin):
                     (msg.source, msg.source_uid, msg.arrived_at, now, mid, sha, len(msg.raw),
                      now, msg.oversize))
                 mid_id = inserted_id(cur)
+                if msg.source_uid is not None:  # a later copy in this batch is a duplicate
+                    by_uid[(msg.source, msg.source_uid)] = mid_id
+                by_hash.setdefault((sha, mid), mid_id)
                 self._put_raw(mid_id, msg.raw)
                 self._event(conn, "staged", mid_id, None, None,
                             {"source": msg.source, "source_uid": msg.source_uid,
                              "size": len(msg.raw), "message_id": mid})
                 results.append(StageResult(mid_id, False))
         return results
+
+    def _known(self, hashed: list[tuple[RawMessage, str, str | None]]
+               ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str | None], int]]:
+        """The staged messages a batch may repeat, asked once for the batch: by (source, uid),
+        and by (hash, Message-ID) the first staged (the lowest id, as one look-up each
+        found)."""
+        by_uid: dict[tuple[str, str], int] = {}
+        by_hash: dict[tuple[str, str | None], int] = {}
+        for source in {msg.source for msg, _, _ in hashed}:
+            for part in _chunks([m.source_uid for m, _, _ in hashed
+                                 if m.source == source and m.source_uid is not None]):
+                by_uid.update(((source, uid), ref) for ref, uid in self.conn.execute(
+                    f"SELECT id, source_uid FROM messages WHERE source=? AND source_uid IN"
+                    f" ({','.join('?' * len(part))})", (source, *part)))
+        for part in _chunks(sorted({sha for _, sha, _ in hashed})):
+            for ref, sha, mid in self.conn.execute(
+                    f"SELECT id, sha256, message_id FROM messages WHERE sha256 IN"
+                    f" ({','.join('?' * len(part))}) ORDER BY id", part):
+                by_hash.setdefault((sha, mid), ref)
+        return by_uid, by_hash
 
     def claim_staged(self, worker: str, limit: int = 100, only: int | None = None,
                      with_raw: bool = True) -> list[StagedRow]:
@@ -120,16 +143,21 @@ class StagingMixin(OutboxMixin):
         with self.write() as conn:
             self._reclaim_messages(conn, now)
             self._quarantine_poison(conn, now, only)
+            # Indexes of the staged (suspect) rows in arrival order: else the planner walks
+            # and sorts every staged message per batch.
             where, params = "state='staged'", list[Any]()
+            source = "messages INDEXED BY messages_staged"
             if only is not None:
                 where += " AND id=?"
                 params.append(only)
-            elif conn.execute("SELECT 1 FROM messages WHERE state='staged' AND suspect=1"
-                              " LIMIT 1").fetchone():
+                source = "messages"
+            elif conn.execute("SELECT 1 FROM messages INDEXED BY messages_suspect WHERE"
+                              " state='staged' AND suspect=1 LIMIT 1").fetchone():
                 where, limit = "state='staged' AND suspect=1", 1
+                source = "messages INDEXED BY messages_suspect"
             rows = conn.execute(
                 f"UPDATE messages SET state='processing', claimed_by=?, claimed_at=?,"
-                f" updated_at=?, claims=claims+1 WHERE id IN (SELECT id FROM messages WHERE"
+                f" updated_at=?, claims=claims+1 WHERE id IN (SELECT id FROM {source} WHERE"
                 f" {where} ORDER BY arrived_at, id LIMIT ?)"
                 f" RETURNING id, source, source_uid, arrived_at, oversize",
                 [self.owner or worker, now, now, *params, limit]).fetchall()
@@ -169,11 +197,14 @@ class StagingMixin(OutboxMixin):
 
     def _quarantine_poison(self, conn: sqlite3.Connection, now: float,
                            only: int | None) -> None:
-        extra, params = ("", list[int]()) if only is None else \
-            (" OR (id=? AND state='staged')", [only])
-        rows = conn.execute(
-            f"SELECT id, claims FROM messages WHERE (state='staged' AND suspect=1 AND"
-            f" claims >= ?){extra}", [CLAIM_LIMIT, *params]).fetchall()
+        # Over the suspects only (few), not every staged message; in id order, as ever.
+        rows = conn.execute("SELECT id, claims FROM messages INDEXED BY messages_suspect WHERE"
+                            " state='staged' AND suspect=1 AND claims >= ?",
+                            [CLAIM_LIMIT]).fetchall()
+        if only is not None and only not in {r[0] for r in rows}:
+            rows += conn.execute("SELECT id, claims FROM messages WHERE id=? AND"
+                                 " state='staged'", [only]).fetchall()
+        rows.sort()
         for mid, claims in rows:
             if claims < CLAIM_LIMIT:
                 continue
@@ -206,12 +237,15 @@ class StagingMixin(OutboxMixin):
                 self._event(conn, "processing-requeued", message_ref, None, None,
                             {"reason": reason})
 
-    def holds_claim(self, message_ref: int, worker: str) -> bool:
-        """Whether this store (its owner, else `worker`) still holds the message's claim: a
-        decision is recorded only then (the administrator may have released or quarantined
-        it, or a reclaim may have handed it on)."""
-        return bool(self.scalar("SELECT 1 FROM messages WHERE id=? AND state='processing' AND"
-                                " claimed_by=?", (message_ref, self.owner or worker)))
+    def claims_held(self, message_refs: list[int], worker: str) -> set[int]:
+        """Which of these messages this store (its owner, else `worker`) still holds the claim
+        of: a decision is recorded only then (the administrator may have released or
+        quarantined one, or a reclaim may have handed it on). Asked once for a batch in its
+        write transaction: recording one message never moves another's claim."""
+        marks = ",".join("?" * len(message_refs))
+        return {r[0] for r in self.conn.execute(
+            f"SELECT id FROM messages WHERE id IN ({marks}) AND state='processing' AND"
+            f" claimed_by=?", (*message_refs, self.owner or worker))}
 
     # -- the administrator: `mailbridge processing` ---------------------------------------
 
