@@ -23,6 +23,7 @@ from typing import Any, Callable, Concatenate, Coroutine, Literal, ParamSpec, Ty
 import sqlite_utils
 
 from bridge.store import files
+from bridge.store.checkpoint import Checkpointer
 from bridge.store.base import TROUBLE_EVENTS, events_log, no_redaction
 from bridge.store.decisions import DecisionsMixin
 from bridge.store.expectations import ExpectationsMixin
@@ -155,13 +156,21 @@ class AsyncStore:
         self.store = store
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                            thread_name_prefix="store")
+        # WAL checkpoints off the store thread (bridge/store/checkpoint.py).
+        self._checkpoints = Checkpointer(store.path)
+        if not store.readonly:
+            self._pool.submit(self._checkpoints.start, store.conn).result()
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
     def close(self) -> None:
-        self._pool.submit(self.store.close).result()
+        def close_on_thread() -> None:
+            self._checkpoints.stop(self.store.conn)
+            self.store.close()
+
+        self._pool.submit(close_on_thread).result()
         self._pool.shutdown(wait=True)
 
     query = _on_store_thread(Store.query)
