@@ -18,6 +18,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from bridge.aio import uvicorn_http, uvicorn_loop
 from bridge.config import HttpSettings
 
 
@@ -34,7 +35,8 @@ class _QuietServer(uvicorn.Server):
 
 def make_server(app: Any, host: str, port: int, log_level: str = "warning") -> uvicorn.Server:
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            lifespan="off")
+                            lifespan="off", proxy_headers=False, http=uvicorn_http(),
+                            loop=uvicorn_loop())
     return _QuietServer(config)
 
 
