@@ -18,7 +18,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from bridge.aio import uvicorn_http, uvicorn_loop
+from bridge.operator.aio import uvicorn_http, uvicorn_loop
 from bridge.config import HttpSettings
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 import uvicorn
 from starlette.applications import Starlette
 
-from bridge.aio import uvicorn_http, uvicorn_loop
+from bridge.operator.aio import uvicorn_http, uvicorn_loop
 from bridge.psa_sim.app import create_app
 from bridge.psa_sim.faults import attach_server
 from bridge.psa_sim.partner import DEFAULT_PARTNER, PartnerConfig, load_partner
