@@ -14,6 +14,7 @@ from typing import Callable
 import uvicorn
 from starlette.applications import Starlette
 
+from bridge.operator.httpserve import event_loop, http_protocol
 from bridge.psa_sim.app import create_app
 from bridge.psa_sim.faults import attach_server
 from bridge.psa_sim.partner import DEFAULT_PARTNER, PartnerConfig, load_partner
@@ -24,8 +25,10 @@ log = logging.getLogger(__name__)
 def build_server(app: Starlette, host: str = "127.0.0.1", port: int = 8089,
                  log_level: str = "warning",
                  server_class: type[uvicorn.Server] = uvicorn.Server) -> uvicorn.Server:
+    # No proxy-header middleware: the simulator is reached directly (and it costs per call).
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            lifespan="off", timeout_graceful_shutdown=5)
+                            lifespan="off", timeout_graceful_shutdown=5, proxy_headers=False,
+                            http=http_protocol(), loop=event_loop())
     server = server_class(config)
     attach_server(app, server)
     return server
