@@ -93,11 +93,13 @@ def _start_worker(pipeline: Pipeline, budget: ProcessingSettings,
 
 
 def _evaluate_in_worker(path: str, refs: list[tuple[int, str, int | None]],
-                        progress: str = "") -> list[Result]:
-    """`progress` names a file the worker marks with the message it starts and when, so a
-    chunk that is stopped or dies can be blamed on that one message."""
+                        progress: str = "") -> tuple[list[Result], float]:
+    """The chunk's results and the seconds it took. `progress` names a file the worker marks
+    with the message it starts and when, so a chunk that is stopped or dies can be blamed on
+    that one message."""
     assert _pipeline is not None and _budget is not None
     out: list[Result] = []
+    started = time.monotonic()
     fd = os.open(progress, os.O_WRONLY | os.O_CREAT, 0o600) if progress else -1
     try:
         for message_ref, source, oversize in refs:
@@ -107,7 +109,7 @@ def _evaluate_in_worker(path: str, refs: list[tuple[int, str, int | None]],
     finally:
         if fd >= 0:
             os.close(fd)
-    return out
+    return out, time.monotonic() - started
 
 
 def _evaluate_one(path: str, message_ref: int, source: str, oversize: int | None) -> Result:
@@ -152,9 +154,16 @@ def _slim(ev: Evaluation, text_chars: int, keep_parsed: bool = False) -> Evaluat
 
 # -- the parent side ------------------------------------------------------------------------
 
-# Messages per task: one task per message costs more in the pool's pipes than an ordinary alert
-# (about a millisecond) costs to read.
-CHUNK = 64
+# Messages per task. Every task costs the daemon's process a few wake-ups of the pool's threads
+# (the task sent, its acknowledgement and its result received, the waiting thread woken), on
+# the one core its event loop and store thread share: so as many messages per task as take
+# about CHUNK_SHARE of the wall budget at the pace the workers have shown (an ordinary alert
+# takes under a millisecond), at most CHUNK_MAX, and at least one task per worker. A chunk
+# stopped at its budget is run again without the message it was on (`_blame`), so a chunk
+# must stay well inside the budget: a run of slow but harmless mail shrinks the next chunks.
+CHUNK_FIRST = 64  # until a chunk has been timed
+CHUNK_MAX = 200
+CHUNK_SHARE = 0.1
 
 
 class WorkerPool:
@@ -165,6 +174,7 @@ class WorkerPool:
                  keep_parsed: bool = False):
         """`keep_parsed`: results carry every header of the message (`_slim`)."""
         self.budget = budget
+        self._pace: float | None = None  # seconds per message of the last timed chunk
         self._progress_dir = tempfile.mkdtemp(prefix="mailbridge-progress-")
         # forkserver, not fork: a worker (started lazily, or as a replacement at any time)
         # must not inherit the daemon's descriptors — an inherited client socket would keep
@@ -187,7 +197,8 @@ class WorkerPool:
         its whole budget, it alone is quarantined (or, after a death, sent back); else it
         runs again alone with a full budget. The rest of the chunk runs again as a chunk."""
         results: dict[int, Result] = {}
-        todo = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
+        size = self._chunk_size(len(rows))
+        todo = [rows[i:i + size] for i in range(0, len(rows), size)]
         while todo:
             try:
                 running = [(chunk, *self._schedule(store_path, chunk)) for chunk in todo]
@@ -199,13 +210,23 @@ class WorkerPool:
             todo = []
             for chunk, future, progress in running:
                 try:
-                    results.update(zip((r.id for r in chunk), future.result()))
+                    found, seconds = future.result()
+                    results.update(zip((r.id for r in chunk), found))
+                    if found:
+                        self._pace = seconds / len(found)
                 except Exception as exc:  # stopped, died, or the pool failed
                     todo += self._blame(chunk, exc, progress, results)
                 finally:
                     with contextlib.suppress(OSError):
                         os.unlink(progress)
         return [results[r.id] for r in rows]
+
+    def _chunk_size(self, rows: int) -> int:
+        pace = self._pace
+        size = CHUNK_FIRST if pace is None else \
+            int(self.budget.wall_seconds * CHUNK_SHARE / max(pace, 1e-6))
+        per_worker = -(-rows // self.budget.workers)  # every worker gets a share of the batch
+        return max(1, min(size, CHUNK_MAX, per_worker))
 
     def _schedule(self, store_path: str,
                   chunk: list[StagedRow]) -> tuple[pebble.ProcessFuture, str]:
