@@ -58,10 +58,10 @@ def simulate_files(settings: Settings, files: list[Path], as_json: bool,
     """`progress` is told the size of each processed batch (a bar over len(files))."""
     log = DryRunLog()
     try:
-        # --explain runs the rules again over what the workers found: every header of it.
+        # The report shows the precedence steps, and --explain runs the rules again over
+        # every header: the worker pool sends them back (`run` needs neither).
         parts = assemble(settings, peers=lambda s: dry_run_peers(s, log),
-                         evaluator=(lambda p: WorkerPool(p, settings.processing,
-                                                         keep_parsed=True)) if explain else None)
+                         evaluator=lambda p: WorkerPool(p, settings.processing, detail=True))
     except Exception as exc:
         echo(f"rules are invalid:\n{exc}")
         return 1

@@ -71,17 +71,17 @@ def _test_hook(raw: bytes) -> None:
 
 _pipeline: Pipeline | None = None
 _budget: ProcessingSettings | None = None
-_keep_parsed = False
+_detail = False
 _raw = RawReader()
 
 
 def _start_worker(pipeline: Pipeline, budget: ProcessingSettings,
-                  keep_parsed: bool = False) -> None:
-    global _pipeline, _budget, _keep_parsed
+                  detail: bool = False) -> None:
+    global _pipeline, _budget, _detail
     # The daemon's stop and reload signals are the daemon's: a worker stops when told by
     # the pool (SIGTERM, default action) and ignores a terminal's Ctrl-C sent to the group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _pipeline, _budget, _keep_parsed = pipeline, budget, keep_parsed
+    _pipeline, _budget, _detail = pipeline, budget, detail
     _raw.forget()  # a forked worker must not use its parent's connections
     with open("/proc/self/statm") as fh:
         size = int(fh.read().split()[0]) * resource.getpagesize()
@@ -120,7 +120,7 @@ def _evaluate_one(path: str, message_ref: int, source: str, oversize: int | None
         ev = _pipeline.evaluate(raw, oversize=oversize, source=source,
                                 message_ref=message_ref)
         del raw
-        return _slim(ev, _budget.text_chars, _keep_parsed)
+        return _slim(ev, _budget.text_chars, _detail)
     except MemoryError:
         return quarantine(ParsedMessage(), f"over the memory budget of"
                           f" {_budget.memory_mb} MiB while reading the message")
@@ -129,26 +129,26 @@ def _evaluate_one(path: str, message_ref: int, source: str, oversize: int | None
                           f" {type(exc).__name__}: {str(exc)[:300]}")
 
 
-def _slim(ev: Evaluation, text_chars: int, keep_parsed: bool = False) -> Evaluation:
+def _slim(ev: Evaluation, text_chars: int, detail: bool = False) -> Evaluation:
     """Only what `apply` reads goes back through the pipe: no body, no attachments, and of a
     message that is not an XML transaction only the subject (the `classified` event), the
-    sender and the Message-ID. The parent unpickles every result on the daemon's one core:
-    the headers, the trace and the date were 40 % of the bytes and of that time.
-    An XML transaction keeps its headers (the reply's loop check reads them); `keep_parsed`
-    keeps them all (`simulate --explain` runs the rules again over them)."""
+    sender and the Message-ID; no precedence steps. The parent unpickles every result on the
+    daemon's one core: headers, trace, date and steps were 55 % of the bytes and of that time.
+    An XML transaction keeps its headers (the reply's loop check reads them). `detail` keeps
+    what `simulate` reports: the steps, and every header (`--explain` runs the rules again)."""
     p = ev.parsed
-    if keep_parsed or ev.transaction is not None:
+    if detail or ev.transaction is not None:
         parsed = replace(p, body="", html_body="", attachments=(), xml_parts=())
     else:
         parsed = ParsedMessage(subject=p.subject, sender=p.sender, message_id=p.message_id,
                                parse_error=p.parse_error)
     c = ev.classification
-    if c is not None and c.alert is not None and \
-            len(c.alert.summary) + len(c.alert.title) > text_chars:
-        alert = replace(c.alert, title=c.alert.title[:text_chars // 8],
-                        summary=c.alert.summary[:text_chars])
-        c = Classification(c.kind, c.reason, c.rule, alert, c.forward_to, c.account_how,
-                           c.steps)
+    if c is not None:
+        if c.alert is not None and len(c.alert.summary) + len(c.alert.title) > text_chars:
+            c = replace(c, alert=replace(c.alert, title=c.alert.title[:text_chars // 8],
+                                         summary=c.alert.summary[:text_chars]))
+        if not detail and c.steps:
+            c = replace(c, steps=())
     return replace(ev, parsed=parsed, classification=c)
 
 
@@ -171,8 +171,8 @@ class WorkerPool:
     daemon's, never the store's thread) until every row has a result."""
 
     def __init__(self, pipeline: Pipeline, budget: ProcessingSettings, *,
-                 keep_parsed: bool = False):
-        """`keep_parsed`: results carry every header of the message (`_slim`)."""
+                 detail: bool = False):
+        """`detail`: results carry what `simulate` reports (`_slim`)."""
         self.budget = budget
         self._pace: float | None = None  # seconds per message of the last timed chunk
         self._progress_dir = tempfile.mkdtemp(prefix="mailbridge-progress-")
@@ -185,7 +185,7 @@ class WorkerPool:
         context.set_forkserver_preload(["bridge.process.isolation", "lxml.html",
                                         "bridge.parse.xmlsafe", "html_text"])
         self._pool = pebble.ProcessPool(max_workers=budget.workers, initializer=_start_worker,
-                                        initargs=(pipeline, budget, keep_parsed),
+                                        initargs=(pipeline, budget, detail),
                                         context=context)
         # The pool starts lazily; one empty task now starts the forkserver and the workers
         # while the sources are still fetching, instead of in front of the first batch.
