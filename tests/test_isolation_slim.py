@@ -54,3 +54,13 @@ def test_a_long_summary_is_cut_and_the_expectations_stay() -> None:
     assert c is not None and c.alert is not None
     assert len(c.alert.summary) == 1000 and c.alert.title == "fs01: disk full"[:125]
     assert c.expected == (HIT,)
+
+
+def test_chunks_stay_well_inside_the_wall_budget() -> None:
+    from bridge.process.isolation import CHUNK_FIRST, CHUNK_MAX, chunk_size
+
+    assert chunk_size(200, 1, 5.0, None) == CHUNK_FIRST  # nothing timed yet
+    assert chunk_size(200, 1, 5.0, 0.0005) == CHUNK_MAX == 200  # ordinary alerts: one task
+    assert chunk_size(200, 4, 5.0, 0.0005) == 50  # every worker gets a share
+    assert chunk_size(200, 1, 5.0, 0.05) == 5  # slow mail: 0.25 s of a 5 s budget per task
+    assert chunk_size(200, 1, 5.0, 30.0) == 1 and chunk_size(3, 8, 5.0, 0.0) == 1

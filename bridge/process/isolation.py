@@ -159,11 +159,21 @@ def _slim(ev: Evaluation, text_chars: int, detail: bool = False) -> Evaluation:
 # the one core its event loop and store thread share: so as many messages per task as take
 # about CHUNK_SHARE of the wall budget at the pace the workers have shown (an ordinary alert
 # takes under a millisecond), at most CHUNK_MAX, and at least one task per worker. A chunk
-# stopped at its budget is run again without the message it was on (`_blame`), so a chunk
-# must stay well inside the budget: a run of slow but harmless mail shrinks the next chunks.
+# stopped at its budget is run again without the message it was on (`_blame`), and that
+# message is quarantined at once only if it had 90 % of the budget itself: so a chunk must
+# stay well inside the other 10 % (half of it here), and a run of slow but harmless mail
+# shrinks the next chunks.
 CHUNK_FIRST = 64  # until a chunk has been timed
 CHUNK_MAX = 200
-CHUNK_SHARE = 0.1
+CHUNK_SHARE = 0.05
+
+
+def chunk_size(rows: int, workers: int, wall: float, pace: float | None) -> int:
+    """Messages per task for a batch of `rows`; `pace`: seconds per message of the last
+    timed chunk (None: none yet)."""
+    size = CHUNK_FIRST if pace is None else int(wall * CHUNK_SHARE / max(pace, 1e-6))
+    per_worker = -(-rows // workers)  # every worker gets a share of the batch
+    return max(1, min(size, CHUNK_MAX, per_worker))
 
 
 class WorkerPool:
@@ -197,7 +207,8 @@ class WorkerPool:
         its whole budget, it alone is quarantined (or, after a death, sent back); else it
         runs again alone with a full budget. The rest of the chunk runs again as a chunk."""
         results: dict[int, Result] = {}
-        size = self._chunk_size(len(rows))
+        size = chunk_size(len(rows), self.budget.workers, self.budget.wall_seconds,
+                          self._pace)
         todo = [rows[i:i + size] for i in range(0, len(rows), size)]
         while todo:
             try:
@@ -220,13 +231,6 @@ class WorkerPool:
                     with contextlib.suppress(OSError):
                         os.unlink(progress)
         return [results[r.id] for r in rows]
-
-    def _chunk_size(self, rows: int) -> int:
-        pace = self._pace
-        size = CHUNK_FIRST if pace is None else \
-            int(self.budget.wall_seconds * CHUNK_SHARE / max(pace, 1e-6))
-        per_worker = -(-rows // self.budget.workers)  # every worker gets a share of the batch
-        return max(1, min(size, CHUNK_MAX, per_worker))
 
     def _schedule(self, store_path: str,
                   chunk: list[StagedRow]) -> tuple[pebble.ProcessFuture, str]:
