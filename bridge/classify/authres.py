@@ -54,7 +54,7 @@ def tokenize(value: str) -> list[Token]:
     while i < n:
         c = value[i]
         if c in " \t\r\n":
-            spaced, i = True, _SPACES.match(value, i).end()  # type: ignore[union-attr]
+            spaced, i = True, _run_end(_SPACES, value, i)
         elif c == "(":
             depth, i = 1, i + 1
             while depth and (m := _COMMENT_STOP.search(value, i)) is not None:
@@ -78,7 +78,7 @@ def tokenize(value: str) -> list[Token]:
                     out.append(value[i])
                     i += 1
                 else:
-                    end = _QUOTED_RUN.match(value, i).end()  # type: ignore[union-attr]
+                    end = _run_end(_QUOTED_RUN, value, i)
                     out.append(value[i:end])
                     i = end
             i += 1  # the closing quote (or the end of an unterminated string)
@@ -88,10 +88,16 @@ def tokenize(value: str) -> list[Token]:
             tokens.append(Token(c, c, spaced))
             spaced, i = False, i + 1
         else:
-            end = _WORD_RUN.match(value, i).end()  # type: ignore[union-attr]
+            end = _run_end(_WORD_RUN, value, i)
             tokens.append(Token("word", value[i:end], spaced))
             i, spaced = end, False
     return tokens
+
+
+def _run_end(run: re.Pattern[str], value: str, i: int) -> int:
+    """Where the run of `run`'s characters that starts at `i` ends (the caller saw one)."""
+    m = run.match(value, i)
+    return m.end() if m is not None else i + 1
 
 
 class _Malformed(Exception):
