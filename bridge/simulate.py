@@ -31,6 +31,7 @@ from bridge.deliver.outbox import Delivery
 from bridge.deliver.psa import PsaClient, redact_payload
 from bridge.models import RawMessage, TicketCall
 from bridge.process.pipeline import Evaluation, Evaluator, Result
+from bridge.process.isolation import WorkerPool
 from bridge.decide.expectations import judge_in
 from bridge.store.db import AsyncStore, Store
 from bridge.store.staging import StagedRow
@@ -57,7 +58,10 @@ def simulate_files(settings: Settings, files: list[Path], as_json: bool,
     """`progress` is told the size of each processed batch (a bar over len(files))."""
     log = DryRunLog()
     try:
-        parts = assemble(settings, peers=lambda s: dry_run_peers(s, log))
+        # The report shows the precedence steps, and --explain runs the rules again over
+        # every header: the worker pool sends them back (`run` needs neither).
+        parts = assemble(settings, peers=lambda s: dry_run_peers(s, log),
+                         evaluator=lambda p: WorkerPool(p, settings.processing, detail=True))
     except Exception as exc:
         echo(f"rules are invalid:\n{exc}")
         return 1

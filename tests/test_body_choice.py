@@ -4,10 +4,11 @@ MessageView.body_for (v1 reads "text"; v2 rules may say "html" or "auto")."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from bridge.classify.view import MessageView
 from bridge.parse.mime import MimeLimits, parse
-from bridge.parse.mime.stub import text_is_stub
+from bridge.parse.mime.stub import could_be_stub, text_is_stub
 
 RICH = ("<html><body><h1>Backup job 'Nightly' failed</h1><table>"
         "<tr><td>Server</td><td>fs01.acme.example</td></tr>"
@@ -100,3 +101,35 @@ def test_the_html_alternative_is_cut_as_the_body_is() -> None:
 ])
 def test_stub_heuristic(text: str, html: str, stub: bool) -> None:
     assert text_is_stub(text, html) is stub
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from("ab \nHTML mail reader view this email in your browser"),
+               max_size=300), st.integers(0, 3000))
+def test_only_a_text_that_could_be_a_stub_is_one(text: str, rich: int) -> None:
+    """The parser skips the HTML alternative when `could_be_stub` says no (a rule set without
+    `body = "html"`): no HTML text may then have made the text part a stub."""
+    if text_is_stub(text, "x" * rich):
+        assert could_be_stub(text)
+
+
+@pytest.mark.parametrize("text", ["See the HTML part.", "Backup job 'Nightly' failed\n"
+                                  "Server: fs01.acme.example\nError: timeout after 300 s"])
+def test_without_html_rules_auto_reads_the_same_body(text: str) -> None:
+    """`html_alternative=False` (what the pipeline passes for a rule set without `body =
+    "html"`) converts the HTML only for a possible stub; "text" and "auto" read the same."""
+    lazy, eager = parse(alternative(text), html_alternative=False), parse(alternative(text))
+    assert lazy.text_is_stub == eager.text_is_stub and lazy.body == eager.body
+    assert bool(lazy.html_body) == could_be_stub(text)
+    for choice in ("text", "auto"):
+        assert MessageView(lazy).body_for(choice) == MessageView(eager).body_for(choice)
+
+
+def test_a_rule_set_reads_the_html_alternative_only_with_a_body_html_rule() -> None:
+    from bridge.classify import load_ruleset
+    from tests.test_rules_support import CATALOGUE
+    from tests.test_samples import ACCOUNTS, ROOT, RULES
+
+    # The examples' proxmox tool says body = "html"; its rules inherit it.
+    assert load_ruleset(ROOT / "docs" / "examples" / "rules", None, CATALOGUE).reads_html
+    assert not load_ruleset(RULES, ACCOUNTS, CATALOGUE).reads_html

@@ -22,14 +22,17 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-# Characters that end a bare word: whitespace, comment and quote openers, and the separators
-# the grammar gives meaning to.
-_STOP = frozenset(' \t\r\n()";=/')
+# A bare word ends at whitespace, comment and quote openers, and the separators the grammar
+# gives meaning to.
+_WORD_RUN = re.compile(r'[^ \t\r\n()";=/]+')
+_SPACES = re.compile(r"[ \t\r\n]+")
+_COMMENT_STOP = re.compile(r"[\\()]")
+_QUOTED_RUN = re.compile(r'[^"\\]+')
 _LMTP = re.compile(r"^lmtp[sa]{0,2}$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Token:
+# A tuple: a Received header has dozens of tokens, and a frozen dataclass is 3x slower to make.
+class Token(NamedTuple):
     kind: str  # "word", "qs" (quoted string, unquoted), or one of ";", "=", "/"
     text: str
     spaced: bool  # whitespace or a comment came before it
@@ -42,24 +45,26 @@ class Result(NamedTuple):
 
 
 def tokenize(value: str) -> list[Token]:
-    """Tokens of a structured header value; comments and folding whitespace only separate."""
+    """Tokens of a structured header value; comments and folding whitespace only separate.
+    Runs of word, space and quoted characters are taken by a regex each, not character by
+    character: this runs on the Received and Authentication-Results headers of most mail."""
     tokens: list[Token] = []
     i, n = 0, len(value)
     spaced = False
     while i < n:
         c = value[i]
         if c in " \t\r\n":
-            spaced, i = True, i + 1
+            spaced, i = True, _run_end(_SPACES, value, i)
         elif c == "(":
             depth, i = 1, i + 1
-            while i < n and depth:
-                if value[i] == "\\":
-                    i += 1
-                elif value[i] == "(":
-                    depth += 1
-                elif value[i] == ")":
-                    depth -= 1
-                i += 1
+            while depth and (m := _COMMENT_STOP.search(value, i)) is not None:
+                if m.group() == "\\":
+                    i = m.start() + 2  # the escaped character is skipped
+                else:
+                    depth += 1 if m.group() == "(" else -1
+                    i = m.end()
+            if depth:
+                i = max(i, n)  # unterminated: the comment runs to the end
             spaced = True
         elif c == ")":  # a stray closer: treat as a separator, never as text
             spaced, i = True, i + 1
@@ -67,10 +72,15 @@ def tokenize(value: str) -> list[Token]:
             out: list[str] = []
             i += 1
             while i < n and value[i] != '"':
-                if value[i] == "\\" and i + 1 < n:
+                if value[i] == "\\":
+                    if i + 1 < n:
+                        i += 1
+                    out.append(value[i])
                     i += 1
-                out.append(value[i])
-                i += 1
+                else:
+                    end = _run_end(_QUOTED_RUN, value, i)
+                    out.append(value[i:end])
+                    i = end
             i += 1  # the closing quote (or the end of an unterminated string)
             tokens.append(Token("qs", "".join(out), spaced))
             spaced = False
@@ -78,12 +88,16 @@ def tokenize(value: str) -> list[Token]:
             tokens.append(Token(c, c, spaced))
             spaced, i = False, i + 1
         else:
-            start = i
-            while i < n and value[i] not in _STOP:
-                i += 1
-            tokens.append(Token("word", value[start:i], spaced))
-            spaced = False
+            end = _run_end(_WORD_RUN, value, i)
+            tokens.append(Token("word", value[i:end], spaced))
+            i, spaced = end, False
     return tokens
+
+
+def _run_end(run: re.Pattern[str], value: str, i: int) -> int:
+    """Where the run of `run`'s characters that starts at `i` ends (the caller saw one)."""
+    m = run.match(value, i)
+    return m.end() if m is not None else i + 1
 
 
 class _Malformed(Exception):

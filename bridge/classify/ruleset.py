@@ -7,6 +7,7 @@ every classification in the audit trail can say which rule set decided it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -53,6 +54,14 @@ class RuleSet:
                    accounts=accounts if accounts is not None else AccountsDirectory(),
                    status=status, accounts_file=accounts_file, warnings=warnings,
                    tools=RuleIndex([t for t in tools if t.senders]), expect=tuple(expect))
+
+    @cached_property
+    def reads_html(self) -> bool:
+        """Does a rule read the HTML alternative whatever the text part says (`body =
+        "html"`)? Without one, the parser converts it only for a text part that could be a
+        stub, the one case `body = "auto"` reads it (bridge/parse/mime/stub.py)."""
+        return any(r.body == "html" for r in self.detect.rules) or \
+            any(r.body == "html" for r in self.skip.rules)
 
     def rule_count(self) -> int:
         return len(self.detect) + len(self.skip) + len(self.account_rules)

@@ -71,15 +71,17 @@ def _test_hook(raw: bytes) -> None:
 
 _pipeline: Pipeline | None = None
 _budget: ProcessingSettings | None = None
+_detail = False
 _raw = RawReader()
 
 
-def _start_worker(pipeline: Pipeline, budget: ProcessingSettings) -> None:
-    global _pipeline, _budget
+def _start_worker(pipeline: Pipeline, budget: ProcessingSettings,
+                  detail: bool = False) -> None:
+    global _pipeline, _budget, _detail
     # The daemon's stop and reload signals are the daemon's: a worker stops when told by
     # the pool (SIGTERM, default action) and ignores a terminal's Ctrl-C sent to the group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _pipeline, _budget = pipeline, budget
+    _pipeline, _budget, _detail = pipeline, budget, detail
     _raw.forget()  # a forked worker must not use its parent's connections
     with open("/proc/self/statm") as fh:
         size = int(fh.read().split()[0]) * resource.getpagesize()
@@ -91,11 +93,13 @@ def _start_worker(pipeline: Pipeline, budget: ProcessingSettings) -> None:
 
 
 def _evaluate_in_worker(path: str, refs: list[tuple[int, str, int | None]],
-                        progress: str = "") -> list[Result]:
-    """`progress` names a file the worker marks with the message it starts and when, so a
-    chunk that is stopped or dies can be blamed on that one message."""
+                        progress: str = "") -> tuple[list[Result], float]:
+    """The chunk's results and the seconds it took. `progress` names a file the worker marks
+    with the message it starts and when, so a chunk that is stopped or dies can be blamed on
+    that one message."""
     assert _pipeline is not None and _budget is not None
     out: list[Result] = []
+    started = time.monotonic()
     fd = os.open(progress, os.O_WRONLY | os.O_CREAT, 0o600) if progress else -1
     try:
         for message_ref, source, oversize in refs:
@@ -105,7 +109,7 @@ def _evaluate_in_worker(path: str, refs: list[tuple[int, str, int | None]],
     finally:
         if fd >= 0:
             os.close(fd)
-    return out
+    return out, time.monotonic() - started
 
 
 def _evaluate_one(path: str, message_ref: int, source: str, oversize: int | None) -> Result:
@@ -116,7 +120,7 @@ def _evaluate_one(path: str, message_ref: int, source: str, oversize: int | None
         ev = _pipeline.evaluate(raw, oversize=oversize, source=source,
                                 message_ref=message_ref)
         del raw
-        return _slim(ev, _budget.text_chars)
+        return _slim(ev, _budget.text_chars, _detail)
     except MemoryError:
         return quarantine(ParsedMessage(), f"over the memory budget of"
                           f" {_budget.memory_mb} MiB while reading the message")
@@ -125,32 +129,62 @@ def _evaluate_one(path: str, message_ref: int, source: str, oversize: int | None
                           f" {type(exc).__name__}: {str(exc)[:300]}")
 
 
-def _slim(ev: Evaluation, text_chars: int) -> Evaluation:
-    """Only what `apply` reads goes back through the pipe: no body, no attachments."""
-    parsed = replace(ev.parsed, body="", html_body="", attachments=(), xml_parts=())
+def _slim(ev: Evaluation, text_chars: int, detail: bool = False) -> Evaluation:
+    """Only what `apply` reads goes back through the pipe: no body, no attachments, and of a
+    message that is not an XML transaction only the subject (the `classified` event), the
+    sender and the Message-ID; no precedence steps. The parent unpickles every result on the
+    daemon's one core: headers, trace, date and steps were 55 % of the bytes and of that time.
+    An XML transaction keeps its headers (the reply's loop check reads them). `detail` keeps
+    what `simulate` reports: the steps, and every header (`--explain` runs the rules again)."""
+    p = ev.parsed
+    if detail or ev.transaction is not None:
+        parsed = replace(p, body="", html_body="", attachments=(), xml_parts=())
+    else:
+        parsed = ParsedMessage(subject=p.subject, sender=p.sender, message_id=p.message_id,
+                               parse_error=p.parse_error)
     c = ev.classification
-    if c is not None and c.alert is not None and \
-            len(c.alert.summary) + len(c.alert.title) > text_chars:
-        alert = replace(c.alert, title=c.alert.title[:text_chars // 8],
-                        summary=c.alert.summary[:text_chars])
-        c = Classification(c.kind, c.reason, c.rule, alert, c.forward_to, c.account_how,
-                           c.steps)
+    if c is not None:
+        if c.alert is not None and len(c.alert.summary) + len(c.alert.title) > text_chars:
+            c = replace(c, alert=replace(c.alert, title=c.alert.title[:text_chars // 8],
+                                         summary=c.alert.summary[:text_chars]))
+        if not detail and c.steps:
+            c = replace(c, steps=())
     return replace(ev, parsed=parsed, classification=c)
 
 
 # -- the parent side ------------------------------------------------------------------------
 
-# Messages per task: one task per message costs more in the pool's pipes than an ordinary alert
-# (about a millisecond) costs to read.
-CHUNK = 64
+# Messages per task. Every task costs the daemon's process a few wake-ups of the pool's threads
+# (the task sent, its acknowledgement and its result received, the waiting thread woken), on
+# the one core its event loop and store thread share: so as many messages per task as take
+# about CHUNK_SHARE of the wall budget at the pace the workers have shown (an ordinary alert
+# takes under a millisecond), at most CHUNK_MAX, and at least one task per worker. A chunk
+# stopped at its budget is run again without the message it was on (`_blame`), and that
+# message is quarantined at once only if it had 90 % of the budget itself: so a chunk must
+# stay well inside the other 10 % (half of it here), and a run of slow but harmless mail
+# shrinks the next chunks.
+CHUNK_FIRST = 64  # until a chunk has been timed
+CHUNK_MAX = 200
+CHUNK_SHARE = 0.05
+
+
+def chunk_size(rows: int, workers: int, wall: float, pace: float | None) -> int:
+    """Messages per task for a batch of `rows`; `pace`: seconds per message of the last
+    timed chunk (None: none yet)."""
+    size = CHUNK_FIRST if pace is None else int(wall * CHUNK_SHARE / max(pace, 1e-6))
+    per_worker = -(-rows // workers)  # every worker gets a share of the batch
+    return max(1, min(size, CHUNK_MAX, per_worker))
 
 
 class WorkerPool:
     """The pool of one set of parts. `evaluate` blocks its caller (a worker thread of the
     daemon's, never the store's thread) until every row has a result."""
 
-    def __init__(self, pipeline: Pipeline, budget: ProcessingSettings):
+    def __init__(self, pipeline: Pipeline, budget: ProcessingSettings, *,
+                 detail: bool = False):
+        """`detail`: results carry what `simulate` reports (`_slim`)."""
         self.budget = budget
+        self._pace: float | None = None  # seconds per message of the last timed chunk
         self._progress_dir = tempfile.mkdtemp(prefix="mailbridge-progress-")
         # forkserver, not fork: a worker (started lazily, or as a replacement at any time)
         # must not inherit the daemon's descriptors — an inherited client socket would keep
@@ -161,7 +195,8 @@ class WorkerPool:
         context.set_forkserver_preload(["bridge.process.isolation", "lxml.html",
                                         "bridge.parse.xmlsafe", "html_text"])
         self._pool = pebble.ProcessPool(max_workers=budget.workers, initializer=_start_worker,
-                                        initargs=(pipeline, budget), context=context)
+                                        initargs=(pipeline, budget, detail),
+                                        context=context)
         # The pool starts lazily; one empty task now starts the forkserver and the workers
         # while the sources are still fetching, instead of in front of the first batch.
         self._pool.schedule(_evaluate_in_worker, ("", []))
@@ -172,7 +207,9 @@ class WorkerPool:
         its whole budget, it alone is quarantined (or, after a death, sent back); else it
         runs again alone with a full budget. The rest of the chunk runs again as a chunk."""
         results: dict[int, Result] = {}
-        todo = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
+        size = chunk_size(len(rows), self.budget.workers, self.budget.wall_seconds,
+                          self._pace)
+        todo = [rows[i:i + size] for i in range(0, len(rows), size)]
         while todo:
             try:
                 running = [(chunk, *self._schedule(store_path, chunk)) for chunk in todo]
@@ -184,7 +221,10 @@ class WorkerPool:
             todo = []
             for chunk, future, progress in running:
                 try:
-                    results.update(zip((r.id for r in chunk), future.result()))
+                    found, seconds = future.result()
+                    results.update(zip((r.id for r in chunk), found))
+                    if found:
+                        self._pace = seconds / len(found)
                 except Exception as exc:  # stopped, died, or the pool failed
                     todo += self._blame(chunk, exc, progress, results)
                 finally:

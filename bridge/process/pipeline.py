@@ -195,7 +195,7 @@ class Pipeline:
 
     def evaluate(self, raw: bytes, *, oversize: int | None = None, source: str = "",
                  message_ref: int | None = None) -> Evaluation:
-        parsed = parse(raw)
+        parsed = parse(raw, html_alternative=self.ruleset.reads_html)
         if oversize is not None:
             return quarantine(parsed, f"message of {oversize} bytes is over the size limit;"
                               " only its header was downloaded")

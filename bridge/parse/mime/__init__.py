@@ -27,8 +27,11 @@ from bridge.parse.mime.limits import DEFAULT_LIMITS, MimeLimits
 __all__ = ["MimeLimits", "parse", "decode_words", "decode_text"]
 
 
-def parse(raw: bytes, *, limits: MimeLimits = DEFAULT_LIMITS) -> ParsedMessage:
-    """Parse one raw message. Never raises; see the module docstring for what is decoded."""
+def parse(raw: bytes, *, limits: MimeLimits = DEFAULT_LIMITS,
+          html_alternative: bool = True) -> ParsedMessage:
+    """Parse one raw message. Never raises; see the module docstring for what is decoded.
+    `html_alternative=False`: the HTML alternative beside a plain body is converted only when
+    the plain body could be a stub (`html_body` stays "" otherwise; builder.py)."""
     try:
         if isinstance(raw, (bytearray, memoryview)):
             raw = bytes(raw)
@@ -36,6 +39,6 @@ def parse(raw: bytes, *, limits: MimeLimits = DEFAULT_LIMITS) -> ParsedMessage:
             return ParsedMessage(parse_error=f"input is {type(raw).__name__}, not bytes")
         if not raw or raw.isspace():  # not raw.strip(): that would copy a 50 MB message
             return ParsedMessage(parse_error="empty message")
-        return _Builder(raw, limits).build()
+        return _Builder(raw, limits, html_alternative).build()
     except Exception as exc:  # noqa: BLE001 - the daemon must never stop on one message
         return ParsedMessage(parse_error=f"parser failure: {type(exc).__name__}: {str(exc)[:120]}")

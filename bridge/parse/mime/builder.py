@@ -3,7 +3,9 @@
 `_Builder` reads each field on its own guard (one broken field must not lose the others):
 headers with encoded-words decoded where that is safe, sender, recipients, date, and the body
 — inline text/plain parts joined, else the first text/html part through html-text; beside a
-plain body, the first HTML part's text too (`html_body`, and whether the text is a stub) — together
+plain body, the first HTML part's text too (`html_body`, and whether the text is a stub; with
+`html_alternative=False` only when the text part could be a stub: a rule set without `body =
+"html"` rules reads it only then, and converting it was a tenth of a worker's time) — together
 with the ATES tokens of every inline text part, the XML transaction candidates (re-encoded to
 UTF-8 when the MIME charset says so) and the attachments, big ones listed without their data.
 Its `finish` bounds the defects and sets `parse_error` only when nothing usable came out.
@@ -31,7 +33,7 @@ from bridge.parse.mime.headers import (
     _read_headers,
 )
 from bridge.parse.mime.limits import MimeLimits
-from bridge.parse.mime.stub import text_is_stub
+from bridge.parse.mime.stub import could_be_stub, text_is_stub
 from bridge.parse.mime.walker import _decode_part, _Leaf, _too_big, _Walker
 
 # -- assembling the ParsedMessage --------------------------------------------------------------
@@ -91,9 +93,10 @@ def _xml_bytes(data: bytes, charset: str | None) -> bytes:
 class _Builder:
     """Gathers the fields of one ParsedMessage; each step is guarded on its own."""
 
-    def __init__(self, raw: bytes, limits: MimeLimits) -> None:
+    def __init__(self, raw: bytes, limits: MimeLimits, html_alternative: bool = True) -> None:
         self.raw = raw
         self.limits = limits
+        self.html_alternative = html_alternative
         self.defects: list[str] = []
         self.fields: dict[str, object] = {}
 
@@ -235,7 +238,7 @@ class _Builder:
         if plain:
             joined = self.fields["body"] = "\n\n".join(text.strip("\n") for text in plain)
             source = html[0] if html else first_html
-            if source is not None:
+            if source is not None and (self.html_alternative or could_be_stub(joined)):
                 # The HTML alternative's text, for rules that choose it (`body = "html"` or a
                 # stub text part under "auto"). v1 never reads it: its problems are not defects.
                 converted = self.html_text(source, [])

@@ -27,6 +27,14 @@ _STUB_PHRASES = re.compile(
     re.IGNORECASE)
 
 
+def could_be_stub(text: str) -> bool:
+    """The half of `text_is_stub` that reads only the text part: False means no HTML
+    alternative can make it a stub, so its text need not be converted to know."""
+    head = " ".join(text[:_HEAD_CHARS].split())
+    size = len(head) if len(text) <= _HEAD_CHARS else len(text)
+    return size < STUB_CHARS or _STUB_PHRASES.search(head) is not None
+
+
 def text_is_stub(text: str, html_text: str) -> bool:
     """True when `html_text` carries substantially more than `text` and `text` is short or
     says it is only a pointer to the HTML version."""
