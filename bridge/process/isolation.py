@@ -25,6 +25,7 @@ import resource
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -198,8 +199,17 @@ class WorkerPool:
                                         initargs=(pipeline, budget, detail),
                                         context=context)
         # The pool starts lazily; one empty task now starts the forkserver and the workers
-        # while the sources are still fetching, instead of in front of the first batch.
-        self._pool.schedule(_evaluate_in_worker, ("", []))
+        # while the sources are still fetching, instead of in front of the first batch. On a
+        # thread: starting waits for the fork server to import its preload (0.5 s on a quiet
+        # machine, seconds under load), which held up the assembly and so the first fetch.
+        # pebble starts its pool under a lock, so a batch scheduled meanwhile waits for it.
+        threading.Thread(target=self._warm_up, name="pool-warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        try:
+            self._pool.schedule(_evaluate_in_worker, ("", []))
+        except RuntimeError:  # closed before it started (a reload, a one-shot command)
+            pass
 
     def evaluate(self, store_path: str, rows: list[StagedRow]) -> list[Result]:
         """Rows go out in chunks, each task under the wall budget. When a chunk is stopped or
