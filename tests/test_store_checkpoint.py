@@ -43,12 +43,16 @@ def test_pages_reach_the_database_file_from_the_checkpoint_thread(tmp_path):
 
 
 def test_the_async_store_runs_one_and_hands_checkpoints_back_on_close(tmp_path):
+    def checkpoint_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "store-checkpoint"}
+
+    before = checkpoint_threads()  # other tests' stores may still have theirs
     store = Store(tmp_path / "m.db")
     async_store = AsyncStore(store)
     assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-    assert any(t.name == "store-checkpoint" for t in threading.enumerate())
+    (ours,) = checkpoint_threads() - before
     async_store.close()
-    assert not any(t.name == "store-checkpoint" for t in threading.enumerate())
+    assert not ours.is_alive()
 
 
 def test_a_store_in_memory_keeps_sqlites_own_checkpoints():
