@@ -407,11 +407,16 @@ decisions compared by dumping the store). Load average 1–5 during these pairs.
 | workers send back what recording needs (subject, sender, Message-ID; the precedence steps and every header only for `simulate`); a plain-text mail's HTML alternative converted only when a rule can read it; chunks sized to the workers' pace (≤ 5 % of the wall budget, ≤ 200) instead of 64; the trace-header tokenizer on regex runs | bridge/process/, bridge/parse/ | the main process's pool threads 0.318 → 0.199 s (−37 %), workers 3.69 → 3.13 s (−15 %) (5,000 mails, six pairs) |
 | the simulator on httptools and uvloop, its sync calls past Starlette's middleware and router, no 5 ms polling tick | bridge/psa_sim/, bridge/operator/httpserve.py | simulator CPU 2.6 → 1.2 s per 5,000 mails (−54 %): CPU the benchmark's mailbridge shares its two cores with |
 | WAL checkpoints on a thread of their own (PASSIVE, every 0.25 s, a second connection; SQLite's automatic checkpoint ran inside whichever COMMIT crossed 1,000 pages, on the one store thread) | bridge/store/checkpoint.py | main process 10.47 → 8.77 s (−16 %), 764 → 931 msg/s (10,000 mails, on top of the rows above) |
-| the worker pool's warm-up scheduled from a thread (starting the fork server waits for its preload: 0.5 s quiet, seconds under load, in front of the first fetch) | bridge/process/isolation.py | {warmup} |
+| the worker pool's warm-up scheduled from a thread (starting the fork server waits for its preload: 0.5 s quiet, seconds under load, in front of the first fetch) | bridge/process/isolation.py | not measured apart: the fork server's start (0.5 s quiet, 4 s under load, measured by the loop helper) no longer stands in front of the first fetch |
 | report only: uvloop for mailbridge's own event loop | (branch ploop-uvloop) | main-process CPU: median paired difference ~0 s over 10 pairs, +2 MiB: not adopted |
 | each CLI command's module imported when it runs | bridge/cli/__init__.py | ~25 ms of the run path's ~0.7 s of imports |
 
-From the round's start to its end, same sitting: {overall}
+From the round's start to its end, in one sitting (10,000 mails, three alternating pairs, load
+0.8–1.6): 4408c12 **806** msg/s (806 / 790 / 806), the round's end **1,167** msg/s
+(1,080 / 1,226 / 1,167), +45 %; the main process's CPU 9.65 → 7.01 s (−27 %), the worker's
+4.42 → 3.82 s, the simulator's 2.1 → 1.4 s. The shared virtualenv already had httptools and
+uvloop when these pairs ran, so the starting commit's simulator had most of its row's gain too.
+The median of three is 3 % short of issue 21's 1,200 msg/s; single runs reach it (1,226).
 
 **Round 3 (issue 21)**: less CPU per message, and `run --once` overlapping its stages.
 Each change was measured against the commit before it, all of them in one loop: every round
