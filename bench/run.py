@@ -417,6 +417,8 @@ From the round's start to its end, in one sitting (10,000 mails, three alternati
 4.42 → 3.82 s, the simulator's 2.1 → 1.4 s. The shared virtualenv already had httptools and
 uvloop when these pairs ran, so the starting commit's simulator had most of its row's gain too.
 The median of three is 3 % short of issue 21's 1,200 msg/s; single runs reach it (1,226).
+Three more runs of the round's end alone, right after `make bench` (load 0.6–1.0):
+1,155 / 1,122 / 1,110 msg/s, median **1,122** (ratio 8.9–9.0×) — 6.5 % short.
 
 **Round 3 (issue 21)**: less CPU per message, and `run --once` overlapping its stages.
 Each change was measured against the commit before it, all of them in one loop: every round
