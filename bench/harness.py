@@ -4,6 +4,11 @@ mailbridge always runs as its own process (`mailbridge run --once` or the daemon
 figures are its own: the PSA simulator (uvicorn in a thread of the benchmark process) and
 Dovecot (its own processes) do not share its interpreter, and its peak RSS is read from the
 kernel's accounting of that one child (`os.wait4`).
+
+A benchmark measures the tree it is run from: `python -m bench.backlog` puts the current
+directory first on `sys.path`, and the child gets this tree's root first on its PYTHONPATH. To
+compare two trees, `cd` into each one and run it there; PYTHONPATH pointing elsewhere does not
+change which code runs.
 """
 
 from __future__ import annotations
