@@ -71,7 +71,8 @@ def classify_stack(frame: FrameType | None, store_thread: bool) -> str | None:
         # executor's and AsyncStore's own.
         for f in reversed(frames):
             code = f.f_code
-            if code.co_filename.endswith(("threading.py", "concurrent/futures/thread.py")) or \
+            if code.co_filename.endswith(("threading.py", "concurrent/futures/thread.py",
+                                          "store/thread.py")) or \
                     (code.co_name == "<lambda>" and code.co_filename.endswith("store/db.py")):
                 continue
             name = code.co_name

@@ -16,14 +16,16 @@ from bridge.store.db import OutboxRow
 
 
 class Recorder:
-    """Stands in for AsyncStore: `run(apply_settlements, store, batch)` records the batch."""
+    """Stands in for AsyncStore: `run_first(apply_settlements, store, batch)` records the
+    batch."""
 
     store = None
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
 
-    async def run(self, fn: Callable[..., Any], store: Any, batch: list[Any]) -> list[None]:
+    async def run_first(self, fn: Callable[..., Any], store: Any, batch: list[Any]
+                        ) -> list[None]:
         self.batches.append([row.id for row, _ in batch])
         return [None] * len(batch)
 

@@ -71,7 +71,7 @@ class GroupCommit:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:
-                errors = await self._store.run(apply_settlements, self._store.store,
+                errors = await self._store.run_first(apply_settlements, self._store.store,
                                                [(row, s) for row, s, _ in batch])
             except asyncio.CancelledError:
                 for _, _, done in batch + self._queue:

@@ -14,7 +14,6 @@ The names other modules import from here (`StagedRow`, `StageResult`, `OutboxRow
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import sqlite3
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from bridge.store.reads import ReadsMixin
 from bridge.store.owners import OwnersMixin
 from bridge.store.schema import MIGRATIONS
 from bridge.store.staging import StagedRow, StageResult, StagingMixin, message_id_of
+from bridge.store.thread import StoreThread
 
 __all__ = ["Store", "AsyncStore", "StagedRow", "StageResult", "OutboxRow", "message_id_of",
            "events_log", "TROUBLE_EVENTS", "StoreNotReady"]
@@ -135,13 +135,14 @@ def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-def _on_store_thread(method: Callable[Concatenate[Store, P], T]
+def _on_store_thread(method: Callable[Concatenate[Store, P], T], first: bool = False
                      ) -> Callable[Concatenate[AsyncStore, P], Coroutine[Any, Any, T]]:
     """The awaitable twin of a Store method, run on the AsyncStore's thread (typed, unlike
-    the attribute proxy it replaces)."""
+    the attribute proxy it replaces); `first`: ahead of the calls that are not (see
+    bridge.store.thread)."""
 
     async def call(self: AsyncStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self.run(lambda: method(self.store, *args, **kwargs))
+        return await self._call(lambda: method(self.store, *args, **kwargs), first)
 
     call.__name__ = call.__qualname__ = method.__name__
     call.__doc__ = method.__doc__
@@ -150,28 +151,36 @@ def _on_store_thread(method: Callable[Concatenate[Store, P], T]
 
 class AsyncStore:
     """Runs a Store on one dedicated thread: `await store.run(fn, *args)`, or the awaitable
-    twins below of the Store methods that asyncio code calls (same signatures, checked)."""
+    twins below of the Store methods that asyncio code calls (same signatures, checked).
+    Delivery's short transactions (`run_first`, `claim_outbox`) go ahead of processing's
+    batches (bridge.store.thread)."""
 
     def __init__(self, store: Store):
         self.store = store
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
-                                                           thread_name_prefix="store")
+        self._thread = StoreThread("store")
         # WAL checkpoints off the store thread (bridge/store/checkpoint.py).
         self._checkpoints = Checkpointer(store.path)
         if not store.readonly:
-            self._pool.submit(self._checkpoints.start, store.conn).result()
+            self._thread.submit(lambda: self._checkpoints.start(store.conn)).result()
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        return await self._call(lambda: fn(*args, **kwargs), False)
+
+    async def run_first(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`run`, ahead of every waiting call that was not itself sent first."""
+        return await self._call(lambda: fn(*args, **kwargs), True)
+
+    async def _call(self, fn: Callable[[], T], first: bool) -> T:
+        result: T = await asyncio.wrap_future(self._thread.submit(fn, first))
+        return result
 
     def close(self) -> None:
         def close_on_thread() -> None:
             self._checkpoints.stop(self.store.conn)
             self.store.close()
 
-        self._pool.submit(close_on_thread).result()
-        self._pool.shutdown(wait=True)
+        self._thread.submit(close_on_thread).result()
+        self._thread.shutdown()
 
     query = _on_store_thread(Store.query)
     scalar = _on_store_thread(Store.scalar)
@@ -181,9 +190,9 @@ class AsyncStore:
     pending_work = _on_store_thread(Store.pending_work)
     message_raw = _on_store_thread(Store.message_raw)
     message_arrived_at = _on_store_thread(Store.message_arrived_at)
-    claim_outbox = _on_store_thread(Store.claim_outbox)
+    claim_outbox = _on_store_thread(Store.claim_outbox, first=True)
     reclaim_in_flight = _on_store_thread(Store.reclaim_in_flight)
-    release_outbox = _on_store_thread(Store.release_outbox)
+    release_outbox = _on_store_thread(Store.release_outbox, first=True)
     next_outbox_due = _on_store_thread(Store.next_outbox_due)
     outbox_results = _on_store_thread(Store.outbox_results)
     open_correlation = _on_store_thread(Store.open_correlation)
