@@ -19,9 +19,10 @@ from bridge.assembly import load_rules
 from bridge.config import StormSettings, load_settings
 from bridge.decide.decider import Decider
 from bridge.models import Alert, Decision, RawMessage
-from bridge.process.pipeline import Pipeline, classify_context
+from bridge.process.batches import APPLY_SLICE, process_staged
+from bridge.process.pipeline import Pipeline, Result, classify_context
 from bridge.seams import StateStore
-from bridge.store.db import Store
+from bridge.store.db import AsyncStore, StagedRow, Store
 from tests.helpers import SAMPLES, write_config
 
 T0 = 1_750_000_000.0
@@ -160,3 +161,34 @@ def test_the_count_over_all_accounts_is_read_only_in_a_burst(tmp_path: Path) -> 
     store.close()
     assert (quiet.burst_alerts, quiet.new_alerts_global) == (3, 0)
     assert (burst.burst_alerts, burst.new_alerts_global) == (3, 3)
+
+
+async def test_a_claimed_batch_is_recorded_in_slices_that_delivery_can_overtake(
+        tmp_path: Path) -> None:
+    """`process_staged` records a claimed batch APPLY_SLICE messages per transaction, telling
+    delivery after each one, so a settlement waits for one slice, not for the whole batch."""
+    pipeline, store = parts(tmp_path)
+    n = APPLY_SLICE * 2 + 7
+    store.stage_many([RawMessage(zabbix(100 + i, i), "pipe", None, T0 - 100 + i)
+                      for i in range(n)])
+    astore = AsyncStore(store)
+
+    class InProcess:
+        def evaluate(self, store_path: str, rows: list[StagedRow]) -> list[Result]:
+            return [pipeline.evaluate(r.raw, message_ref=r.id) for r in rows]
+
+    recorded: list[int] = []  # messages decided each time delivery is told
+
+    def applied() -> None:  # on the loop, between two store calls of process_staged
+        recorded.append(store.scalar("SELECT count(*) FROM messages WHERE state != 'staged'"
+                                     " AND state != 'processing'"))
+
+    try:
+        current = SimpleNamespace(pipeline=pipeline, evaluator=InProcess())
+        done = await process_staged(astore, lambda: current,  # type: ignore[arg-type, return-value]
+                                    "w",
+                                    applied=applied)
+    finally:
+        astore.close()
+    assert done == n
+    assert recorded == [APPLY_SLICE, 2 * APPLY_SLICE, n]
