@@ -6,16 +6,19 @@ transaction; the worker pool evaluates it in between. (One transaction for all 2
 40-60 ms on the backlog benchmark, and every outbox claim and settlement that came meanwhile
 waited for it: delivery's calls go ahead of waiting store calls (bridge.store.thread), but not
 of the one under way. Slices of 50 add three commits a batch and let delivery keep up with
-processing.) Delivery is told after each slice. One after the other, the workers would wait while a batch is
-applied and the store's thread while one is evaluated; so the next batch is claimed and handed
-to the pool before the previous one is applied: the pool always has work for every worker it
-has, and applying overlaps evaluating. At most two batches are claimed at a time, the second
+processing.) Delivery is told after each slice.
+
+One after the other, the workers would wait while a batch is applied and the store's thread
+while one is evaluated; so the next batch is claimed and handed to the pool before the
+previous one is applied: the pool always has work for every worker it has, and applying
+overlaps evaluating. At most two batches are claimed at a time, the second
 only behind a full one: suspects (claim_staged hands them out one per claim, so that a poison
 message shares its deaths with no other claim) and a last short batch go one at a time; a death
 of the whole process with two batches claimed charges both one claim. Each batch keeps the
-parts it was claimed with (a reload takes effect at the next claim). If applying a
-batch fails, that batch stays claimed as before, the one behind it goes back to `staged`
-(not counted against its messages) and the failure goes on to the caller.
+parts it was claimed with (a reload takes effect at the next claim). If recording a slice
+fails, the slices before it stay recorded, that one and the rest of its batch stay claimed as
+before, the batch behind it goes back to `staged` (not counted against its messages) and the
+failure goes on to the caller.
 """
 
 from __future__ import annotations
