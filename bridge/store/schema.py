@@ -215,9 +215,12 @@ MIGRATIONS: list[str] = [
     # every outbox claim (a row held on the arrival clock waits for it): by state alone the
     # index made that a walk over every staged and processing message — the whole backlog,
     # hundreds of times a drain. By (state, arrived_at) it is two index lookups; every query
-    # by state alone uses it as before.
+    # by state alone uses it as before. And messages_mid_hash goes: no query has used it since
+    # staging looks duplicates up by hash (messages_sha) and compares the Message-ID itself,
+    # and its random keys cost every durable staging commit pages of its own.
     """
     DROP INDEX IF EXISTS messages_state;
     CREATE INDEX messages_state ON messages(state, arrived_at);
+    DROP INDEX IF EXISTS messages_mid_hash;
     """,
 ]
