@@ -26,6 +26,9 @@ def run(config_path: str, once: bool, flush: bool) -> None:
     if flush and not once:
         click.echo("--flush goes with --once", err=True)
         sys.exit(2)
+    from bridge.process import forkserver
+
+    forkserver.start()  # its imports beside ours (bridge.process.forkserver)
     settings = load_or_exit(config_path)
     redactor = start_logging(settings, one_shot=once)
     started = time.time()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import resource
 import shutil
@@ -36,6 +35,7 @@ import pebble
 
 from bridge.config import ProcessingSettings
 from bridge.models import Classification, ParsedMessage
+from bridge.process import forkserver
 from bridge.process.pipeline import Broken, Evaluation, Pipeline, Result, quarantine
 from bridge.store.readonly import RawReader
 from bridge.store.staging import StagedRow
@@ -187,17 +187,9 @@ class WorkerPool:
         self.budget = budget
         self._pace: float | None = None  # seconds per message of the last timed chunk
         self._progress_dir = tempfile.mkdtemp(prefix="mailbridge-progress-")
-        # forkserver, not fork: a worker (started lazily, or as a replacement at any time)
-        # must not inherit the daemon's descriptors — an inherited client socket would keep
-        # a connection the daemon closed open for the peer — nor its signal set-up.
-        context = multiprocessing.get_context("forkserver")
-        # The parsers are preloaded in the fork server, not the daemon: every worker forked
-        # from it shares their pages, and the daemon never pays for them.
-        context.set_forkserver_preload(["bridge.process.isolation", "lxml.html",
-                                        "bridge.parse.xmlsafe", "html_text"])
         self._pool = pebble.ProcessPool(max_workers=budget.workers, initializer=_start_worker,
                                         initargs=(pipeline, budget, detail),
-                                        context=context)
+                                        context=forkserver.context())
         # The pool starts lazily; one empty task now starts the forkserver and the workers
         # while the sources are still fetching, instead of in front of the first batch. On a
         # thread: starting waits for the fork server to import its preload (0.5 s on a quiet
