@@ -122,9 +122,11 @@ def run_child(args: list[str], cwd: Path, timeout: float = 600.0,
     if stages:
         env["MB_BENCH_STAGES"] = str(stages_file)
     profile = os.environ.get("MB_BENCH_PROFILE")
-    if profile:  # py-spy samples every thread of the child (raw = collapsed stacks)
+    if profile:  # py-spy samples every thread of the child (raw = collapsed stacks), and
+        # with MB_BENCH_PROFILE_ALL set its worker processes too
         args = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw",
-                "--rate", "250", "--threads", "--nonblocking", "-o",
+                "--rate", "250", "--threads", "--nonblocking",
+                *(["--subprocesses"] if os.environ.get("MB_BENCH_PROFILE_ALL") else []), "-o",
                 f"{profile}.{stamp}.txt", "--", *args]
     host0 = resource.getrusage(resource.RUSAGE_SELF)
     with open(log, "wb") as err:
