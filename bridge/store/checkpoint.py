@@ -27,10 +27,12 @@ log = logging.getLogger(__name__)
 
 # SQLite's own default (pages); what the store's connection gets back on stop.
 AUTOCHECKPOINT_PAGES = 1000
-# Often enough that the WAL stays near the size the automatic checkpoint kept it at under a
-# backlog (~4 MB a quarter second at the benchmark's pace); a checkpoint of an already copied
-# WAL costs a few microseconds.
-INTERVAL_SECONDS = 0.25
+# Each checkpoint copies the latest version of every page written since the one before, so
+# a page rewritten by many commits (the tail of the events table, hot index pages) is copied
+# once per interval. Every second rather than every quarter: on the backlog benchmark 35 MB
+# and 9,000 write calls less per 10,000 mails, main-process CPU -0.2 s, for a WAL of ~16 MB
+# under a backlog instead of ~4 MB. A checkpoint of an already copied WAL costs microseconds.
+INTERVAL_SECONDS = 1.0
 
 
 class Checkpointer:
