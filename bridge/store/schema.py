@@ -220,12 +220,16 @@ MIGRATIONS: list[str] = [
     # and its random keys cost every durable staging commit pages of its own. events_key
     # leaves out the events without an alert key (a third of them: `staged`, `outcome`), which
     # no look-up by key can find anyway: the events of a key's messages that carry none are
-    # found through their message.
+    # found through their message. messages_outcome likewise leaves out the messages without
+    # an outcome yet: every query by outcome names one, and a message's claim and its
+    # `pending` decision (each changes `updated_at`) no longer move its entry.
     """
     DROP INDEX IF EXISTS messages_state;
     CREATE INDEX messages_state ON messages(state, arrived_at);
     DROP INDEX IF EXISTS messages_mid_hash;
     DROP INDEX IF EXISTS events_key;
     CREATE INDEX events_key ON events(alert_key) WHERE alert_key IS NOT NULL;
+    DROP INDEX IF EXISTS messages_outcome;
+    CREATE INDEX messages_outcome ON messages(outcome, updated_at) WHERE outcome IS NOT NULL;
     """,
 ]
