@@ -150,7 +150,7 @@ class _Builder:
         if value is None:
             return
         pairs = _addresses(value)
-        mailbox = _from_mailbox(value)
+        mailbox = _from_mailbox(value, pairs)
         if mailbox is None:
             self.defects.append("From has no address")
             return

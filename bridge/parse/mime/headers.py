@@ -249,15 +249,17 @@ def _angle_addr(value: str) -> tuple[str, str] | None:
     return None
 
 
-def _from_mailbox(value: str) -> tuple[str, str] | None:
-    """(display name still encoded, addr-spec lower-cased) of the first mailbox of From."""
+def _from_mailbox(value: str, pairs: list[tuple[str, str]] | None = None
+                  ) -> tuple[str, str] | None:
+    """(display name still encoded, addr-spec lower-cased) of the first mailbox of From.
+    `pairs`: `_addresses(value)`, when the caller has it already (it is not cheap)."""
     simple = _SIMPLE_ADDRESS.fullmatch(value)
     if not simple:
         angle = _angle_addr(value)
         if angle is not None and "@" in angle[1]:
             name = " ".join(angle[0].replace('"', " ").split())
             return name, angle[1]
-    pairs = _addresses(value)
+    pairs = _addresses(value) if pairs is None else pairs
     return pairs[0] if pairs else None
 
 
