@@ -120,6 +120,23 @@ def _xml_bytes(data: bytes, charset: str | None) -> bytes:
     return data.decode(codec, "replace").encode("utf-8")
 
 
+# Header names as text, and whether their encoded-words are decoded: the same few dozen names
+# in every message, so worked out once per worker. Bounded: only short names are kept, and
+# only so many (a message may invent any number of long ones).
+_NAMES: dict[bytes, tuple[str, bool]] = {}
+_NAMES_MAX, _NAME_MAX_BYTES = 1024, 64
+
+
+def _name_info(name: bytes) -> tuple[str, bool]:
+    info = _NAMES.get(name)
+    if info is None:
+        key = name.decode("ascii", "replace")
+        info = (key, _decodes_words(key))
+        if len(name) <= _NAME_MAX_BYTES and len(_NAMES) < _NAMES_MAX:
+            _NAMES[name] = info
+    return info
+
+
 class _Builder:
     """Gathers the fields of one ParsedMessage; each step is guarded on its own."""
 
@@ -159,9 +176,9 @@ class _Builder:
         table: dict[str, list[str]] = {}
         trace: list[tuple[str, str]] = []
         for name, value in self.top.fields:
-            key = name.decode("ascii", "replace")
+            key, decodes = _name_info(name)
             text = _header_text(value, self.hint)
-            text = _fold(decode_words(text)) if _decodes_words(key) else _CONTROL.sub(" ", text).strip()
+            text = _fold(decode_words(text)) if decodes else _CONTROL.sub(" ", text).strip()
             table.setdefault(key, []).append(text)
             if key in ("received", "authentication-results"):
                 trace.append((key, text))
