@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 # -- header blocks -----------------------------------------------------------------------------
 
-_HEADER_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+_HEADER_START = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")  # (name) before the first colon
 # Two headers glued on one line ("Date: … +0200Received: from …", corpus mail107). Only
 # looked for in headers whose grammar cannot legitimately contain "Name: ".
 _GLUED = re.compile(rb"(?<=[0-9)>])([A-Z][A-Za-z0-9-]{1,40}):[ \t]")
@@ -99,12 +99,11 @@ def _read_headers(buf: bytes, start: int, end: int, limits: MimeLimits, top: boo
     names: list[bytes] = []
     values: list[list[bytes]] = []  # each header's pieces, joined once at the end
     for i, (offset, line) in enumerate(lines):
-        indented = line[:1] in b" \t"
-        if _HEADER_START.match(line):
-            name, _, value = line.partition(b":")
-            names.append(name.strip().lower())
-            values.append([value.strip(b" \t")])
-        elif names and (indented or i < last_header):
+        header = _HEADER_START.match(line)
+        if header:
+            names.append(header.group(1).lower())
+            values.append([line[header.end():].strip(b" \t")])
+        elif names and ((indented := line[:1] in b" \t") or i < last_header):
             # A continuation, or a line without a colon while real headers still follow
             # (mail054: base64 continuation lines missing their indent): fold it in.
             if not indented:
