@@ -155,7 +155,10 @@ class _Builder:
 
     def build(self) -> ParsedMessage:
         self.top = _read_headers(self.raw, 0, len(self.raw), self.limits, True, self.defects)
-        self.hint = _mime_info(self.top.first(b"content-type"), None, "text/plain").charset
+        # The top entity's Content-Type, read once: the walker's own reading is the same one
+        # unless a Content-Disposition comes into it.
+        self.top_info = _mime_info(self.top.first(b"content-type"), None, "text/plain")
+        self.hint = self.top_info.charset
         if self.hint is None:
             # Raw 8-bit headers (corpus mail015/046) are usually in the charset of the first
             # text part; a multipart's own Content-Type has none.
@@ -234,7 +237,8 @@ class _Builder:
 
     def body(self) -> None:
         walker = _Walker(self.raw, self.limits, self.defects)
-        walker.entity(self.top, len(self.raw), 0, "text/plain", True)
+        shared = self.top_info if self.top.first(b"content-disposition") is None else None
+        walker.entity(self.top, len(self.raw), 0, "text/plain", True, shared)
         limits = self.limits
         plain: list[str] = []
         html: list[str] = []
