@@ -182,6 +182,7 @@ def _classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Class
                 tool = t.name
                 steps.append(f"detect: no rule matched; mail from tool {t.label} ({why})")
                 break
+    authenticated = False
     if rule is not None and rule.require_authentication:
         ok, detail = authenticity.verify(msg, view.sender, ctx.authserv_ids, ctx.trusted_relays,
                                          ctx.trusted_hosts)
@@ -190,6 +191,7 @@ def _classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Class
             steps.append(f"authenticate: {reason}")
             return _result(Kind.REJECTED, reason, steps, rule=rule.label)
         steps.append(f"authenticate: {detail}")
+        authenticated = True
     if rule is None and token is None and tool is None:
         posing = _impersonation(msg, rules, view)
         if posing is not None:
@@ -244,8 +246,10 @@ def _classify(msg: ParsedMessage, rules: RuleSet, ctx: ClassifyContext) -> Class
                        account_how=how)
     alert = build_alert(rule, view, account, steps) if fields is None else \
         build_alert_v2(rule, view, account, fields, steps)
-    refused = _mx_refuses(msg, view, ctx, alert, token is not None and bool(ctx.ates_password),
-                          steps)
+    # A sender `verify` authenticated passes `mx_failure` too: the same checks of the same
+    # headers (an aligned pass, or a trusted relay), not worth running twice.
+    refused = None if authenticated else _mx_refuses(
+        msg, view, ctx, alert, token is not None and bool(ctx.ates_password), steps)
     if refused is not None:
         return _result(Kind.REJECTED, refused, steps, rule=label)
     reason = f"{alert.status} {alert.product_group}/{alert.alert_type} alert for {account.id}"

@@ -10,7 +10,6 @@ ten do, while wildcard, condition and regex rules still cost one evaluation each
 
 from __future__ import annotations
 
-import heapq
 from typing import Generic, Iterator, Protocol, Sequence, TypeVar
 
 from bridge.classify.view import MessageView
@@ -32,6 +31,8 @@ class RuleIndex(Generic[R]):
         self.by_domain: dict[str, list[int]] = {}
         self.by_word: dict[str, list[int]] = {}
         self.always: list[int] = []
+        self._always_rules: tuple[R, ...] = ()
+        self._always_set: frozenset[int] = frozenset()
         for pos, rule in enumerate(self.rules):
             keys = rule.index_keys()
             if keys is None:
@@ -44,6 +45,8 @@ class RuleIndex(Generic[R]):
                     table.setdefault(value[1:], []).append(pos)
                 else:
                     self.by_word.setdefault(value, []).append(pos)
+        self._always_rules = tuple(self.rules[pos] for pos in self.always)
+        self._always_set = frozenset(self.always)
 
     def candidates(self, view: MessageView) -> Iterator[R]:
         found: set[int] = set()
@@ -61,9 +64,11 @@ class RuleIndex(Generic[R]):
                 for w, positions in self.by_word.items():
                     if w in subject_words:
                         found.update(positions)
-        ordered = sorted(found)
-        for pos in heapq.merge(ordered, self.always):
-            yield self.rules[pos]
+        # Runs for every rule list of every message: no generator of our own. An indexed
+        # rule is never in `always`, so sorting the union is the merge by rule position.
+        if not found:
+            return iter(self._always_rules)
+        return map(self.rules.__getitem__, sorted(found.union(self._always_set)))
 
     def __len__(self) -> int:
         return len(self.rules)

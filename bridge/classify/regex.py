@@ -66,20 +66,24 @@ class _Spans(Protocol):
 
 
 class Match:
-    """One match, the same for both engines: group(), groups(), groupdict(), start(), end()."""
+    """One match, the same for both engines: group(), groups(), groupdict(), start(), end().
+    A group's span is asked of the engine's match only when it is read: a capture reads its
+    named groups, a condition only whether there was a match (RE2's wrapper answers each
+    `span` in Python, and asking for every group up front was half the cost of a search)."""
 
-    __slots__ = ("_text", "_spans", "_names")
+    __slots__ = ("_text", "_found", "_groups", "_names")
 
     def __init__(self, text: str, found: _Spans, groups: int, names: Mapping[str, int]):
         self._text = text
-        self._spans = tuple(found.span(i) for i in range(groups + 1))
+        self._found = found
+        self._groups = groups
         self._names = names
 
-    def _index(self, group: int | str) -> int:
+    def _span(self, group: int | str) -> tuple[int, int]:
         index = self._names[group] if isinstance(group, str) else group
-        if not 0 <= index < len(self._spans):
+        if not 0 <= index <= self._groups:
             raise IndexError(f"no such group {group!r}")
-        return index
+        return self._found.span(index)
 
     @overload
     def group(self) -> str: ...
@@ -89,11 +93,11 @@ class Match:
     def group(self, group: int | str) -> str | None: ...
 
     def group(self, group: int | str = 0) -> str | None:
-        start, end = self._spans[self._index(group)]
+        start, end = self._span(group)
         return None if start < 0 else self._text[start:end]
 
     def groups(self, default: str | None = None) -> tuple[str | None, ...]:
-        found = (self.group(i) for i in range(1, len(self._spans)))
+        found = (self.group(i) for i in range(1, self._groups + 1))
         return tuple(default if g is None else g for g in found)
 
     def groupdict(self, default: str | None = None) -> dict[str, str | None]:
@@ -101,10 +105,10 @@ class Match:
         return {name: default if g is None else g for name, g in found}
 
     def start(self, group: int | str = 0) -> int:
-        return self._spans[self._index(group)][0]
+        return self._span(group)[0]
 
     def end(self, group: int | str = 0) -> int:
-        return self._spans[self._index(group)][1]
+        return self._span(group)[1]
 
 
 class _Compiled(Protocol):

@@ -21,6 +21,7 @@ I/O; `own_addresses` reads only the settings.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable
 
 from bridge.models import ParsedMessage
@@ -77,6 +78,13 @@ def _return_paths(msg: ParsedMessage) -> list[str]:
     return [v.strip() for v in msg.headers.get("return-path", ())]
 
 
+@lru_cache(maxsize=8)
+def _ours(own: frozenset[str]) -> frozenset[str]:
+    """Our addresses as compared: the same configured set for every message (a frozenset is
+    its own frozenset(), and caches its hash)."""
+    return frozenset(address_of(a) for a in own) - {""}
+
+
 def unsafe_reason(msg: ParsedMessage, own: Iterable[str]) -> str | None:
     """Why `msg` is certainly not an alert (and must never be forwarded or answered), or None.
 
@@ -85,7 +93,7 @@ def unsafe_reason(msg: ParsedMessage, own: Iterable[str]) -> str | None:
     marker = msg.header(MARKER)
     if marker:
         return f"sent by mailbridge itself ({MARKER}: {_one_line(marker, 40)})"
-    ours = {address_of(a) for a in own} - {""}
+    ours = _ours(frozenset(own))
     return_paths = _return_paths(msg)
     sender = msg.sender.strip().lower()
     for address in [sender, *(address_of(v) for v in return_paths)]:

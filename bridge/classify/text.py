@@ -14,13 +14,17 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-_WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 
 
 def nfc(text: str) -> str:
     """NFC form with white-space runs collapsed: what every matcher compares."""
-    return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
+    # Runs several times per message. ASCII text is its own NFC form, and str.split() splits
+    # on exactly the characters `\s` matches (str.isspace), so the join is the regex's
+    # substitution and strip in one pass.
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    return " ".join(text.split())
 
 
 def fold(text: str) -> str:

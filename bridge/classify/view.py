@@ -10,8 +10,7 @@ rule runs: token fields of an untrusted token are invisible to rules.
 from __future__ import annotations
 
 import unicodedata
-from functools import cached_property
-from typing import Literal
+from typing import Callable, Generic, Literal, TypeVar, overload
 
 from bridge.classify.text import nfc, words
 from bridge.models import AtesToken, ParsedMessage
@@ -24,6 +23,30 @@ BodyChoice = Literal["auto", "text", "html"]
 BODY_CHOICES: dict[str, BodyChoice] = {"auto": "auto", "text": "text", "html": "html"}
 TOKEN_FIELDS = ("id", "customer_id", "device_id", "alert_id", "ticket_id", "source")
 FIELDS = ("subject", "sender", "sender_name", "body", "to")
+
+
+T = TypeVar("T")
+
+
+class cached_property(Generic[T]):  # noqa: N801 - used as functools' is
+    """functools.cached_property without its lock: Python 3.11's takes an RLock on every
+    first read, six times a message, and a view belongs to one message on one thread.
+    Computed on the first read, then an ordinary instance attribute."""
+
+    def __init__(self, compute: Callable[["MessageView"], T]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+
+    @overload
+    def __get__(self, view: None, owner: type) -> "cached_property[T]": ...
+    @overload
+    def __get__(self, view: "MessageView", owner: type) -> T: ...
+
+    def __get__(self, view: "MessageView | None", owner: type) -> "T | cached_property[T]":
+        if view is None:
+            return self
+        value = view.__dict__[self.name] = self.compute(view)
+        return value
 
 
 class MessageView:

@@ -14,7 +14,7 @@ Its `finish` bounds the defects and sets `parse_error` only when nothing usable 
 from __future__ import annotations
 
 import re
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Callable
 
@@ -45,6 +45,36 @@ _HTML_META_CHARSET = re.compile(
     rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9._:-]{1,40})""", re.I)
 _ANY_CHARSET = re.compile(rb"""(?i)charset\s*=\s*["']?([A-Za-z0-9._:-]{1,40})""")
 _MESSAGE_ID = re.compile(r"<[^<>\s]{1,990}>")
+
+
+# The date form nearly all mail uses (RFC 5322 §3.3, with an optional comment after the zone).
+_DATE = re.compile(r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?([0-9]{1,2}) "
+                   r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([1-9][0-9]{3}) "
+                   r"([0-9]{2}):([0-9]{2}):([0-9]{2}) (?:([+-])([0-9]{4})|GMT|UTC?)"
+                   r"(?: \([^()]*\))?")
+_MONTHS = {name: n for n, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+
+def _parse_date(text: str) -> datetime:
+    """`parsedate_to_datetime(text)`, its result for `_DATE`'s form computed directly: the
+    library splits and tries a dozen layouts, a few per cent of a worker's time. The same
+    values, the same arithmetic (an offset's minutes are not range-checked, "-0000" is a
+    naive time) and the same exceptions from `datetime` (tests/test_parse_date.py)."""
+    m = _DATE.fullmatch(text)
+    if m is None:
+        return parsedate_to_datetime(text)
+    day, month, year, hour, minute, second, sign, offset = m.groups()
+    seconds = 0
+    if offset is not None:
+        seconds = int(offset[:2]) * 3600 + int(offset[2:]) * 60
+        if sign == "-":
+            if not seconds:
+                return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute),
+                                int(second))
+            seconds = -seconds
+    return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second),
+                    tzinfo=timezone(timedelta(seconds=seconds)))
 
 
 def _html_to_text(html: str, defects: list[str]) -> str:
@@ -90,6 +120,23 @@ def _xml_bytes(data: bytes, charset: str | None) -> bytes:
     return data.decode(codec, "replace").encode("utf-8")
 
 
+# Header names as text, and whether their encoded-words are decoded: the same few dozen names
+# in every message, so worked out once per worker. Bounded: only short names are kept, and
+# only so many (a message may invent any number of long ones).
+_NAMES: dict[bytes, tuple[str, bool]] = {}
+_NAMES_MAX, _NAME_MAX_BYTES = 1024, 64
+
+
+def _name_info(name: bytes) -> tuple[str, bool]:
+    info = _NAMES.get(name)
+    if info is None:
+        key = name.decode("ascii", "replace")
+        info = (key, _decodes_words(key))
+        if len(name) <= _NAME_MAX_BYTES and len(_NAMES) < _NAMES_MAX:
+            _NAMES[name] = info
+    return info
+
+
 class _Builder:
     """Gathers the fields of one ParsedMessage; each step is guarded on its own."""
 
@@ -108,7 +155,10 @@ class _Builder:
 
     def build(self) -> ParsedMessage:
         self.top = _read_headers(self.raw, 0, len(self.raw), self.limits, True, self.defects)
-        self.hint = _mime_info(self.top.first(b"content-type"), None, "text/plain").charset
+        # The top entity's Content-Type, read once: the walker's own reading is the same one
+        # unless a Content-Disposition comes into it.
+        self.top_info = _mime_info(self.top.first(b"content-type"), None, "text/plain")
+        self.hint = self.top_info.charset
         if self.hint is None:
             # Raw 8-bit headers (corpus mail015/046) are usually in the charset of the first
             # text part; a multipart's own Content-Type has none.
@@ -129,9 +179,9 @@ class _Builder:
         table: dict[str, list[str]] = {}
         trace: list[tuple[str, str]] = []
         for name, value in self.top.fields:
-            key = name.decode("ascii", "replace")
+            key, decodes = _name_info(name)
             text = _header_text(value, self.hint)
-            text = _fold(decode_words(text)) if _decodes_words(key) else _CONTROL.sub(" ", text).strip()
+            text = _fold(decode_words(text)) if decodes else _CONTROL.sub(" ", text).strip()
             table.setdefault(key, []).append(text)
             if key in ("received", "authentication-results"):
                 trace.append((key, text))
@@ -150,7 +200,7 @@ class _Builder:
         if value is None:
             return
         pairs = _addresses(value)
-        mailbox = _from_mailbox(value)
+        mailbox = _from_mailbox(value, pairs)
         if mailbox is None:
             self.defects.append("From has no address")
             return
@@ -175,7 +225,7 @@ class _Builder:
         if value is None:
             return
         try:
-            parsed = parsedate_to_datetime(_fold(value))
+            parsed = _parse_date(_fold(value))
         except Exception:  # noqa: BLE001 - ValueError, TypeError, OverflowError in the wild
             parsed = None
         if parsed is None:
@@ -187,7 +237,8 @@ class _Builder:
 
     def body(self) -> None:
         walker = _Walker(self.raw, self.limits, self.defects)
-        walker.entity(self.top, len(self.raw), 0, "text/plain", True)
+        shared = self.top_info if self.top.first(b"content-disposition") is None else None
+        walker.entity(self.top, len(self.raw), 0, "text/plain", True, shared)
         limits = self.limits
         plain: list[str] = []
         html: list[str] = []

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from bridge.parse.mime.charsets import _b64decode, decode_words
-from bridge.parse.mime.headers import _fold, _Headers, _mime_info, _read_headers, _relatin
+from bridge.parse.mime.headers import _fold, _Headers, _mime_info, _MimeInfo, _read_headers, _relatin
 from bridge.parse.mime.limits import MimeLimits
 
 # -- parts -------------------------------------------------------------------------------------
@@ -49,14 +49,16 @@ class _Walker:
         self.count = 0
 
     def entity(self, headers: _Headers, end: int, depth: int, default: str,
-               body_candidate: bool) -> None:
+               body_candidate: bool, info: _MimeInfo | None = None) -> None:
+        """`info`: this entity's `_mime_info`, when the caller has read it already."""
         self.count += 1
         if self.count > self.limits.max_parts:
             if self.count == self.limits.max_parts + 1:
                 self.defects.append(f"more than {self.limits.max_parts} MIME parts; rest ignored")
             return
-        info = _mime_info(headers.first(b"content-type"), headers.first(b"content-disposition"),
-                          default)
+        if info is None:
+            info = _mime_info(headers.first(b"content-type"),
+                              headers.first(b"content-disposition"), default)
         ctype = info.ctype
         cte = (headers.first(b"content-transfer-encoding") or b"").decode("latin-1").strip().lower()
         cte = cte.split(";", 1)[0].strip()
