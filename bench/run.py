@@ -385,6 +385,35 @@ def _details(r: dict[str, Any]) -> list[str]:
     return out
 
 
+ROUND5 = """**Round 5 (issue 21, third pass)**: the drain was no longer waiting on one slow part but
+on the two cores, shared by mailbridge's main process (two busy threads), its worker, the
+simulator and Dovecot. Scheduler statistics (/proc/PID/task/TID/schedstat) showed the main
+process's event-loop thread and store thread each ~2 s of a 8.6 s drain *runnable but waiting
+for a core*, and an instrumented store thread showed delivery's short transactions queued
+behind processing's long ones. Every change was measured in alternating pairs (10,000 mails,
+three pairs, medians) against the tree without it; the host ran fast this session (the round
+4 tree drained at 1,208–1,250 msg/s, against 1,122 in round 4's last hour).
+
+| step | where | measured |
+|---|---|---|
+| the store thread gets two queues: delivery's claims and settlements run before every processing call still waiting (within a queue, order kept) | bridge/store/thread.py, db.py | a settlement waited 10–40 ms at the median behind 20 ms staging and 40–60 ms recording transactions while processing ran; 1,208 → 1,256 msg/s, main process 6.79 → 6.45 s |
+| a claimed batch is recorded 50 messages per transaction, delivery told after each | bridge/process/batches.py | settlement wait 10–15 → 4–7 ms, settlement groups per second doubled; the sent count now tracks the decided count (was a 2.5 s tail); with the row above 1,229 → 1,284 msg/s (slices of 25 and 100: no better) |
+| migration 12: `messages_state` on (state, arrived_at) — `run --once`'s claim read the oldest undecided arrival by walking every staged message (1.1 ms with 8,000 staged, ~250 claims a drain; now 4 µs); `messages_mid_hash` dropped (no query used it; random keys in every durable staging commit); `events_key` and `messages_outcome` only over rows that have a key / an outcome | bridge/store/schema.py, outbox.py | claim_outbox on the store thread 0.83 → 0.59 s; rows above + the first two indexes: 1,213 → 1,303 msg/s; tests/test_store_plans.py holds the plans |
+| `run` starts the worker pool's fork server first thing, so its preload imports run beside the daemon's | bridge/process/forkserver.py, bridge/cli/running.py | the first batch's evaluation had finished 0.37 s after its claim, with mail already staged; 1,258 → 1,303 msg/s |
+| WAL checkpoints every second instead of every quarter (a hot page copied once per interval) | bridge/store/checkpoint.py | 459 → 425 MB and 210k → 202k write calls per drain, main process −0.2 s; WAL ~16 MB under a backlog |
+| the collector's young threshold 700 → 10,000 in `run` | bridge/cli/running.py | 964 collections (7 full) taking 0.42–0.87 s of the main process → 11 (none full), 0.04 s; memory unchanged |
+| the worker's parse and classify, fourteen cuts with identical results (`bench/evaluate.py`, a new in-process micro-benchmark; the evaluations of 10,000 backlog mails, the 116 corpus mails and the samples compared as objects after each): header block read in one pass and header names cached per worker, the RFC 5322 date form computed directly (property-tested against `parsedate_to_datetime`), white space collapsed with `str.split` and NFC skipped for ASCII, rule candidates without a generator merge, plain Received headers read without the tokenizer, regex group spans read lazily, the top Content-Type read once, a lock-free cached property, `mx_failure` not repeated after `verify` passed (the same checks) | bridge/parse/mime/, bridge/classify/ | 0.287 → 0.229 ms a message (−20 %, micro-benchmark); worker CPU per drain 3.83 → 3.20 s (−16 %, includes the fork server's fixed ~0.5 s of imports) |
+| report only: the worker at nice 10 | | +2.8 % (median paired difference, 6 pairs): not adopted — a worker starved by busier processes could overrun its 5 s wall budget and quarantine a good message |
+| report only: GIL switch interval 0.5 / 1 ms; SQLite page size 1,024 / 16,384; aiohttp's DummyCookieJar, a prebuilt URL, no auto-decompression | | no gain (switch interval within noise; page sizes slower: 2.5× the write calls or 1.8× the bytes; aiohttp 94–96 µs per call either way) |
+
+From the round's start to its end, in one sitting (10,000 mails, three alternating pairs, load
+~1): 2015a13 **1,231** msg/s (1,236 / 1,231 / 1,211), the round's end **1,380** msg/s
+(1,300 / 1,422 / 1,380), +12 %; ratio to the bare fetch 8.8 → 7.9×; the main process's CPU
+6.63 → 6.01 s, the worker's 3.69 → 3.13 s; the summed peak 131 → 130 MiB. Round 4's end,
+which this session measured at 1,208–1,250 msg/s, had measured 1,110–1,226 in round 4's last
+hour: the host's speed moves by that much between sessions."""
+
+
 SETTINGS_NOTE = """**Settings behind these figures.** Benchmarks 1, 2, 4 and 5 run mailbridge with
 `psa.concurrency=64` (the configuration's maximum) and `psa.rate_limit=100000` (far above what
 one process sends, so that the benchmark's own setting is not the ceiling; 2000 put the
@@ -393,7 +422,9 @@ backlog's 9,272 calls at ≥ 4.6 s); the shipped defaults are `concurrency = 4` 
 sets the pace of a backlog, not these figures. Benchmark 2 also raises the storm caps (600 new
 alerts a minute from one account are otherwise a storm, benchmark 5)."""
 
-CHANGES_INTRO = """**Round 4 (issue 21, second pass)**: less CPU per message in the main process, which
+CHANGES_INTRO = ROUND5 + """
+
+**Round 4 (issue 21, second pass)**: less CPU per message in the main process, which
 the per-second timeline of benchmark 1 showed to be the bottleneck — it ran at 80–95 % of one
 core for the whole drain while delivery was starved to ~230 calls/s until processing ended.
 Four engineers took one part each; every change was measured in alternating pairs against the
@@ -530,20 +561,20 @@ def _stage_table(b: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
-NEXT_STEPS = """Where the CPU goes now (the stage table above; a py-spy profile of the same drain,
-section "Profile"): after round 4 the main process's profile is flat — no function of ours
-above 4 % of its busy samples. What is left, by share: (1) *deliver*: aiohttp's client is now
-about half of it; (2) *the store's transactions*: BEGIN/COMMIT writing the WAL (~6 % of the
-samples; one transaction per processed batch, per claim and per settlement group), the events
-(JSON encoding and redaction are about a quarter of recording a batch: redacting a batch's
-events in one pass is the next cut) and the outbox's five indexes written per row; (3) *decide*:
-`alert_context`'s few statements per alert; (4) the pool's threads (~20 µs per message).
-The main process is one Python interpreter kept 85–95 % busy on one core for the whole drain,
-so the drain lasts about its CPU divided by that, whatever the worker and the second core do.
-What is missing to 1,200 msg/s is not in any one place: a process of its own for delivery or
-recording would use the second core, which the worker, Dovecot and the simulator already keep
-~85 % busy, and would cost ~40 MiB where the memory bar leaves ~18; a faster interpreter
-(CPython 3.12/3.13, not on this machine) is the other way."""
+NEXT_STEPS = """Where the time goes now (the stage table above; a py-spy profile of the same drain,
+section "Profile"): the drain is bound by the two cores, not by one part. The main process
+keeps one core ~90 % busy with its two threads (event loop: aiohttp and the IMAP client; store
+thread: SQLite, whose WAL commits are ~200,000 write calls a drain), the worker most of the
+other, and the simulator and Dovecot take ~2.3 s of CPU beside them; the main process's
+threads each spent ~2 s of an 8.6 s drain waiting for a core. What is left, by share:
+(1) *the store's commits*: every transaction rewrites its hot pages (tails of the events table
+and its indexes, outbox and message rows) into the WAL — about 950 transactions a drain; an
+outbox claim merged into the settlement transaction before it would save ~250 of them;
+(2) *deliver*: aiohttp is about half of it (~95 µs a call, measured apart); (3) *decide*:
+`alert_context`'s few statements per alert; (4) the worker's profile, flat after round 5
+(header reading, RE2's Python wrapper, frozen-dataclass inits, result pickling ~8 %).
+Lowering the worker's priority gained ~3 % but risks its wall budget (not adopted); a faster
+interpreter (CPython 3.12/3.13, not on this machine) is the other way."""
 
 
 def _backlog_gap(b: dict[str, Any]) -> str:
