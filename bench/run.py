@@ -789,6 +789,29 @@ the pool's threads ~10 %.""", "",
 | `claim_outbox` | ~5 % | the NOT EXISTS head-of-key query and the backlog horizon of `run --once` |
 | aioimaplib and the IMAP source (main thread) | ~3 % | fetching 10,000 messages in UID FETCH batches of 200 |""",
                  "",
+                 """Round 5's profiles (10,000 messages; `MB_BENCH_PROFILE_ALL=1` adds the worker
+processes), taken after the store-thread queues and before the worker's cuts. py-spy counts a
+thread that is runnable but waiting for a core as busy: half of the event-loop thread's samples
+sat in `epoll_wait` and socket calls, while strace counted only ~2,650 `epoll_wait` calls per
+5,000 mails — the loop was waiting for a CPU, not spinning. The scheduler's own figures
+(/proc/PID/task/TID/schedstat) said so directly: the loop thread ran 3.5 s and waited 2.1 s
+for a core, the store thread ran 2.9 s and waited 2.2 s. Other counts from the same tools: ~17
+SQL statements per message (a third of them event inserts), ~210,000 write calls a drain
+(SQLite's WAL frames and checkpoints), 964 garbage collections. Store thread, by share of its
+own samples:""", "",
+                 """| hot path | share | what it is |
+|---|---|---|
+| `Pipeline.apply_batch` | ~46 % | recording (`apply_decision` ~57 % of it: outbox rows, events, correlation updates), `Decider.decide` (~35 %: `alert_context`), BEGIN/COMMIT ~10 % |
+| `apply_settlements` | ~16 % | `outbox_settled`, the events, COMMIT (~28 % of it) |
+| `StoreBase._transaction` itself (COMMIT writing the WAL) | ~16 % | every transaction rewrites its hot pages |
+| `claim_outbox`, `stage_many` | ~13 %, ~15 % | before migration 12 the claim read the oldest staged arrival by walking the backlog |
+
+The worker process, by share of its samples: parse ~37 % (`_read_headers` 6 % self, the body
+15 %, html-text 4 %, dates 3 %), classify ~38 % (rule evaluation ~10 %, `build_alert_v2` 8 %,
+authentication headers ~7–11 %, rule candidates 6 %, captures 5 %), frozen-dataclass inits
+~3.5 %, result pickling ~4 %, reading the raw mail ~3 % — flat, which the fourteen cuts of the
+round's worker row answer one by one.""",
+                 "",
                  """Already right before this work, checked by the profile: batched UID FETCH
 (200 per command, one connection, no reconnects), one SQLite transaction per staged batch and
 per processed batch, rules compiled once and indexed, each message parsed once."""]
