@@ -412,7 +412,15 @@ From the round's start to its end, in one sitting (10,000 mails, three alternati
 (1,300 / 1,422 / 1,380), +12 %; ratio to the bare fetch 8.8 → 7.9×; the main process's CPU
 6.63 → 6.01 s, the worker's 3.69 → 3.13 s; the summed peak 131 → 130 MiB. Round 4's end,
 which this session measured at 1,208–1,250 msg/s, had measured 1,110–1,226 in round 4's last
-hour: the host's speed moves by that much between sessions."""
+hour: the host's speed moves by that much between sessions. The whole set, one run each back
+to back with 2015a13 (`python -m bench.run` in each tree, load ~1): backlog 1,185 → 1,231 msg/s
+(single runs swing; the pairs above carry the figure), summed peak 132 → 130 MiB, hostile drain
+32.9 → 33.0 s (bounds 67.2 / 66.6 s, the 10 breakers quarantined in both), IDLE p50 275 → 315 ms
+and p99 531 → 532 ms — two more alternating pairs of the latency benchmark alone gave 318 / 316
+against 315 / 315 ms, so the IDLE figures are unchanged (this report's 277 ms is one of the fast
+runs both trees have) — classification 63 → 50 µs per message with the 1.11 → 1.14× and
+1.20 → 1.26× scaling ratios, the 50 MiB mail 2.0× in both, the storm 2.4 % in both, and
+`rules diff` 6.9 → 6.1 s."""
 
 
 SETTINGS_NOTE = """**Settings behind these figures.** Benchmarks 1, 2, 4 and 5 run mailbridge with

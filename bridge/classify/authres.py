@@ -192,17 +192,22 @@ def parse_results(value: str) -> tuple[str, list[Result]]:
 # -- the trace block -------------------------------------------------------------------------
 
 
-def received_clauses(value: str) -> dict[str, str]:
-    """The `from`, `by`, `via`, `with`, `id`, `for` clauses of a Received header (first word
-    of each, comments removed), from the part before its date."""
-    head = value.rpartition(";")[0] if ";" in value else value
+def received_words(head: str) -> list[str]:
+    """The words and quoted strings of a Received header's clauses, comments removed: what
+    `tokenize` yields as words, the same list (tests/test_auth_boundary.py holds it to that)."""
     flat = _FLAT_COMMENT.sub(" ", head) if '"' not in head and "\\" not in head else "("
     if "(" not in flat:
         # Without quotes, escapes or nested comments, the words are what is left once the
         # comments are cut out: one regex instead of the tokenizer (most Received headers).
-        words = _WORD_RUN.findall(flat)
-    else:
-        words = [t.text for t in tokenize(head) if t.kind in ("word", "qs")]
+        return _WORD_RUN.findall(flat)
+    return [t.text for t in tokenize(head) if t.kind in ("word", "qs")]
+
+
+def received_clauses(value: str) -> dict[str, str]:
+    """The `from`, `by`, `via`, `with`, `id`, `for` clauses of a Received header (first word
+    of each, comments removed), from the part before its date."""
+    head = value.rpartition(";")[0] if ";" in value else value
+    words = received_words(head)
     clauses: dict[str, str] = {}
     i = 0
     while i < len(words) - 1:

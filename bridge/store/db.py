@@ -5,8 +5,9 @@
 domain methods from the mixins in `staging`, `decisions`, `outbox`, `owners`, `reads`,
 `operator` (the operator's views and counts), `history` (`rules diff`'s replays) and
 `maintenance` (retention, reconcile, admin alerts, savepoints, simulate's scratch copy).
-Modules outside this package call named methods, never SQL (tests/test_store_owns_sql.py). `AsyncStore` runs a `Store` on one dedicated thread
-for asyncio code.
+Modules outside this package call named methods, never SQL (tests/test_store_owns_sql.py).
+`AsyncStore` runs a `Store` on one dedicated thread for asyncio code, delivery's calls ahead
+of processing's (bridge.store.thread).
 The names other modules import from here (`StagedRow`, `StageResult`, `OutboxRow`,
 `message_id_of`, `events_log`, `TROUBLE_EVENTS`) stay importable from this module.
 """

@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass
 
 from bridge.parse.mime.charsets import _b64decode, decode_words
-from bridge.parse.mime.headers import _fold, _Headers, _mime_info, _MimeInfo, _read_headers, _relatin
+from bridge.parse.mime.headers import (_fold, _Headers, _mime_info, _MimeInfo, _read_headers,
+                                      _relatin)
 from bridge.parse.mime.limits import MimeLimits
 
 # -- parts -------------------------------------------------------------------------------------
